@@ -1,0 +1,121 @@
+"""Every error flowplex raises, rooted at :class:`FlowplexError`.
+
+Errors are subclassed by cause, so callers can catch as broadly or as narrowly as they need::
+
+    FlowplexError
+     ├── ConfigurationError         settings, YAML files, required keys
+     │    └── ClassPathError        a dotted class path whose module or class is missing
+     ├── FlowDefinitionError        a flow class or flow config that cannot work
+     │    └── FlowStateError        flow_state that is not JSON-serializable
+     ├── FlowInstanceError          mounting or fetching a flow instance failed
+     ├── MessagingError             a message that cannot be built, sent or answered
+     │    ├── InterfaceError        data that does not fit a flow's input/output interface
+     │    ├── UnknownInstanceError  a message addressed to an instance that does not exist
+     │    └── FlowError             the flow that handled a message raised (an error reply)
+     ├── FlowTimeoutError           a wait ran out of time (also a builtin TimeoutError)
+     └── BackendError               the storage backend failed or cannot be reached
+
+Only :class:`FlowInstanceError` and :class:`FlowError` carry structured fields; the others are
+plain messages that name what is wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ClassPathError",
+    "ConfigurationError",
+    "FlowDefinitionError",
+    "FlowError",
+    "FlowInstanceError",
+    "FlowStateError",
+    "FlowTimeoutError",
+    "FlowplexError",
+    "InterfaceError",
+    "MessagingError",
+    "UnknownInstanceError",
+]
+
+
+class FlowplexError(Exception):
+    """The root of every error flowplex raises on purpose."""
+
+
+class ConfigurationError(FlowplexError):
+    """A setting, a YAML file or a required configuration key is missing or invalid."""
+
+
+class ClassPathError(ConfigurationError):
+    """A dotted class path (``"pkg.module.Class"``) names a module or attribute that is missing."""
+
+
+class FlowDefinitionError(FlowplexError):
+    """A flow class or its configuration cannot produce a working flow."""
+
+
+class FlowStateError(FlowDefinitionError):
+    """A flow's ``flow_state`` cannot be stored because it is not JSON-serializable."""
+
+
+class FlowInstanceError(FlowplexError):
+    """Getting (mounting or fetching) a flow instance failed.
+
+    The text follows the serving contract::
+
+        Failed to get flow instance at {flow_endpoint} served by user {user_id}.
+        Message: {reason}
+    """
+
+    def __init__(self, flow_endpoint: str, user_id: str, reason: str) -> None:
+        self.flow_endpoint = flow_endpoint
+        self.user_id = user_id
+        self.reason = reason
+        super().__init__(
+            f"Failed to get flow instance at {flow_endpoint} served by user {user_id}.\n"
+            f"Message: {reason}"
+        )
+
+
+class MessagingError(FlowplexError):
+    """A message could not be built, delivered or answered."""
+
+
+class InterfaceError(MessagingError):
+    """Message data does not fit the input or output interface a flow declares."""
+
+
+class UnknownInstanceError(MessagingError):
+    """A message was addressed to a flow instance that does not exist (or was deleted)."""
+
+
+class FlowError(MessagingError):
+    """The flow that handled a message raised; this is its error reply, raised at the caller.
+
+    ``remote_type``, ``remote_message`` and ``remote_traceback`` describe the original exception
+    as text, since the exception object itself may live in another process.
+    """
+
+    def __init__(
+        self,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str = "",
+        flow_id: str | None = None,
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.flow_id = flow_id
+        where = f" in flow instance {flow_id}" if flow_id else ""
+        text = f"{remote_type}{where}: {remote_message}"
+        if remote_traceback:
+            text = f"{text}\n\nRemote traceback:\n{remote_traceback.rstrip()}"
+        super().__init__(text)
+
+
+class FlowTimeoutError(FlowplexError, TimeoutError):
+    """A wait (for a reply, an instance, a worker) ran out of time."""
+
+
+class BackendError(FlowplexError):
+    """The storage backend failed, or cannot be reached."""

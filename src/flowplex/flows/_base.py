@@ -1,0 +1,290 @@
+"""``Flow`` and ``AtomicFlow``: the unit of work flowplex serves, mounts and runs."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from .._json import dumps
+from ..config import deep_merge, ensure_json_serializable, load_yaml, require_keys
+from ..errors import FlowDefinitionError, MessagingError
+from ..messages import FlowMessage, ReplyMode
+from ._interfaces import KeyInterface
+from ._transport import Transport, run_coroutine_sync
+
+__all__ = ["AtomicFlow", "Flow", "check_state", "error_reply", "run_message"]
+
+
+class Flow:
+    """The base of every flow.
+
+    A flow has a ``flow_config`` (a dict with at least ``name`` and ``description``) and a
+    ``flow_state`` (a JSON-serializable dict that the runtime persists between messages). Its
+    :meth:`run` handles one input message and replies either by returning a dict or by
+    ``self.send_message(self.package_output_message(input_message, data))``.
+
+    The default config of a class is its ``default_config`` attribute, or a ``<ClassName>.yaml``
+    file beside its module; defaults of base classes are merged first, and overrides last
+    (see :meth:`get_config`).
+    """
+
+    #: Config keys every flow must have.
+    REQUIRED_CONFIG_KEYS: ClassVar[tuple[str, ...]] = ("name", "description")
+
+    #: The class's own default config (merged over its bases'); a YAML file beside the module
+    #: named after the class is used when this is None.
+    default_config: ClassVar[Mapping[str, Any] | None] = {"private_keys": []}
+
+    def __init__(
+        self, flow_config: Mapping[str, Any], flow_state: Mapping[str, Any] | None = None
+    ) -> None:
+        if not isinstance(flow_config, Mapping):
+            raise FlowDefinitionError(
+                f"{type(self).__name__} needs a flow_config mapping, got "
+                f"{type(flow_config).__name__}."
+            )
+        require_keys(
+            flow_config, self.REQUIRED_CONFIG_KEYS, f"flow config of {type(self).__name__}"
+        )
+        self.flow_config: dict[str, Any] = copy.deepcopy(dict(flow_config))
+        private = self.flow_config.get("private_keys") or []
+        if not isinstance(private, list) or not all(isinstance(k, str) for k in private):
+            raise FlowDefinitionError(
+                f"{self.name}: private_keys must be a list of key names, got {private!r}."
+            )
+        self._input_interface = KeyInterface.parse(
+            self.flow_config.get("input_interface"), f"{self.name}.input_interface"
+        )
+        self._output_interface = KeyInterface.parse(
+            self.flow_config.get("output_interface"), f"{self.name}.output_interface"
+        )
+        self._transport: Transport | None = None
+        self.flow_state: dict[str, Any] = {}
+        self.set_up_flow_state()
+        if flow_state:
+            self.flow_state.update(copy.deepcopy(dict(flow_state)))
+        ensure_json_serializable(self.flow_state, f"{self.name}.flow_state")
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def get_config(cls, **overrides: Any) -> dict[str, Any]:
+        """The default config, merged down the class hierarchy, with ``overrides`` on top."""
+        config: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, Flow):
+                config = deep_merge(config, _own_default_config(klass))
+        return deep_merge(config, overrides)
+
+    @classmethod
+    def instantiate_from_default_config(cls, **overrides: Any) -> Self:
+        """A new flow from :meth:`get_config` with ``overrides``."""
+        return cls(cls.get_config(**overrides))
+
+    @classmethod
+    def instantiate_from_config(cls, config: Mapping[str, Any]) -> Self:
+        """A new flow from a complete config (no defaults merged)."""
+        return cls(config)
+
+    def set_up_flow_state(self) -> None:
+        """Give ``flow_state`` its initial keys; override to add yours (it starts empty)."""
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The ``name`` from the flow config."""
+        return str(self.flow_config["name"])
+
+    def get_instance_id(self) -> str:
+        """The id of this flow instance (``flow_id`` in its config), or ``"unmounted"``."""
+        return str(self.flow_config.get("flow_id", "unmounted"))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, input_message: FlowMessage) -> Any:
+        """Handle one input message. Override it (plain or ``async def``).
+
+        Return a dict to reply with it, or None after replying with :meth:`send_message` (or
+        when no reply is due).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement run(input_message).")
+
+    def attach(self, transport: Transport) -> None:
+        """Connect this flow to the runtime that runs it (called by the runtime)."""
+        self._transport = transport
+
+    @property
+    def user_id(self) -> str:
+        """The user this flow runs for, as its runtime says (``"local"`` when detached)."""
+        return self._transport.user_id if self._transport is not None else "local"
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def package_input_message(
+        self,
+        data: dict[str, Any],
+        dst_flow: str = "unknown",
+        reply_data: dict[str, Any] | None = None,
+    ) -> FlowMessage:
+        """A new message from this flow carrying ``data``."""
+        return FlowMessage(
+            data=dict(data),
+            src_flow=self.name,
+            src_flow_id=self.get_instance_id(),
+            dst_flow=dst_flow,
+            reply_data=reply_data or {"mode": ReplyMode.NO_REPLY.value},
+            user_id=self.user_id,
+            private_keys=list(self.flow_config.get("private_keys") or []),
+        )
+
+    def package_output_message(
+        self, input_message: FlowMessage, response: dict[str, Any]
+    ) -> FlowMessage:
+        """The reply to ``input_message`` carrying ``response`` (through the output interface)."""
+        if not isinstance(response, dict):
+            raise MessagingError(
+                f"{self.name}: a reply must be a dict, got {type(response).__name__}."
+            )
+        if self._output_interface is not None:
+            response = self._output_interface.apply(response, f"{self.name} output_interface")
+        return FlowMessage(
+            data=dict(response),
+            src_flow=self.name,
+            src_flow_id=self.get_instance_id(),
+            dst_flow=input_message.src_flow,
+            reply_data=dict(input_message.reply_data),
+            input_message_id=input_message.input_message_id,
+            is_reply=True,
+            user_id=self.user_id,
+            private_keys=list(self.flow_config.get("private_keys") or []),
+        )
+
+    def package_error_message(
+        self, input_message: FlowMessage, error: BaseException | str
+    ) -> FlowMessage:
+        """An error reply to ``input_message``; the caller's future raises :class:`FlowError`.
+
+        A flow rarely needs it (raising in ``run`` replies with the error), except to fail a
+        request it answers later, as non-blocking composites do.
+        """
+        return error_reply(input_message, error, self.name, self.get_instance_id())
+
+    def send_message(self, message: FlowMessage) -> None:
+        """Send a reply (built with :meth:`package_output_message`) back to whoever asked.
+
+        To send a request to another flow, use a proxy: ``self.subflows[key].send_message``.
+        """
+        if not isinstance(message, FlowMessage):
+            raise MessagingError(f"expected a FlowMessage, got {type(message).__name__}.")
+        if not message.is_reply:
+            raise MessagingError(
+                f"{self.name}.send_message sends replies; to message another flow use a proxy "
+                f"(self.subflows[key].send_message / get_reply / get_reply_future)."
+            )
+        if self._transport is None:
+            raise MessagingError(
+                f"{self.name} is not attached to a runtime: run it with flowplex.LocalRuntime / "
+                f"flowplex.run_local, or serve it."
+            )
+        self._transport.send_reply(message.without_private_keys())
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.flow_config.get('name')!r} id={self.get_instance_id()}>"
+        )
+
+
+class AtomicFlow(Flow):
+    """A flow that does its work itself, without subflows."""
+
+
+def run_message(flow: Flow, message: FlowMessage) -> None:
+    """Run one message through an attached flow.
+
+    Applies the input interface (to requests only: replies pushed back to a composite carry
+    its subflows' outputs, not its inputs), calls ``run`` (awaiting it if it is a coroutine),
+    sends the returned dict as the reply, and checks that ``flow_state`` is still JSON-serializable.
+    Exceptions propagate; the runtime turns them into an :func:`error_reply`.
+    """
+    data = message.data
+    if flow._input_interface is not None and not message.is_reply:
+        data = flow._input_interface.apply(data, f"{flow.name} input_interface")
+        message = message.replace(data=data)
+    result = flow.run(message)
+    if inspect.isawaitable(result):
+        result = run_coroutine_sync(result)
+    if result is not None:
+        if not isinstance(result, dict):
+            raise FlowDefinitionError(
+                f"{flow.name}.run returned {type(result).__name__}; return a dict to reply "
+                f"with it, or None."
+            )
+        flow.send_message(flow.package_output_message(message, result))
+    check_state(flow)
+
+
+def check_state(flow: Flow) -> str:
+    """``flow_state`` as JSON; :class:`FlowStateError` naming the bad value if it is not JSON."""
+    try:
+        return dumps(flow.flow_state)
+    except (TypeError, ValueError, RecursionError):
+        ensure_json_serializable(flow.flow_state, f"{flow.name}.flow_state")
+        raise
+
+
+def error_reply(
+    message: FlowMessage, exc: BaseException | str, src_flow: str, src_flow_id: str
+) -> FlowMessage:
+    """The error reply to ``message``: ``data={"error": ...}`` plus a structured ``error`` field.
+
+    Nobody waits for an answer to a reply, so the error reply to a *reply* (a failure while
+    handling a pushed reply) is addressed to no one: the runtime logs it instead of routing it,
+    which would send it straight back to the failing flow.
+    """
+    if isinstance(exc, BaseException):
+        kind, text = type(exc).__name__, str(exc) or type(exc).__name__
+        trace = "".join(traceback.format_exception(exc))
+    else:
+        kind, text, trace = "FlowError", str(exc), ""
+    reply_data = (
+        {"mode": ReplyMode.NO_REPLY.value}
+        if message.is_reply
+        else copy.deepcopy(message.reply_data)
+    )
+    return FlowMessage(
+        data={"error": f"{kind}: {text}"},
+        src_flow=src_flow,
+        src_flow_id=src_flow_id,
+        dst_flow=message.src_flow,
+        reply_data=reply_data,
+        input_message_id=message.input_message_id,
+        is_reply=True,
+        error={"type": kind, "message": text, "traceback": trace},
+    )
+
+
+@functools.cache
+def _yaml_config(path: Path) -> dict[str, Any]:
+    return load_yaml(path)
+
+
+def _own_default_config(klass: type[Flow]) -> dict[str, Any]:
+    own = klass.__dict__.get("default_config")
+    if own is not None:
+        if not isinstance(own, Mapping):
+            raise FlowDefinitionError(f"{klass.__name__}.default_config must be a mapping.")
+        return dict(own)
+    module = sys.modules.get(klass.__module__)
+    module_file = getattr(module, "__file__", None)
+    if module_file:
+        candidate = Path(module_file).with_name(f"{klass.__name__}.yaml")
+        if candidate.is_file():
+            return copy.deepcopy(_yaml_config(candidate))
+    return {}

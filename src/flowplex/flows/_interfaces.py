@@ -1,0 +1,103 @@
+"""Input and output interfaces: which keys a flow takes and gives, and under what names.
+
+A flow config may declare ``input_interface`` (applied to each input message's data before
+``run``) and ``output_interface`` (applied to the data of each reply it packages). Either is:
+
+- a list of keys: those keys are required and selected; any other key is dropped;
+- a mapping with any of ``keys_to_rename`` ({old: new}), ``keys_to_copy`` ({src: dst}),
+  ``keys_to_set`` ({key: value}), ``keys_to_select`` ([keys]) and ``keys_to_delete`` ([keys]),
+  applied in that order (the order of aiflows' ``KeyInterface``, which aiflows never applied).
+
+A missing required key raises :class:`~flowplex.InterfaceError` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FlowDefinitionError, InterfaceError
+
+__all__ = ["KeyInterface"]
+
+_SPEC_KEYS = {"keys_to_rename", "keys_to_copy", "keys_to_set", "keys_to_select", "keys_to_delete"}
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(k, str) for k in value):
+        raise FlowDefinitionError(f"{what} must be a list of key names, got {value!r}.")
+    return tuple(value)
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise FlowDefinitionError(f"{what} must map key names to key names, got {value!r}.")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class KeyInterface:
+    """A parsed interface; :meth:`apply` turns message data into what the other side expects."""
+
+    rename: dict[str, str] = field(default_factory=dict)
+    copy: dict[str, str] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+    select: tuple[str, ...] | None = None
+    delete: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: Any, what: str) -> KeyInterface | None:
+        """Parse an interface declaration (see the module doc); None or empty means no interface."""
+        if spec is None or (isinstance(spec, list | tuple | Mapping) and not spec):
+            return None
+        if isinstance(spec, list | tuple):
+            return cls(select=_str_list(spec, what))
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - _SPEC_KEYS - {"_target_"}
+            if unknown:
+                raise FlowDefinitionError(
+                    f"{what} has unknown keys {sorted(unknown)}; expected a list of keys or a "
+                    f"mapping of {sorted(_SPEC_KEYS)}."
+                )
+            keys_to_set = spec.get("keys_to_set") or {}
+            if not isinstance(keys_to_set, Mapping):
+                raise FlowDefinitionError(f"{what}.keys_to_set must be a mapping.")
+            select = spec.get("keys_to_select")
+            return cls(
+                rename=_str_map(spec.get("keys_to_rename") or {}, f"{what}.keys_to_rename"),
+                copy=_str_map(spec.get("keys_to_copy") or {}, f"{what}.keys_to_copy"),
+                set=dict(keys_to_set),
+                select=None if select is None else _str_list(select, f"{what}.keys_to_select"),
+                delete=_str_list(spec.get("keys_to_delete") or [], f"{what}.keys_to_delete"),
+            )
+        raise FlowDefinitionError(
+            f"{what} must be a list of keys or a mapping, got {type(spec).__name__}."
+        )
+
+    def apply(self, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """Return a new dict: ``data`` renamed, copied, set, selected and pruned, in that order."""
+        out = dict(data)
+        for old, new in self.rename.items():
+            if old not in out:
+                raise InterfaceError(
+                    f"{what}: key {old!r} to rename is missing from {sorted(out)}."
+                )
+            out[new] = out.pop(old)
+        for src, dst in self.copy.items():
+            if src not in out:
+                raise InterfaceError(f"{what}: key {src!r} to copy is missing from {sorted(out)}.")
+            out[dst] = out[src]
+        out.update(self.set)
+        if self.select is not None:
+            missing = [k for k in self.select if k not in out]
+            if missing:
+                raise InterfaceError(
+                    f"{what}: required key(s) {missing} missing; got {sorted(out)}."
+                )
+            out = {k: out[k] for k in self.select}
+        for key in self.delete:
+            out.pop(key, None)
+        return out

@@ -1,0 +1,264 @@
+"""The storage seam of the serving runtime: records and the ``Backend`` interface.
+
+Everything the serving runtime keeps (users, served endpoints, mounted instances with their
+config and state, queued messages, future replies and dead letters) goes through one
+:class:`Backend`. Three implement it: :class:`~flowplex.runtime.memory.MemoryBackend` (in-process,
+volatile), SQLite (the embedded default) and PostgreSQL. ``tests/backend_conformance.py`` runs
+the same checks against all three.
+
+Queue semantics every backend guarantees:
+
+- **Per-instance FIFO, one in flight.** A message is claimable only when it is the oldest
+  message of its instance and no other message of that instance is leased, unless the instance
+  is ``parallel``. Order is enqueue order (``seq``), across all senders.
+- **Leases.** :meth:`Backend.claim` leases messages for ``lease_seconds`` and counts the
+  delivery. A message whose lease expires is claimable again (the worker died), against the
+  state as it was: nothing of the failed run was committed.
+- **Atomic completion.** :meth:`Backend.complete` removes the message, writes the new state,
+  enqueues what the run sent and stores the replies in one transaction, and only if the lease
+  is still held by the caller.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Backend",
+    "DeadLetter",
+    "Delivery",
+    "EndpointRecord",
+    "Envelope",
+    "InstanceRecord",
+    "ReplyRecord",
+    "UserRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user of a node: the hex Ed25519 public key and the raw 32-byte private key."""
+
+    user_id: str
+    private_key: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """A flow class served by ``user_id`` at ``endpoint``; ``served`` is False once unserved."""
+
+    user_id: str
+    endpoint: str
+    flow_class_name: str
+    singleton: bool
+    parallel_dispatch: bool
+    dispatch_point: str
+    served: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """A mounted flow instance.
+
+    ``user_id`` serves it; ``client_id`` mounted it (``"local"`` when that is the same user).
+    ``config`` is the full merged config including ``flow_id``; ``state`` the persisted
+    ``flow_state``; ``state_version`` grows with each committed state. ``dispatch_point`` is the
+    effective one (the override, if any, else the endpoint's).
+    """
+
+    flow_id: str
+    user_id: str
+    endpoint: str
+    client_id: str
+    flow_class_name: str
+    config: dict[str, Any]
+    state: dict[str, Any]
+    dispatch_point: str
+    dispatch_point_override: str | None
+    parallel_dispatch: bool
+    created_at: float
+    state_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message to enqueue for instance ``flow_id``; ``body`` is the FlowMessage JSON."""
+
+    flow_id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRecord:
+    """A reply waiting for the future ``future_id`` (``body`` is the FlowMessage JSON)."""
+
+    future_id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message given up on after too many deliveries, kept for inspection."""
+
+    flow_id: str
+    body: str
+    error: str
+    deliveries: int
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A leased message. ``instance`` is None when the instance was deleted meanwhile.
+
+    ``deliveries`` counts this delivery too (1 the first time). ``lease`` identifies the lease;
+    :meth:`Backend.complete` succeeds only while it is held.
+    """
+
+    seq: int
+    flow_id: str
+    body: str
+    deliveries: int
+    lease: str
+    instance: InstanceRecord | None
+
+
+class Backend(ABC):
+    """Storage for one node. Thread-safe; every method is one transaction."""
+
+    #: The URL this backend was opened with (``memory://``, ``sqlite:///...``, ``postgresql://...``).
+    url: str
+
+    # -- users ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_user(self, user: UserRecord) -> None:
+        """Store a new user."""
+
+    @abstractmethod
+    def list_users(self) -> list[UserRecord]:
+        """Every user, oldest first."""
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    @abstractmethod
+    def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
+        """Serve ``endpoint``: False (and no change) if it is already served, else True.
+
+        An endpoint that exists unserved is served again with the new record's settings; its
+        instances are kept.
+        """
+
+    @abstractmethod
+    def get_endpoint(self, user_id: str, endpoint: str) -> EndpointRecord | None:
+        """The endpoint record, served or not, or None."""
+
+    @abstractmethod
+    def list_endpoints(self, user_id: str) -> list[EndpointRecord]:
+        """The user's endpoints, in creation order."""
+
+    @abstractmethod
+    def set_served(self, user_id: str, endpoint: str, served: bool) -> bool:
+        """Mark an endpoint served or not; False if it does not exist."""
+
+    @abstractmethod
+    def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
+        """Delete the endpoint and every instance mounted on it; returns the instance ids."""
+
+    # -- instances --------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_instances(self, instances: Sequence[InstanceRecord]) -> None:
+        """Store new instances, all or none."""
+
+    @abstractmethod
+    def get_instance(self, flow_id: str) -> InstanceRecord | None:
+        """The instance, or None."""
+
+    @abstractmethod
+    def list_instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
+        """Instances served by ``user_id`` (on ``endpoint`` if given), in mount order."""
+
+    @abstractmethod
+    def delete_instance(self, flow_id: str) -> bool:
+        """Delete an instance; False if there was none."""
+
+    # -- messages ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(
+        self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str]:
+        """Queue messages and store replies in one transaction.
+
+        Messages to instances that do not exist are not queued; their flow ids are returned
+        (in order) so the caller can answer them with an error.
+        """
+
+    @abstractmethod
+    def claim(
+        self,
+        dispatch_point: str,
+        user_id: str | None,
+        lease_seconds: float,
+        limit: int,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` claimable messages of ``dispatch_point`` (of ``user_id``'s
+        instances, or anyone's when None), oldest first; see the module doc for the rules."""
+
+    @abstractmethod
+    def complete(
+        self,
+        delivery: Delivery,
+        *,
+        state: dict[str, Any] | None,
+        envelopes: Sequence[Envelope] = (),
+        replies: Sequence[ReplyRecord] = (),
+        dead_letter: DeadLetter | None = None,
+    ) -> tuple[bool, list[str]]:
+        """Acknowledge ``delivery`` atomically with its effects.
+
+        Removes the message, stores ``state`` (unless None) with a new ``state_version``,
+        queues ``envelopes``, stores ``replies`` and the ``dead_letter``. Returns
+        ``(False, [])`` and changes nothing if the lease is no longer held (it expired and the
+        message went to another worker); otherwise ``(True, unknown_flow_ids)`` as
+        :meth:`enqueue`.
+        """
+
+    @abstractmethod
+    def release(self, delivery: Delivery) -> None:
+        """Give a leased message back at once (a worker shutting down before running it)."""
+
+    @abstractmethod
+    def take_reply(self, future_id: str) -> str | None:
+        """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
+
+    @abstractmethod
+    def pending_count(self, flow_id: str | None = None) -> int:
+        """Messages queued or leased (for one instance, or in all)."""
+
+    @abstractmethod
+    def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters (of one instance, or all), oldest first."""
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
+        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes.
+
+        May return early (spuriously); callers re-check by claiming.
+        """
+
+    @abstractmethod
+    def wait_for_reply(self, future_id: str, timeout: float) -> None:
+        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and wake every waiter. Idempotent."""

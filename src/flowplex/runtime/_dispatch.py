@@ -1,0 +1,320 @@
+"""Dispatch: running queued messages through their flows, and the worker threads that do it.
+
+One message at a time per instance (the backend's leases see to that). For each delivery the
+:class:`Dispatcher` builds (or reuses) the flow, fills its ``"???"`` secrets, runs it with a
+:class:`RunContext` as its transport, and commits the new state, what the run sent and the
+acknowledgement in one transaction. A flow that raises answers its caller with an error reply
+and leaves its state as it was. A worker that dies mid-run commits nothing; the lease expires
+and the message is delivered again. After ``max_deliveries`` the message is answered with an
+error and kept as a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
+from ..flows import Flow, error_reply, run_message
+from ..flows._transport import InstanceAddress
+from ..messages import FlowMessage, ReplyMode, new_id
+from ._backend import DeadLetter, Delivery, InstanceRecord
+from ._node import Node, build_outgoing
+
+__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", "Dispatcher"]
+
+logger = logging.getLogger("flowplex.worker")
+
+#: How long a claimed message stays leased to a worker before another may take it.
+DEFAULT_LEASE_SECONDS = 60.0
+#: Deliveries of one message before it is answered with an error and dead-lettered.
+DEFAULT_MAX_DELIVERIES = 5
+
+SECRET_PLACEHOLDER = "???"
+
+
+def fill_secrets(config: dict[str, Any], secrets: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A copy of ``config`` with every ``"???"`` value replaced by the secret of the same key.
+
+    Raises :class:`ConfigurationError` naming the key when the worker has no such secret.
+    """
+
+    def walk(value: Any, key: str | None, path: str) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, k, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, key, f"{path}[{i}]") for i, v in enumerate(value)]
+        if value == SECRET_PLACEHOLDER:
+            if key is None or key not in secrets:
+                raise ConfigurationError(
+                    f"{where}: config value {path} is '???' and this worker has no secret "
+                    f"{key!r}; start the worker with secrets={{{key!r}: ...}}."
+                )
+            return secrets[key]
+        return value
+
+    return {k: walk(v, k, k) for k, v in config.items()}
+
+
+def _has_placeholder(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_placeholder(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_placeholder(v) for v in value)
+    return bool(value == SECRET_PLACEHOLDER)
+
+
+class RunContext:
+    """The transport of one run: what the flow sends is held until the run commits.
+
+    Requests whose reply the flow awaits as a future go out at once (the run may block on
+    them); while it waits, the worker runs other claimable messages of its dispatch point, so a
+    blocking composite completes even with a single worker.
+    """
+
+    __slots__ = ("_dispatcher", "_user_id", "replies", "requests")
+
+    def __init__(self, dispatcher: Dispatcher, user_id: str) -> None:
+        self._dispatcher = dispatcher
+        self._user_id = user_id
+        self.requests: list[tuple[InstanceAddress, FlowMessage]] = []
+        self.replies: list[FlowMessage] = []
+
+    @property
+    def user_id(self) -> str:
+        """The user serving the running instance."""
+        return self._user_id
+
+    def send(self, target: InstanceAddress, message: FlowMessage) -> None:
+        """Hold ``message`` for the commit, or send it now if its reply is awaited."""
+        if message.reply_data["mode"] == ReplyMode.FUTURE:
+            self._dispatcher.node.deliver(requests=[(target, message)])
+        else:
+            self.requests.append((target, message))
+
+    def send_reply(self, reply: FlowMessage) -> None:
+        """Hold ``reply`` for the commit."""
+        self.replies.append(reply)
+
+    def poll_reply(self, future_id: str) -> FlowMessage | None:
+        """The reply for ``future_id`` if it has arrived."""
+        body = self._dispatcher.node.backend.take_reply(future_id)
+        return None if body is None else FlowMessage.from_json(body)
+
+    def wait_reply(self, future_id: str, timeout: float | None) -> FlowMessage:
+        """Wait for a reply, running other claimable messages meanwhile."""
+        from ..errors import FlowTimeoutError
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backend = self._dispatcher.node.backend
+        while True:
+            reply = self.poll_reply(future_id)
+            if reply is not None:
+                return reply
+            if deadline is not None and time.monotonic() >= deadline:
+                raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.")
+            if self._dispatcher.stopping:
+                raise MessagingError("the worker is stopping; giving up waiting for a reply.")
+            # Helping runs a message of unknown length, so only a wait without a deadline
+            # may do it; a bounded wait must keep its timeout.
+            if deadline is not None or self._dispatcher.run_batch(limit=1) == 0:
+                wait = (
+                    0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+                )
+                backend.wait_for_reply(future_id, wait)
+
+    async def wait_reply_async(self, future_id: str, timeout: float | None) -> FlowMessage:
+        """As :meth:`wait_reply`, off the event loop."""
+        return await asyncio.to_thread(self.wait_reply, future_id, timeout)
+
+
+class Dispatcher:
+    """Claims and runs messages of one dispatch point (of one user's instances, or all)."""
+
+    def __init__(
+        self,
+        node: Node,
+        dispatch_point: str = "default",
+        user_id: str | None = None,
+        secrets: Mapping[str, Any] | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        batch_size: int = 1,
+    ) -> None:
+        if not isinstance(dispatch_point, str) or not dispatch_point:
+            raise ConfigurationError("dispatch_point must be a non-empty string.")
+        if lease_seconds <= 0:
+            raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}.")
+        if max_deliveries < 1:
+            raise ConfigurationError(f"max_deliveries must be >= 1, got {max_deliveries!r}.")
+        self.node = node
+        self.dispatch_point = dispatch_point
+        self.user_id = user_id
+        self.secrets = dict(secrets or {})
+        self.lease_seconds = lease_seconds
+        self.max_deliveries = max_deliveries
+        self.batch_size = batch_size
+        self.stopping = False
+        # Flows kept between messages, keyed by instance; reused while the stored
+        # state_version matches (nobody else committed state meanwhile).
+        self._flows: dict[str, tuple[int, Flow]] = {}
+
+    def run_batch(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` (default: the batch size) messages and run them; the count."""
+        deliveries = self.node.backend.claim(
+            self.dispatch_point, self.user_id, self.lease_seconds, limit or self.batch_size
+        )
+        for i, delivery in enumerate(deliveries):
+            if self.stopping:
+                for rest in deliveries[i:]:
+                    self.node.backend.release(rest)
+                return i
+            self.process(delivery)
+        return len(deliveries)
+
+    def process(self, delivery: Delivery) -> None:
+        """Run one delivery and commit its outcome."""
+        try:
+            message = FlowMessage.from_json(delivery.body)
+        except MessagingError as exc:
+            self._dead_letter(delivery, None, f"unreadable message: {exc}")
+            return
+        instance = delivery.instance
+        if instance is None:
+            missing = UnknownInstanceError(f"Unknown flow instance {delivery.flow_id}.")
+            self._commit_failure(delivery, message, missing, "unknown")
+            return
+        if delivery.deliveries > self.max_deliveries:
+            text = (
+                f"message {message.message_id} to flow instance {delivery.flow_id} was delivered "
+                f"{delivery.deliveries - 1} times without completing (the worker running it "
+                f"died or lost its lease); giving up after max_deliveries={self.max_deliveries}."
+            )
+            self._dead_letter(delivery, message, text)
+            return
+        try:
+            flow = self._flow_for(instance)
+        except Exception as exc:
+            self._commit_failure(delivery, message, exc, instance.endpoint)
+            return
+        context = RunContext(self, instance.user_id)
+        flow.attach(context)
+        try:
+            run_message(flow, message)
+        except Exception as exc:
+            self._flows.pop(instance.flow_id, None)
+            self._commit_failure(delivery, message, exc, flow.name)
+            return
+        state = None if instance.parallel_dispatch else flow.flow_state
+        envelopes, records, sent = build_outgoing(context.requests, context.replies)
+        ok, unknown = self.node.backend.complete(
+            delivery, state=state, envelopes=envelopes, replies=records
+        )
+        if not ok:
+            self._flows.pop(instance.flow_id, None)
+            logger.warning(
+                "lost the lease on message %s to %s before committing; it runs again elsewhere",
+                message.message_id,
+                instance.flow_id,
+            )
+            return
+        if not instance.parallel_dispatch:
+            self._flows[instance.flow_id] = (instance.state_version + 1, flow)
+        if unknown:
+            self.node.answer_undeliverable(unknown, sent)
+
+    def _flow_for(self, instance: InstanceRecord) -> Flow:
+        if not instance.parallel_dispatch:
+            # Take the cached flow out while it runs: a run that lost its lease may still be
+            # mutating it, and a redelivery must start from the stored state instead.
+            cached = self._flows.pop(instance.flow_id, None)
+            if cached is not None and cached[0] == instance.state_version:
+                return cached[1]
+        cls = self.node.flow_class(instance.flow_class_name)
+        config = instance.config
+        if _has_placeholder(config):
+            config = fill_secrets(config, self.secrets, f"flow instance {instance.flow_id}")
+        flow = cls(config)
+        # Parallel runs share nothing: each gets its own copy of the (never saved) state.
+        state = instance.state
+        flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state
+        return flow
+
+    def _commit_failure(
+        self, delivery: Delivery, message: FlowMessage, exc: BaseException, src_flow: str
+    ) -> None:
+        reply = error_reply(message, exc, src_flow, delivery.flow_id)
+        envelopes, records, sent = build_outgoing((), [reply])
+        ok, unknown = self.node.backend.complete(
+            delivery, state=None, envelopes=envelopes, replies=records
+        )
+        if ok and unknown:
+            self.node.answer_undeliverable(unknown, sent)
+
+    def _dead_letter(self, delivery: Delivery, message: FlowMessage | None, text: str) -> None:
+        logger.error("dead letter for flow instance %s: %s", delivery.flow_id, text)
+        envelopes: list[Any] = []
+        records: list[Any] = []
+        sent: list[tuple[str, FlowMessage]] = []
+        if message is not None:
+            reply = error_reply(message, MessagingError(text), "dispatch", delivery.flow_id)
+            envelopes, records, sent = build_outgoing((), [reply])
+        letter = DeadLetter(delivery.flow_id, delivery.body, text, delivery.deliveries)
+        ok, unknown = self.node.backend.complete(
+            delivery, state=None, envelopes=envelopes, replies=records, dead_letter=letter
+        )
+        if ok and unknown:
+            self.node.answer_undeliverable(unknown, sent)
+
+
+class DispatchWorker(threading.Thread):
+    """A daemon thread running a :class:`Dispatcher` until :meth:`stop`.
+
+    It sleeps on the backend's wake-up when there is nothing to do, and on stop finishes the
+    message in hand and gives back what it claimed but did not start.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, idle_wait: float = 1.0) -> None:
+        super().__init__(
+            name=f"flowplex-dispatch-{dispatcher.dispatch_point}-{new_id()[:8]}", daemon=True
+        )
+        self.dispatcher = dispatcher
+        self.idle_wait = idle_wait
+        self._stop_event = threading.Event()
+        self.processed = 0
+
+    def run(self) -> None:
+        """The worker loop (called by ``start``)."""
+        node = self.dispatcher.node
+        logger.info(
+            "dispatch worker started: dispatch_point=%s user=%s",
+            self.dispatcher.dispatch_point,
+            self.dispatcher.user_id or "all",
+        )
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    count = self.dispatcher.run_batch()
+                except Exception:
+                    if self._stop_event.is_set() or node.closed:
+                        break
+                    logger.exception("dispatch worker error; retrying")
+                    self._stop_event.wait(0.5)
+                    continue
+                self.processed += count
+                if count == 0 and not self._stop_event.is_set():
+                    node.backend.wait_for_messages(self.dispatcher.dispatch_point, self.idle_wait)
+        finally:
+            node.unregister_worker(self)
+
+    def stop(self, wait: bool = True, timeout: float = 10.0) -> None:
+        """Ask the worker to stop after its current message (and wait, unless ``wait=False``)."""
+        self._stop_event.set()
+        self.dispatcher.stopping = True
+        if wait and self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)

@@ -1,0 +1,814 @@
+"""``PostgresBackend``: the shared database for worker processes on many machines.
+
+The hot path runs plain SQL through psycopg 3 on pooled connections (prepared on first use),
+each call one transaction sent as one pipeline where it can be, so most calls cost a single
+round trip to the server.
+
+Queue. ``claim`` takes the oldest claimable messages with ``FOR UPDATE SKIP LOCKED``, so
+concurrent workers never wait for, or take, each other's rows. A message is claimable when it is
+a *head* (``messages.head``: every message of a parallel instance, the oldest one of any other)
+and its lease has run out (lease times use the database clock, one clock for every machine).
+Keeping ``head`` right under concurrency is what ``enqueue`` and ``complete`` lock the instance
+rows for (``FOR NO KEY UPDATE``, in flow id order so two transactions never deadlock): whoever
+decides whether a new message is the head, or which message becomes the next head, sees every
+committed change to that instance's queue.
+
+Wake-ups. Each commit that queues messages or stores replies also sends ``pg_notify`` on the
+channels ``flowplex_messages`` (payload: the dispatch point) and ``flowplex_replies`` (payload:
+the future id), delivered when it commits. A listener thread with its own connection turns them
+into in-process wake-ups; commits made by this process wake its waiters directly. If the
+listener's connection fails, waits fall back to returning every 50 ms (callers re-check) until
+it reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from .._json import dumps
+from ..db._support import INSTANCE_COLUMNS, Signals, instance_from_row
+from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, redact_url
+from ..errors import BackendError
+from ..messages import new_id
+from ._backend import (
+    Backend,
+    DeadLetter,
+    Delivery,
+    EndpointRecord,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+    UserRecord,
+)
+
+__all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
+
+#: NOTIFY channel for queued messages; the payload is the dispatch point.
+MESSAGES_CHANNEL = "flowplex_messages"
+#: NOTIFY channel for stored replies; the payload is the future id.
+REPLIES_CHANNEL = "flowplex_replies"
+
+_IDLE_CONNECTIONS = 8
+
+# Claim, release and take_reply run on connections that commit without waiting for the WAL
+# flush (a fsync: the largest cost of a small commit). Safe, because losing such a commit in a
+# server crash only undoes a lease (the message is delivered again, as if the lease had run
+# out) or brings back a reply nobody waits for any more; and any later durable commit flushes
+# it anyway, the WAL being written in order. Everything else waits for the flush.
+_NOT_DURABLE = "SET synchronous_commit = off"
+# Every statement is prepared on first use. Planning one of them costs more than running it,
+# and their plans do not depend on the values (equality lookups on indexes), so the plan made
+# once is kept instead of the server re-planning the first executions and comparing.
+_GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
+_FALLBACK_POLL_SECONDS = 0.05
+_LISTENER_START_TIMEOUT = 10.0
+_LISTENER_RETRY_SECONDS = 1.0
+
+_I = ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
+_NOW = "extract(epoch FROM statement_timestamp())::float8"
+
+_ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (%s, %s, %s)"
+_LIST_USERS = "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, user_id"
+
+_ENDPOINT_COLUMNS = (
+    "user_id, endpoint, flow_class_name, singleton, parallel_dispatch, dispatch_point, served, "
+    "created_at"
+)
+# Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
+# served one is left alone and returns no row.
+_SERVE = f"""
+INSERT INTO endpoints ({_ENDPOINT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, true, %s)
+ON CONFLICT (user_id, endpoint) DO UPDATE SET
+    flow_class_name = excluded.flow_class_name, singleton = excluded.singleton,
+    parallel_dispatch = excluded.parallel_dispatch, dispatch_point = excluded.dispatch_point,
+    served = true
+WHERE NOT endpoints.served
+RETURNING 1
+"""
+_GET_ENDPOINT = f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = %s AND endpoint = %s"
+_LIST_ENDPOINTS = (
+    f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = %s ORDER BY created_at, endpoint"
+)
+_SET_SERVED = "UPDATE endpoints SET served = %s WHERE user_id = %s AND endpoint = %s"
+_DELETE_ENDPOINT = """
+WITH gone AS (
+    DELETE FROM instances WHERE user_id = %(user)s AND endpoint = %(endpoint)s
+    RETURNING flow_id, created_at
+), endpoint AS (
+    DELETE FROM endpoints WHERE user_id = %(user)s AND endpoint = %(endpoint)s
+)
+SELECT flow_id FROM gone ORDER BY created_at, flow_id
+"""
+
+# The arrays keep the statement text fixed (prepared once) whatever the batch size.
+_ADD_INSTANCES = f"""
+INSERT INTO instances ({INSTANCE_COLUMNS})
+SELECT * FROM unnest(
+    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::int[], %s::text[], %s::text[], %s::bool[], %s::float8[])
+ON CONFLICT DO NOTHING
+RETURNING flow_id
+"""
+_GET_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE flow_id = %s"
+_LIST_INSTANCES = (
+    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = %s ORDER BY created_at, flow_id"
+)
+_LIST_ENDPOINT_INSTANCES = (
+    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = %s AND endpoint = %s "
+    "ORDER BY created_at, flow_id"
+)
+_DELETE_INSTANCE = "DELETE FROM instances WHERE flow_id = %s"
+
+_LOCK_INSTANCES = (
+    "SELECT flow_id FROM instances WHERE flow_id = ANY(%s) ORDER BY flow_id FOR NO KEY UPDATE"
+)
+_LOCK_INSTANCE = "SELECT flow_id FROM instances WHERE flow_id = %s FOR NO KEY UPDATE"
+# Runs after _LOCK_INSTANCES in the same transaction, so NOT EXISTS sees every committed
+# message of the (locked) instance. Within the batch, only the first message of an instance
+# can be its head.
+_ENQUEUE = f"""
+WITH batch AS (
+    SELECT f, b, n FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(f, b, n)
+), queued AS (
+    INSERT INTO messages
+        (flow_id, body, dispatch_point, user_id, parallel, head, deliveries, lease, lease_until)
+    SELECT batch.f, batch.b, i.dispatch_point, i.user_id, i.parallel_dispatch,
+        i.parallel_dispatch OR (
+            row_number() OVER (PARTITION BY batch.f ORDER BY batch.n) = 1
+            AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.flow_id = batch.f)),
+        0, NULL, 0
+    FROM batch JOIN instances AS i ON i.flow_id = batch.f
+    ORDER BY batch.n
+    RETURNING dispatch_point
+)
+SELECT p.d FROM (SELECT DISTINCT dispatch_point FROM queued) AS p(d)
+CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.d)
+"""
+# _ENQUEUE for a single message (the common case), without the batch machinery.
+_ENQUEUE_ONE = f"""
+WITH queued AS (
+    INSERT INTO messages
+        (flow_id, body, dispatch_point, user_id, parallel, head, deliveries, lease, lease_until)
+    SELECT i.flow_id, %(body)s, i.dispatch_point, i.user_id, i.parallel_dispatch,
+        i.parallel_dispatch
+        OR NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.flow_id = %(flow)s),
+        0, NULL, 0
+    FROM instances AS i WHERE i.flow_id = %(flow)s
+    RETURNING dispatch_point
+)
+SELECT q.dispatch_point FROM queued AS q
+CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', q.dispatch_point)
+"""
+_PUT_REPLIES = f"""
+WITH stored AS (
+    INSERT INTO replies (future_id, body, created_at)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])
+    ON CONFLICT (future_id) DO UPDATE SET body = excluded.body, created_at = excluded.created_at
+    RETURNING future_id
+)
+SELECT count(*) FROM stored CROSS JOIN LATERAL pg_notify('{REPLIES_CHANNEL}', stored.future_id)
+"""
+_CLAIM = f"""
+WITH picked AS (
+    SELECT seq FROM messages
+    WHERE dispatch_point = %(point)s AND head AND lease_until <= {_NOW} {{user}}
+    ORDER BY seq LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE messages AS m
+    SET lease = %(lease)s, lease_until = {_NOW} + %(seconds)s, deliveries = m.deliveries + 1
+    FROM picked WHERE m.seq = picked.seq
+    RETURNING m.seq, m.flow_id, m.body, m.deliveries
+)
+SELECT leased.seq, leased.flow_id, leased.body, leased.deliveries, {_I}
+FROM leased LEFT JOIN instances AS i ON i.flow_id = leased.flow_id
+ORDER BY leased.seq
+"""
+_CLAIM_ANY = _CLAIM.format(user="")
+_CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
+_ACK = "DELETE FROM messages WHERE seq = %s AND lease = %s RETURNING parallel, dispatch_point"
+_NEXT_HEAD = f"""
+WITH promoted AS (
+    UPDATE messages SET head = true
+    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s)
+    RETURNING dispatch_point
+)
+SELECT p.dispatch_point FROM promoted AS p
+CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.dispatch_point)
+"""
+_SAVE_STATE = (
+    "UPDATE instances SET state = %s, state_version = state_version + 1 WHERE flow_id = %s"
+)
+_ADD_DEAD = (
+    "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
+    "VALUES (%s, %s, %s, %s, %s)"
+)
+_RELEASE = f"""
+WITH released AS (
+    UPDATE messages
+    SET lease = NULL, lease_until = 0, deliveries = greatest(0, deliveries - 1)
+    WHERE seq = %s AND lease = %s
+    RETURNING dispatch_point
+)
+SELECT r.dispatch_point FROM released AS r
+CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', r.dispatch_point)
+"""
+_HAS_REPLY = "SELECT 1 FROM replies WHERE future_id = %s"
+_TAKE_REPLY = "DELETE FROM replies WHERE future_id = %s RETURNING body"
+_PENDING = "SELECT count(*) FROM messages"
+_PENDING_FLOW = "SELECT count(*) FROM messages WHERE flow_id = %s"
+_DEAD = "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters"
+_LIST_DEAD = f"{_DEAD} ORDER BY id"
+_LIST_DEAD_FLOW = f"{_DEAD} WHERE flow_id = %s ORDER BY id"
+
+
+class PostgresBackend(Backend):
+    """A :class:`~flowplex.runtime.Backend` on a PostgreSQL database; see the module doc.
+
+    ``url`` is a libpq URL (``postgresql://user:password@host:port/db?options=...``); the schema
+    is migrated on open. Tables live in the connection's ``search_path``, so
+    ``?options=-csearch_path%3Dname`` puts a node in its own schema.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        scheme, _, rest = url.partition("://")
+        self._conninfo = url if scheme.lower() == "postgresql" else f"postgresql://{rest}"
+        # Idle connections: [durable, lease-only] (see _NOT_DURABLE).
+        self._pools: tuple[deque[psycopg.Connection[Any]], ...] = (deque(), deque())
+        self._pool_lock = threading.Lock()
+        self._own_pids: set[int] = set()
+        self._signals = Signals()
+        self._closed = False
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self._listening = False
+        self._listener_ready = threading.Event()
+        conn = self._connect()
+        try:
+            try:
+                row = conn.execute(VERSION_QUERY).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+            if row is None or row[0] != HEAD:
+                ensure_schema(url)
+        except psycopg.Error as exc:
+            conn.close()
+            raise BackendError(f"PostgreSQL at {redact_url(url)} failed: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        # Written to by close() to interrupt the listener's select().
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._pools[0].append(conn)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect(self, durable: bool = True) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(
+                self._conninfo, autocommit=True, prepare_threshold=0, application_name="flowplex"
+            )
+            conn.execute(_GENERIC_PLANS)
+            if not durable:
+                conn.execute(_NOT_DURABLE)
+        except psycopg.Error as exc:
+            raise BackendError(
+                f"cannot connect to PostgreSQL at {redact_url(self.url)}: {exc}"
+            ) from exc
+        self._own_pids.add(conn.info.backend_pid)
+        return conn
+
+    def _acquire(self, durable: bool) -> psycopg.Connection[Any]:
+        try:
+            return self._pools[not durable].pop()
+        except IndexError:
+            if self._closed:
+                raise BackendError(
+                    f"the PostgreSQL backend on {redact_url(self.url)} is closed"
+                ) from None
+            return self._connect(durable)
+
+    def _release(self, conn: psycopg.Connection[Any], durable: bool) -> None:
+        healthy = not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        pool = self._pools[not durable]
+        with self._pool_lock:
+            if healthy and not self._closed and len(pool) < _IDLE_CONNECTIONS:
+                pool.append(conn)
+                return
+        self._discard(conn)
+
+    def _discard(self, conn: psycopg.Connection[Any]) -> None:
+        if not conn.closed:
+            self._own_pids.discard(conn.info.backend_pid)
+        conn.close()
+
+    def _use(self, durable: bool = True) -> _Use:
+        """A connection for one statement (its own transaction: the connection autocommits)."""
+        return _Use(self, transaction=False, durable=durable)
+
+    def _transaction(self) -> _Use:
+        """A connection in one pipelined transaction; statements whose results are not read
+        inside the block all travel in the round trip of the COMMIT."""
+        return _Use(self, transaction=True, durable=True)
+
+    # -- users ------------------------------------------------------------------------------
+
+    def add_user(self, user: UserRecord) -> None:
+        """Store a new user; ``ValueError`` if the id exists already."""
+        try:
+            with self._use() as conn:
+                conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
+        except _Wrapped as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise ValueError(f"user {user.user_id} exists already") from None
+            raise
+
+    def list_users(self) -> list[UserRecord]:
+        """Every user, oldest first."""
+        with self._use() as conn:
+            rows = conn.execute(_LIST_USERS).fetchall()
+        return [UserRecord(r[0], bytes(r[1]), r[2]) for r in rows]
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
+        """Serve ``endpoint``: False (and no change) if it is already served, else True."""
+        e = endpoint
+        params = (
+            e.user_id,
+            e.endpoint,
+            e.flow_class_name,
+            e.singleton,
+            e.parallel_dispatch,
+            e.dispatch_point,
+            e.created_at,
+        )
+        with self._use() as conn:
+            return conn.execute(_SERVE, params).fetchone() is not None
+
+    def get_endpoint(self, user_id: str, endpoint: str) -> EndpointRecord | None:
+        """The endpoint record, served or not, or None."""
+        with self._use() as conn:
+            row = conn.execute(_GET_ENDPOINT, (user_id, endpoint)).fetchone()
+        return None if row is None else EndpointRecord(*row)
+
+    def list_endpoints(self, user_id: str) -> list[EndpointRecord]:
+        """The user's endpoints, in creation order."""
+        with self._use() as conn:
+            rows = conn.execute(_LIST_ENDPOINTS, (user_id,)).fetchall()
+        return [EndpointRecord(*row) for row in rows]
+
+    def set_served(self, user_id: str, endpoint: str, served: bool) -> bool:
+        """Mark an endpoint served or not; False if it does not exist."""
+        with self._use() as conn:
+            return conn.execute(_SET_SERVED, (served, user_id, endpoint)).rowcount > 0
+
+    def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
+        """Delete the endpoint and every instance mounted on it; returns the instance ids."""
+        with self._use() as conn:
+            rows = conn.execute(_DELETE_ENDPOINT, {"user": user_id, "endpoint": endpoint})
+            return [row[0] for row in rows.fetchall()]
+
+    # -- instances --------------------------------------------------------------------------
+
+    def add_instances(self, instances: Sequence[InstanceRecord]) -> None:
+        """Store new instances, all or none; ``ValueError`` if an id exists already."""
+        if not instances:
+            return
+        rows = [_instance_params(record) for record in instances]
+        # Lists, not tuples: psycopg sends a list as an array, a tuple as a record.
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        with self._transaction() as conn:
+            added = {row[0] for row in conn.execute(_ADD_INSTANCES, columns).fetchall()}
+            if len(added) < len(instances):
+                seen: set[str] = set()
+                for record in instances:
+                    if record.flow_id not in added or record.flow_id in seen:
+                        # Raising inside the transaction rolls back the rows that did go in.
+                        raise ValueError(f"instance {record.flow_id} exists already")
+                    seen.add(record.flow_id)
+
+    def get_instance(self, flow_id: str) -> InstanceRecord | None:
+        """The instance, or None."""
+        with self._use() as conn:
+            row = conn.execute(_GET_INSTANCE, (flow_id,)).fetchone()
+        return None if row is None else instance_from_row(row)
+
+    def list_instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
+        """Instances served by ``user_id`` (on ``endpoint`` if given), in mount order."""
+        with self._use() as conn:
+            if endpoint is None:
+                rows = conn.execute(_LIST_INSTANCES, (user_id,)).fetchall()
+            else:
+                rows = conn.execute(_LIST_ENDPOINT_INSTANCES, (user_id, endpoint)).fetchall()
+        return [instance_from_row(row) for row in rows]
+
+    def delete_instance(self, flow_id: str) -> bool:
+        """Delete an instance; False if there was none. Its queued messages stay claimable."""
+        with self._use() as conn:
+            return conn.execute(_DELETE_INSTANCE, (flow_id,)).rowcount > 0
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def enqueue(
+        self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str]:
+        """Queue messages and store replies in one transaction; returns the unknown flow ids."""
+        if not envelopes and not replies:
+            return []
+        with self._transaction() as conn:
+            put = _Put(conn, envelopes, replies)
+        return self._after_put(put, ())
+
+    def claim(
+        self,
+        dispatch_point: str,
+        user_id: str | None,
+        lease_seconds: float,
+        limit: int,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
+        if limit <= 0:
+            return []
+        self._ensure_listener()
+        self._signals.remember(dispatch_point)
+        lease = new_id()
+        params = {
+            "point": dispatch_point,
+            "user": user_id,
+            "limit": limit,
+            "lease": lease,
+            "seconds": lease_seconds,
+        }
+        with self._use(durable=False) as conn:
+            rows = conn.execute(_CLAIM_ANY if user_id is None else _CLAIM_USER, params).fetchall()
+        return [
+            Delivery(
+                seq=row[0],
+                flow_id=row[1],
+                body=row[2],
+                deliveries=row[3],
+                lease=lease,
+                instance=None if row[4] is None else instance_from_row(row, 4),
+            )
+            for row in rows
+        ]
+
+    def complete(
+        self,
+        delivery: Delivery,
+        *,
+        state: dict[str, Any] | None,
+        envelopes: Sequence[Envelope] = (),
+        replies: Sequence[ReplyRecord] = (),
+        dead_letter: DeadLetter | None = None,
+    ) -> tuple[bool, list[str]]:
+        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
+        was lost (then nothing changes)."""
+        state_json = None if state is None else dumps(state)
+        flow_id = delivery.flow_id
+        try:
+            with self._transaction() as conn:
+                # Instance locks first, in flow id order, then the message row: the order of
+                # every other writer, so no deadlock.
+                locks = sorted({flow_id, *(env.flow_id for env in envelopes)})
+                if len(locks) == 1:
+                    locked = conn.execute(_LOCK_INSTANCE, (flow_id,))
+                else:
+                    locked = conn.execute(_LOCK_INSTANCES, (locks,))
+                acked = conn.execute(_ACK, (delivery.seq, delivery.lease)).fetchone()
+                if acked is None:
+                    raise _Rollback
+                # The next message of a one-at-a-time instance becomes claimable.
+                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id,))
+                if state_json is not None:
+                    conn.execute(_SAVE_STATE, (state_json, flow_id))
+                if dead_letter is not None:
+                    d = dead_letter
+                    conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
+                put = _Put(conn, envelopes, replies, locked)
+        except _Rollback:
+            return False, []
+        points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
+        return True, self._after_put(put, points)
+
+    def _after_put(self, put: _Put, points: Sequence[str]) -> list[str]:
+        """Wake this process's waiters for what ``put`` committed; the unknown flow ids."""
+        unknown, queued_points = put.outcome()
+        all_points = {*points, *queued_points}
+        if all_points:
+            self._signals.messages(all_points)
+        if put.replies:
+            self._signals.replies([r.future_id for r in put.replies])
+        return unknown
+
+    def release(self, delivery: Delivery) -> None:
+        """Give a leased message back at once, uncounting its delivery."""
+        with self._use(durable=False) as conn:
+            rows = conn.execute(_RELEASE, (delivery.seq, delivery.lease)).fetchall()
+        if rows:
+            self._signals.messages([rows[0][0]])
+
+    def take_reply(self, future_id: str) -> str | None:
+        """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
+        self._ensure_listener()
+        with self._use(durable=False) as conn:
+            row = conn.execute(_TAKE_REPLY, (future_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def pending_count(self, flow_id: str | None = None) -> int:
+        """Messages queued or leased (for one instance, or in all)."""
+        with self._use() as conn:
+            if flow_id is None:
+                row = conn.execute(_PENDING).fetchone()
+            else:
+                row = conn.execute(_PENDING_FLOW, (flow_id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters (of one instance, or all), oldest first."""
+        with self._use() as conn:
+            if flow_id is None:
+                rows = conn.execute(_LIST_DEAD).fetchall()
+            else:
+                rows = conn.execute(_LIST_DEAD_FLOW, (flow_id,)).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
+        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes."""
+        self._ensure_listener()
+        signals = self._signals
+        token = signals.message_token(dispatch_point)
+        signals.wait_messages(dispatch_point, token, self._until(timeout))
+
+    def wait_for_reply(self, future_id: str, timeout: float) -> None:
+        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+        self._ensure_listener()
+        signals = self._signals
+        token = signals.everything_token()
+        if signals.closed:
+            return
+        # The reply may have been committed before this process was listening.
+        with self._use() as conn:
+            if conn.execute(_HAS_REPLY, (future_id,)).fetchone() is not None:
+                return
+        signals.wait_reply(future_id, token, self._until(timeout))
+
+    def _until(self, timeout: float) -> float:
+        wait = max(0.0, timeout)
+        if not self._listening:
+            wait = min(wait, _FALLBACK_POLL_SECONDS)
+        return time.monotonic() + wait
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None or self._closed:
+            return
+        with self._listener_lock:
+            if self._listener is None and not self._closed:
+                self._listener = threading.Thread(
+                    target=self._listen, name="flowplex-pg-listener", daemon=True
+                )
+                self._listener.start()
+        # Until LISTEN runs, commits of other processes would go unnoticed: wait for it once.
+        self._listener_ready.wait(_LISTENER_START_TIMEOUT)
+
+    def _listen(self) -> None:
+        """The listener thread: LISTEN, and turn notifications into wake-ups, until closed."""
+        signals = self._signals
+        while not self._closed:
+            conn = None
+            try:
+                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
+                conn.execute(f"LISTEN {REPLIES_CHANNEL}")
+                self._listening = True
+                self._listener_ready.set()
+                # Whatever was committed while nobody listened: let every waiter re-check.
+                signals.everything()
+                self._pump(conn.pgconn)
+            except (psycopg.Error, OSError, ValueError):
+                pass  # reconnect below; ValueError: close() shut the wake-up socket meanwhile
+            finally:
+                self._listening = False
+                self._listener_ready.set()
+                if conn is not None:
+                    conn.close()
+            if not self._closed:
+                signals.everything()
+                try:
+                    select.select([self._wake_r], [], [], _LISTENER_RETRY_SECONDS)
+                except (OSError, ValueError):
+                    return
+
+    def _pump(self, pgconn: pq.abc.PGconn) -> None:
+        own = self._own_pids
+        signals = self._signals
+        wake = self._wake_r.fileno()
+        while not self._closed:
+            ready, _, _ = select.select([pgconn.socket, wake], [], [])
+            if wake in ready:
+                return
+            pgconn.consume_input()
+            points: list[str] = []
+            futures: list[str] = []
+            while (note := pgconn.notifies()) is not None:
+                if note.relname == REPLIES_CHANNEL.encode():
+                    futures.append(note.extra.decode())
+                elif note.be_pid not in own:
+                    # This process's own commits have woken its waiters already.
+                    points.append(note.extra.decode())
+            if points:
+                signals.messages(points)
+            if futures:
+                signals.replies(futures)
+
+    def close(self) -> None:
+        """Close every connection, stop the listener and wake every waiter. Idempotent."""
+        with self._pool_lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle = [conn for pool in self._pools for conn in pool]
+            for pool in self._pools:
+                pool.clear()
+        self._signals.close()
+        self._listener_ready.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        with self._listener_lock:
+            listener = self._listener
+        if listener is not None and listener is not threading.current_thread():
+            listener.join(5.0)
+        for conn in idle:
+            self._discard(conn)
+        self._close_wake()
+
+    def _close_wake(self) -> None:
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({redact_url(self.url)!r})"
+
+
+class _Wrapped(BackendError):
+    """A BackendError raised for a driver error (the driver error is its ``__cause__``)."""
+
+
+class _Rollback(Exception):
+    """Raised inside a :meth:`PostgresBackend._transaction` block to roll it back."""
+
+
+class _Use:
+    """A pooled connection for one call. Driver errors become BackendError.
+
+    Without ``transaction`` the connection autocommits each statement. With it, the block is
+    one explicit transaction in pipeline mode: BEGIN, the statements and COMMIT travel
+    together, and the server is waited for only where a result is read inside the block, and
+    once at the end. Any error rolls the transaction back.
+    ``durable=False`` takes a connection that commits without waiting for the WAL flush (see
+    ``_NOT_DURABLE``).
+    """
+
+    __slots__ = ("_backend", "_conn", "_durable", "_pipeline", "_transaction")
+
+    def __init__(self, backend: PostgresBackend, transaction: bool, durable: bool = True) -> None:
+        self._backend = backend
+        self._transaction = transaction
+        self._durable = durable
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        backend = self._backend
+        conn = self._conn = backend._acquire(self._durable)
+        if self._transaction:
+            try:
+                self._pipeline = conn.pipeline()
+                self._pipeline.__enter__()
+                conn.execute("BEGIN", prepare=False)
+            except BaseException as exc:
+                backend._discard(conn)
+                if isinstance(exc, psycopg.Error):
+                    raise _wrap(backend, exc) from exc
+                raise
+        return conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend = self._backend
+        conn = self._conn
+        error: BaseException | None = exc
+        try:
+            if self._transaction:
+                try:
+                    if exc is None:
+                        conn.execute("COMMIT", prepare=False)
+                finally:
+                    # Sends what is queued and waits for it; raises the first failure. On
+                    # failure the transaction is still open: rolled back below, outside the
+                    # pipeline.
+                    self._pipeline.__exit__(None, None, None)
+        except psycopg.Error as err:
+            if error is None or isinstance(error, psycopg.Error):
+                error = err
+        finally:
+            if error is not None and self._transaction:
+                _rollback_quietly(conn)
+            backend._release(conn, self._durable)
+        if isinstance(error, psycopg.Error):
+            raise _wrap(backend, error) from error
+
+
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    """End a failed transaction (the connection goes back to the pool only if that works).
+
+    Through ``rollback()``, not a ROLLBACK statement: psycopg then also resets its prepared
+    statements in step with the server.
+    """
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg.Error:
+        conn.close()
+
+
+def _wrap(backend: PostgresBackend, exc: psycopg.Error) -> BackendError:
+    where = redact_url(backend.url)
+    if backend._closed:
+        return _Wrapped(f"the PostgreSQL backend on {where} is closed ({exc})")
+    return _Wrapped(f"PostgreSQL at {where} failed: {exc}")
+
+
+class _Put:
+    """Queue envelopes and store replies inside a pipelined transaction; the results are read
+    (:meth:`outcome`) after it commits."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        envelopes: Sequence[Envelope],
+        replies: Sequence[ReplyRecord],
+        locked: psycopg.Cursor[Any] | None = None,
+    ) -> None:
+        """``locked``: the caller's _LOCK_INSTANCES of (at least) the envelopes' instances."""
+        self.envelopes = envelopes
+        self.replies = replies
+        self._locked = locked
+        self._queued: psycopg.Cursor[Any] | None = None
+        if len(envelopes) == 1:
+            env = envelopes[0]
+            if locked is None:
+                self._locked = conn.execute(_LOCK_INSTANCE, (env.flow_id,))
+            self._queued = conn.execute(_ENQUEUE_ONE, {"flow": env.flow_id, "body": env.body})
+        elif envelopes:
+            flows = [env.flow_id for env in envelopes]
+            if locked is None:
+                self._locked = conn.execute(_LOCK_INSTANCES, (sorted(set(flows)),))
+            self._queued = conn.execute(_ENQUEUE, (flows, [env.body for env in envelopes]))
+        if replies:
+            # One row per future (the last reply wins), as ON CONFLICT cannot touch a row twice.
+            latest = {r.future_id: r.body for r in replies}
+            now = time.time()
+            conn.execute(_PUT_REPLIES, (list(latest), list(latest.values()), [now] * len(latest)))
+
+    def outcome(self) -> tuple[list[str], list[str]]:
+        """The unknown flow ids (in envelope order) and the dispatch points that got messages."""
+        if self._locked is None or self._queued is None:
+            return [], []
+        known = {row[0] for row in self._locked.fetchall()}
+        unknown = [env.flow_id for env in self.envelopes if env.flow_id not in known]
+        return unknown, [row[0] for row in self._queued.fetchall()]
+
+
+def _instance_params(r: InstanceRecord) -> tuple[Any, ...]:
+    return (
+        r.flow_id,
+        r.user_id,
+        r.endpoint,
+        r.client_id,
+        r.flow_class_name,
+        dumps(r.config),
+        dumps(r.state),
+        r.state_version,
+        r.dispatch_point,
+        r.dispatch_point_override,
+        r.parallel_dispatch,
+        r.created_at,
+    )

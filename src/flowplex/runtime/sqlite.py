@@ -1,0 +1,693 @@
+"""``SQLiteBackend``: the embedded default, one database file shared by any number of processes.
+
+The hot path (enqueue, claim, complete, take_reply) runs plain SQL on the stdlib ``sqlite3``
+driver: no ORM, no per-call schema checks, at most one short write transaction per call (a
+claim reads the leased messages' instances just after it commits). Connections come
+from a small pool (``isolation_level=None``: transactions are explicit), the file is in WAL mode
+with ``synchronous=NORMAL`` and a 10 s busy timeout. Write transactions start with
+``BEGIN IMMEDIATE``, so they take the write lock first and never fail half-way on a lock. Inside
+one process they also queue on a lock of their own: SQLite's busy handler retries by sleeping
+for milliseconds, a Python lock hands over in microseconds.
+
+Wake-ups. Commits made by this process notify its waiters at once (a condition variable).
+Other processes' commits cannot notify, so waiters poll for them: every
+``EXTERNAL_POLL_SECONDS`` (20 ms) one of them reads ``PRAGMA data_version`` (a counter SQLite
+bumps when another connection commits), and if it moved every waiter returns so its caller
+claims or takes its reply again. A message sent by another process is therefore noticed within
+about 20 ms; an idle database costs one cheap pragma per 20 ms per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from .._json import dumps
+from ..db._support import INSTANCE_COLUMNS, Signals, instance_from_row
+from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, sqlite_path
+from ..errors import BackendError
+from ..messages import new_id
+from ._backend import (
+    Backend,
+    DeadLetter,
+    Delivery,
+    EndpointRecord,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+    UserRecord,
+)
+
+__all__ = ["EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
+
+#: How often waiters look for commits made by other processes.
+EXTERNAL_POLL_SECONDS = 0.02
+
+_BUSY_TIMEOUT_MS = 10_000
+_IDLE_CONNECTIONS = 8
+
+_ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)"
+_LIST_USERS = "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, rowid"
+
+_ENDPOINT_COLUMNS = (
+    "user_id, endpoint, flow_class_name, singleton, parallel_dispatch, dispatch_point, served, "
+    "created_at"
+)
+# Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
+# served one is left alone and returns no row.
+_SERVE = f"""
+INSERT INTO endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?)
+ON CONFLICT (user_id, endpoint) DO UPDATE SET
+    flow_class_name = excluded.flow_class_name, singleton = excluded.singleton,
+    parallel_dispatch = excluded.parallel_dispatch, dispatch_point = excluded.dispatch_point,
+    served = 1
+WHERE endpoints.served = 0
+RETURNING 1
+"""
+_GET_ENDPOINT = f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = ? AND endpoint = ?"
+_LIST_ENDPOINTS = (
+    f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = ? ORDER BY created_at, rowid"
+)
+_SET_SERVED = "UPDATE endpoints SET served = ? WHERE user_id = ? AND endpoint = ?"
+_ENDPOINT_INSTANCES = (
+    "SELECT flow_id FROM instances WHERE user_id = ? AND endpoint = ? ORDER BY created_at, rowid"
+)
+_DELETE_ENDPOINT_INSTANCES = "DELETE FROM instances WHERE user_id = ? AND endpoint = ?"
+_DELETE_ENDPOINT = "DELETE FROM endpoints WHERE user_id = ? AND endpoint = ?"
+
+_ADD_INSTANCE = f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+_GET_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE flow_id = ?"
+_LIST_INSTANCES = (
+    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = ? ORDER BY created_at, rowid"
+)
+_LIST_ENDPOINT_INSTANCES = (
+    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = ? AND endpoint = ? "
+    "ORDER BY created_at, rowid"
+)
+_DELETE_INSTANCE = "DELETE FROM instances WHERE flow_id = ?"
+
+# One statement per envelope: no row when the instance does not exist. A message is a head
+# (claimable in turn) if its instance is parallel or has nothing else queued.
+_ENQUEUE = """
+INSERT INTO messages
+    (flow_id, body, dispatch_point, user_id, parallel, head, deliveries, lease, lease_until)
+SELECT flow_id, ?, dispatch_point, user_id, parallel_dispatch,
+    parallel_dispatch OR NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.flow_id = ?),
+    0, NULL, 0
+FROM instances WHERE flow_id = ?
+RETURNING dispatch_point
+"""
+_PUT_REPLY = """
+INSERT INTO replies (future_id, body, created_at) VALUES (?, ?, ?)
+ON CONFLICT (future_id) DO UPDATE SET body = excluded.body, created_at = excluded.created_at
+"""
+_CLAIMABLE = "m.dispatch_point = ? AND m.head = 1 AND m.lease_until <= ?"
+_PEEK = f"SELECT 1 FROM messages AS m WHERE {_CLAIMABLE} LIMIT 1"
+_PEEK_USER = f"SELECT 1 FROM messages AS m WHERE {_CLAIMABLE} AND m.user_id = ? LIMIT 1"
+# One statement, so a transaction by itself. RETURNING gives the rows in no set order.
+_CLAIM = f"""
+UPDATE messages SET lease = ?, lease_until = ?, deliveries = deliveries + 1
+WHERE seq IN (
+    SELECT m.seq FROM messages AS m WHERE {_CLAIMABLE} {{user}} ORDER BY m.seq LIMIT ?
+)
+RETURNING seq, flow_id, body, deliveries
+"""
+_CLAIM_ANY = _CLAIM.format(user="")
+_CLAIM_USER = _CLAIM.format(user="AND m.user_id = ?")
+_ACK = "DELETE FROM messages WHERE seq = ? AND lease = ? RETURNING parallel, dispatch_point"
+_NEXT_HEAD = """
+UPDATE messages SET head = 1
+WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = ?)
+RETURNING dispatch_point
+"""
+_SAVE_STATE = "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
+_ADD_DEAD = (
+    "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+_RELEASE = """
+UPDATE messages SET lease = NULL, lease_until = 0, deliveries = max(0, deliveries - 1)
+WHERE seq = ? AND lease = ?
+RETURNING dispatch_point
+"""
+_HAS_REPLY = "SELECT 1 FROM replies WHERE future_id = ?"
+_TAKE_REPLY = "DELETE FROM replies WHERE future_id = ? RETURNING body"
+_PENDING = "SELECT count(*) FROM messages"
+_PENDING_FLOW = "SELECT count(*) FROM messages WHERE flow_id = ?"
+_DEAD = "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters"
+_LIST_DEAD = f"{_DEAD} ORDER BY id"
+_LIST_DEAD_FLOW = f"{_DEAD} WHERE flow_id = ? ORDER BY id"
+
+
+class SQLiteBackend(Backend):
+    """A :class:`~flowplex.runtime.Backend` on a SQLite file; see the module doc.
+
+    ``url`` is ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; missing
+    parent directories are created and the schema is migrated on open.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self._pool: deque[sqlite3.Connection] = deque()
+        self._pool_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._signals = Signals()
+        # (dispatch point, user) pairs whose last claim came back empty. Only a hint, updated
+        # without a lock: a lost update costs one needless look, or one needless write lock.
+        self._idle: set[tuple[str, str | None]] = set()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create the directory of {self.path}: {exc}") from exc
+        conn = self._connect()
+        try:
+            try:
+                row = conn.execute(VERSION_QUERY).fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row is None or row[0] != HEAD:
+                ensure_schema(url)
+            # Baseline for noticing other processes' commits (see the module doc).
+            self._watch = self._connect()
+        except BaseException:
+            conn.close()
+            raise
+        try:
+            self._data_version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            conn.close()
+            self._watch.close()
+            raise BackendError(f"cannot read the SQLite database {self.path}: {exc}") from exc
+        self._watch_lock = threading.Lock()
+        self._last_poll = time.monotonic()
+        self._pool.append(conn)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open the SQLite database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                _switch_to_wal(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise BackendError(f"cannot set up the SQLite database {self.path}: {exc}") from exc
+        return conn
+
+    def _acquire(self) -> sqlite3.Connection:
+        try:
+            return self._pool.pop()
+        except IndexError:
+            if self._closed:
+                raise BackendError(f"the SQLite backend on {self.path} is closed") from None
+            return self._connect()
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._pool_lock:
+            if not self._closed and len(self._pool) < _IDLE_CONNECTIONS:
+                self._pool.append(conn)
+                return
+        conn.close()
+
+    def _read(self) -> _Use:
+        return _Use(self, write=False)
+
+    def _write(self, single: bool = False) -> _Use:
+        return _Use(self, write=True, single=single)
+
+    # -- users ------------------------------------------------------------------------------
+
+    def add_user(self, user: UserRecord) -> None:
+        """Store a new user; ``ValueError`` if the id exists already."""
+        with self._write() as conn:
+            try:
+                conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
+            except sqlite3.IntegrityError:
+                raise ValueError(f"user {user.user_id} exists already") from None
+
+    def list_users(self) -> list[UserRecord]:
+        """Every user, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(_LIST_USERS).fetchall()
+        return [UserRecord(r[0], bytes(r[1]), r[2]) for r in rows]
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
+        """Serve ``endpoint``: False (and no change) if it is already served, else True."""
+        e = endpoint
+        params = (
+            e.user_id,
+            e.endpoint,
+            e.flow_class_name,
+            e.singleton,
+            e.parallel_dispatch,
+            e.dispatch_point,
+            e.created_at,
+        )
+        with self._write() as conn:
+            return bool(conn.execute(_SERVE, params).fetchall())
+
+    def get_endpoint(self, user_id: str, endpoint: str) -> EndpointRecord | None:
+        """The endpoint record, served or not, or None."""
+        with self._read() as conn:
+            row = conn.execute(_GET_ENDPOINT, (user_id, endpoint)).fetchone()
+        return None if row is None else _endpoint(row)
+
+    def list_endpoints(self, user_id: str) -> list[EndpointRecord]:
+        """The user's endpoints, in creation order."""
+        with self._read() as conn:
+            rows = conn.execute(_LIST_ENDPOINTS, (user_id,)).fetchall()
+        return [_endpoint(row) for row in rows]
+
+    def set_served(self, user_id: str, endpoint: str, served: bool) -> bool:
+        """Mark an endpoint served or not; False if it does not exist."""
+        with self._write() as conn:
+            return conn.execute(_SET_SERVED, (served, user_id, endpoint)).rowcount > 0
+
+    def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
+        """Delete the endpoint and every instance mounted on it; returns the instance ids."""
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute(_ENDPOINT_INSTANCES, (user_id, endpoint))]
+            conn.execute(_DELETE_ENDPOINT_INSTANCES, (user_id, endpoint))
+            conn.execute(_DELETE_ENDPOINT, (user_id, endpoint))
+        return ids
+
+    # -- instances --------------------------------------------------------------------------
+
+    def add_instances(self, instances: Sequence[InstanceRecord]) -> None:
+        """Store new instances, all or none; ``ValueError`` if an id exists already."""
+        rows = [_instance_params(record) for record in instances]
+        if not rows:
+            return
+        with self._write() as conn:
+            try:
+                conn.executemany(_ADD_INSTANCE, rows)
+            except sqlite3.IntegrityError:
+                # Undo the rows inserted before the clash, then name the id that clashed.
+                conn.execute("ROLLBACK")
+                taken = _first_taken(conn, [row[0] for row in rows])
+                raise ValueError(f"instance {taken} exists already") from None
+
+    def get_instance(self, flow_id: str) -> InstanceRecord | None:
+        """The instance, or None."""
+        with self._read() as conn:
+            row = conn.execute(_GET_INSTANCE, (flow_id,)).fetchone()
+        return None if row is None else instance_from_row(row)
+
+    def list_instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
+        """Instances served by ``user_id`` (on ``endpoint`` if given), in mount order."""
+        with self._read() as conn:
+            if endpoint is None:
+                rows = conn.execute(_LIST_INSTANCES, (user_id,)).fetchall()
+            else:
+                rows = conn.execute(_LIST_ENDPOINT_INSTANCES, (user_id, endpoint)).fetchall()
+        return [instance_from_row(row) for row in rows]
+
+    def delete_instance(self, flow_id: str) -> bool:
+        """Delete an instance; False if there was none. Its queued messages stay claimable."""
+        with self._write() as conn:
+            return conn.execute(_DELETE_INSTANCE, (flow_id,)).rowcount > 0
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def enqueue(
+        self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str]:
+        """Queue messages and store replies in one transaction; returns the unknown flow ids."""
+        if not envelopes and not replies:
+            return []
+        points: set[str] = set()
+        with self._write(single=len(envelopes) + len(replies) == 1) as conn:
+            unknown = _put(conn, envelopes, replies, points)
+        self._notify(points, replies)
+        return unknown
+
+    def claim(
+        self,
+        dispatch_point: str,
+        user_id: str | None,
+        lease_seconds: float,
+        limit: int,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
+        if limit <= 0:
+            return []
+        self._signals.remember(dispatch_point)
+        key = (dispatch_point, user_id)
+        if key in self._idle:
+            # The last claim here found nothing: look before taking the write lock, so idle
+            # workers (in this and other processes) polling an empty queue stay off it.
+            with self._read() as conn:
+                if user_id is None:
+                    found = conn.execute(_PEEK, (dispatch_point, time.time())).fetchone()
+                else:
+                    found = conn.execute(
+                        _PEEK_USER, (dispatch_point, time.time(), user_id)
+                    ).fetchone()
+            if found is None:
+                return []
+        lease = new_id()
+        with self._write(single=True) as conn:
+            now = time.time()
+            until = now + lease_seconds
+            if user_id is None:
+                params: tuple[Any, ...] = (lease, until, dispatch_point, now, limit)
+                rows = conn.execute(_CLAIM_ANY, params).fetchall()
+            else:
+                params = (lease, until, dispatch_point, now, user_id, limit)
+                rows = conn.execute(_CLAIM_USER, params).fetchall()
+        if not rows:
+            self._idle.add(key)
+            return []
+        self._idle.discard(key)
+        rows.sort()
+        # Read after the lease is committed: nothing but the holder of an instance's lease
+        # changes its state, so this is the state the message runs on. An instance deleted
+        # meanwhile reads as None, as if deleted just after the claim.
+        flow_ids = list({row[1]: None for row in rows})
+        with self._read() as conn:
+            found = {
+                r[0]: r for r in conn.execute(_instances_sql(len(flow_ids)), flow_ids).fetchall()
+            }
+        return [
+            Delivery(
+                seq=row[0],
+                flow_id=row[1],
+                body=row[2],
+                deliveries=row[3],
+                lease=lease,
+                instance=None if (r := found.get(row[1])) is None else instance_from_row(r),
+            )
+            for row in rows
+        ]
+
+    def complete(
+        self,
+        delivery: Delivery,
+        *,
+        state: dict[str, Any] | None,
+        envelopes: Sequence[Envelope] = (),
+        replies: Sequence[ReplyRecord] = (),
+        dead_letter: DeadLetter | None = None,
+    ) -> tuple[bool, list[str]]:
+        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
+        was lost (then nothing changes)."""
+        state_json = None if state is None else dumps(state)
+        points: set[str] = set()
+        with self._write() as conn:
+            acked = conn.execute(_ACK, (delivery.seq, delivery.lease)).fetchall()
+            if not acked:
+                return False, []
+            if not acked[0][0]:
+                # The next message of a one-at-a-time instance becomes claimable.
+                points.update(r[0] for r in conn.execute(_NEXT_HEAD, (delivery.flow_id,)))
+            if state_json is not None:
+                conn.execute(_SAVE_STATE, (state_json, delivery.flow_id))
+            if dead_letter is not None:
+                d = dead_letter
+                conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
+            unknown = _put(conn, envelopes, replies, points)
+        self._notify(points, replies)
+        return True, unknown
+
+    def release(self, delivery: Delivery) -> None:
+        """Give a leased message back at once, uncounting its delivery."""
+        with self._write(single=True) as conn:
+            rows = conn.execute(_RELEASE, (delivery.seq, delivery.lease)).fetchall()
+        if rows:
+            self._notify({rows[0][0]}, ())
+
+    def take_reply(self, future_id: str) -> str | None:
+        """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
+        # One statement is its own transaction; no BEGIN/COMMIT needed around it.
+        with self._write(single=True) as conn:
+            rows = conn.execute(_TAKE_REPLY, (future_id,)).fetchall()
+        return rows[0][0] if rows else None
+
+    def pending_count(self, flow_id: str | None = None) -> int:
+        """Messages queued or leased (for one instance, or in all)."""
+        with self._read() as conn:
+            if flow_id is None:
+                row = conn.execute(_PENDING).fetchone()
+            else:
+                row = conn.execute(_PENDING_FLOW, (flow_id,)).fetchone()
+        return int(row[0])
+
+    def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters (of one instance, or all), oldest first."""
+        with self._read() as conn:
+            if flow_id is None:
+                rows = conn.execute(_LIST_DEAD).fetchall()
+            else:
+                rows = conn.execute(_LIST_DEAD_FLOW, (flow_id,)).fetchall()
+        return [DeadLetter(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
+        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes.
+
+        Commits in this process wake at once; other processes' within about 20 ms.
+        """
+        signals = self._signals
+        token = signals.message_token(dispatch_point)
+        until = time.monotonic() + max(0.0, timeout)
+        while not signals.wait_messages(
+            dispatch_point, token, min(until, time.monotonic() + EXTERNAL_POLL_SECONDS)
+        ):
+            if time.monotonic() >= until:
+                return
+            self._poll_other_processes()
+
+    def wait_for_reply(self, future_id: str, timeout: float) -> None:
+        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+        signals = self._signals
+        token = signals.everything_token()
+        if signals.closed:
+            return
+        with self._read() as conn:
+            if conn.execute(_HAS_REPLY, (future_id,)).fetchone() is not None:
+                return
+        until = time.monotonic() + max(0.0, timeout)
+        while not signals.wait_reply(
+            future_id, token, min(until, time.monotonic() + EXTERNAL_POLL_SECONDS)
+        ):
+            if time.monotonic() >= until:
+                return
+            self._poll_other_processes()
+
+    def _poll_other_processes(self) -> None:
+        """Wake every waiter if another connection committed since the last look."""
+        now = time.monotonic()
+        with self._watch_lock:
+            if self._closed or now - self._last_poll < EXTERNAL_POLL_SECONDS:
+                return
+            self._last_poll = now
+            try:
+                version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                version = None  # closed meanwhile, or the file is gone: let callers find out
+            changed = version != self._data_version
+            self._data_version = version
+        if changed:
+            self._signals.everything()
+
+    def _notify(self, points: set[str], replies: Sequence[ReplyRecord]) -> None:
+        if points:
+            if self._idle:
+                # Known to have work now: the next claims there need not look first.
+                self._idle = {key for key in self._idle if key[0] not in points}
+            self._signals.messages(points)
+        if replies:
+            self._signals.replies([r.future_id for r in replies])
+
+    def close(self) -> None:
+        """Close every connection and wake every waiter. Idempotent."""
+        with self._pool_lock:
+            self._closed = True
+            idle = list(self._pool)
+            self._pool.clear()
+        self._signals.close()
+        for conn in idle:
+            conn.close()
+        with self._watch_lock:
+            self._watch.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r})"
+
+
+class _Use:
+    """A pooled connection for one call. With ``write``, the process's write lock and one
+    ``BEGIN IMMEDIATE`` transaction that commits on success and rolls back on any error; with
+    ``single`` too, the call runs one statement, which is a transaction by itself. Driver
+    errors become BackendError."""
+
+    __slots__ = ("_backend", "_conn", "_single", "_write")
+
+    def __init__(self, backend: SQLiteBackend, write: bool, single: bool = False) -> None:
+        self._backend = backend
+        self._write = write
+        self._single = single
+
+    def __enter__(self) -> sqlite3.Connection:
+        backend = self._backend
+        conn = self._conn = backend._acquire()
+        if self._write:
+            backend._write_lock.acquire()
+            try:
+                if not self._single:
+                    conn.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:
+                backend._write_lock.release()
+                backend._release(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise _wrap(backend, exc) from exc
+                raise
+        return conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend = self._backend
+        conn = self._conn
+        try:
+            if self._write:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT" if exc is None else "ROLLBACK")
+                except sqlite3.Error as err:
+                    _rollback_quietly(conn)
+                    if exc is None:
+                        raise _wrap(backend, err) from err
+                finally:
+                    backend._write_lock.release()
+        finally:
+            backend._release(conn)
+        if isinstance(exc, sqlite3.Error):
+            raise _wrap(backend, exc) from exc
+
+
+def _wrap(backend: SQLiteBackend, exc: sqlite3.Error) -> BackendError:
+    if backend._closed:
+        return BackendError(f"the SQLite backend on {backend.path} is closed ({exc})")
+    return BackendError(f"SQLite database {backend.path} failed: {exc}")
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Put a new database file in WAL mode (a setting kept in the file: once is enough).
+
+    Switching needs the file to itself and fails at once, without the busy handler, while
+    another process holds a lock on it (processes opening a fresh file together, one of them
+    migrating it), so retry for as long as the busy timeout.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        else:
+            if mode.lower() == "wal":
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"cannot switch to WAL mode (still {mode})")
+        time.sleep(0.01)
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _put(
+    conn: sqlite3.Connection,
+    envelopes: Sequence[Envelope],
+    replies: Sequence[ReplyRecord],
+    points: set[str],
+) -> list[str]:
+    """Queue ``envelopes`` and store ``replies`` inside the caller's write transaction; adds
+    the dispatch points that got messages to ``points`` and returns the unknown flow ids."""
+    unknown = []
+    for env in envelopes:
+        rows = conn.execute(_ENQUEUE, (env.body, env.flow_id, env.flow_id)).fetchall()
+        if rows:
+            points.add(rows[0][0])
+        else:
+            unknown.append(env.flow_id)
+    if replies:
+        now = time.time()
+        conn.executemany(_PUT_REPLY, [(r.future_id, r.body, now) for r in replies])
+    return unknown
+
+
+@functools.cache
+def _instances_sql(count: int) -> str:
+    """SELECT the instances with ``count`` given flow ids."""
+    return f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE flow_id IN ({', '.join('?' * count)})"
+
+
+def _endpoint(row: Sequence[Any]) -> EndpointRecord:
+    return EndpointRecord(
+        user_id=row[0],
+        endpoint=row[1],
+        flow_class_name=row[2],
+        singleton=bool(row[3]),
+        parallel_dispatch=bool(row[4]),
+        dispatch_point=row[5],
+        served=bool(row[6]),
+        created_at=row[7],
+    )
+
+
+def _instance_params(r: InstanceRecord) -> tuple[Any, ...]:
+    return (
+        r.flow_id,
+        r.user_id,
+        r.endpoint,
+        r.client_id,
+        r.flow_class_name,
+        dumps(r.config),
+        dumps(r.state),
+        r.state_version,
+        r.dispatch_point,
+        r.dispatch_point_override,
+        r.parallel_dispatch,
+        r.created_at,
+    )
+
+
+def _first_taken(conn: sqlite3.Connection, flow_ids: list[str]) -> str:
+    """The first of ``flow_ids`` that exists already or repeats (the one that failed)."""
+    seen: set[str] = set()
+    for flow_id in flow_ids:
+        if flow_id in seen or conn.execute(_GET_INSTANCE, (flow_id,)).fetchone() is not None:
+            return flow_id
+        seen.add(flow_id)
+    return flow_ids[0]

@@ -1,0 +1,805 @@
+"""The conformance kit for :class:`flowplex.runtime.Backend` implementations.
+
+Every ``check_*`` function takes an *opener*: a callable returning a new backend object. For the
+checks in :data:`CHECKS` the opener is called once per check (``memory://`` passes them too).
+The checks in :data:`SHARED_STORE_CHECKS` call it several times and need every object to open
+the same store (a SQLite file, a PostgreSQL schema): they cover restarts, wake-ups across
+backend objects (as across processes) and concurrent workers.
+
+This module only defines checks; ``test_backend_conformance.py`` runs them against memory,
+SQLite and PostgreSQL. Each check opens its own backends and closes them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from flowplex.runtime import (
+    Backend,
+    DeadLetter,
+    Delivery,
+    EndpointRecord,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+    UserRecord,
+)
+
+Opener = Callable[[], Backend]
+
+DP = "default"
+U1 = "a1" * 32
+U2 = "b2" * 32
+# Generous bounds for liveness checks: a waiter must return well before its own timeout.
+WAIT_TIMEOUT = 5.0
+PROMPT = 2.0
+
+_clock = itertools.count(1)
+
+
+def _t() -> float:
+    """Increasing creation times, so "oldest first" is well defined."""
+    return 1_700_000_000.0 + next(_clock)
+
+
+def instance(
+    flow_id: str,
+    *,
+    user_id: str = U1,
+    endpoint: str = "ep",
+    dispatch_point: str = DP,
+    parallel: bool = False,
+    config: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+) -> InstanceRecord:
+    """An instance record with sensible defaults."""
+    return InstanceRecord(
+        flow_id=flow_id,
+        user_id=user_id,
+        endpoint=endpoint,
+        client_id="local",
+        flow_class_name="tests.testflows.Echo",
+        config={"flow_id": flow_id, "name": "Echo", "nested": {"k": [1, 2]}}
+        if config is None
+        else config,
+        state={"n": 0} if state is None else state,
+        dispatch_point=dispatch_point,
+        dispatch_point_override=None if dispatch_point == DP else dispatch_point,
+        parallel_dispatch=parallel,
+        created_at=_t(),
+    )
+
+
+def endpoint_record(
+    name: str, *, user_id: str = U1, dispatch_point: str = DP, singleton: bool = False
+) -> EndpointRecord:
+    """A served endpoint record."""
+    return EndpointRecord(
+        user_id=user_id,
+        endpoint=name,
+        flow_class_name="tests.testflows.Echo",
+        singleton=singleton,
+        parallel_dispatch=False,
+        dispatch_point=dispatch_point,
+        served=True,
+        created_at=_t(),
+    )
+
+
+@contextmanager
+def opened(open_backend: Opener) -> Iterator[Backend]:
+    """A backend closed at the end of the block."""
+    backend = open_backend()
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def claim_one(backend: Backend, lease: float = 30.0, dispatch_point: str = DP) -> Delivery:
+    """Claim exactly one message."""
+    got = backend.claim(dispatch_point, None, lease, 10)
+    assert len(got) == 1, got
+    return got[0]
+
+
+def bodies(deliveries: list[Delivery]) -> list[str]:
+    """The bodies of ``deliveries``, in order."""
+    return [d.body for d in deliveries]
+
+
+def _wait_until_claimable(backend: Backend, lease: float = 30.0) -> list[Delivery]:
+    """Claim until something comes back (a lease running out), for at most 5 s."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        got = backend.claim(DP, None, lease, 10)
+        if got:
+            return got
+        assert time.monotonic() < deadline, "the expired lease never made the message claimable"
+        time.sleep(0.02)
+
+
+# -- users --------------------------------------------------------------------------------------
+
+
+def check_users_oldest_first(open_backend: Opener) -> None:
+    """list_users returns every user, oldest first, with its key bytes intact."""
+    with opened(open_backend) as b:
+        assert b.list_users() == []
+        users = [UserRecord(f"{i:064x}", bytes([i]) * 32, _t()) for i in (3, 1, 2)]
+        for user in users:
+            b.add_user(user)
+        assert b.list_users() == users
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+def check_serve_endpoint(open_backend: Opener) -> None:
+    """Serving is True once, False (changing nothing) while served; unknown is None."""
+    with opened(open_backend) as b:
+        assert b.get_endpoint(U1, "ep") is None
+        first = endpoint_record("ep")
+        assert b.serve_endpoint(first) is True
+        assert b.get_endpoint(U1, "ep") == first
+        other = EndpointRecord(U1, "ep", "x.Other", True, True, "gpu", True, _t())
+        assert b.serve_endpoint(other) is False
+        assert b.get_endpoint(U1, "ep") == first
+        assert b.get_endpoint(U2, "ep") is None
+
+
+def check_reserve_after_unserve(open_backend: Opener) -> None:
+    """An unserved endpoint is served again with the new settings, its created_at and its
+    instances kept."""
+    with opened(open_backend) as b:
+        first = endpoint_record("ep")
+        b.serve_endpoint(first)
+        b.add_instances([instance("f1")])
+        assert b.set_served(U1, "ep", False) is True
+        unserved = b.get_endpoint(U1, "ep")
+        assert unserved is not None and unserved.served is False
+        again = EndpointRecord(U1, "ep", "x.Other", True, True, "gpu", False, _t())
+        assert b.serve_endpoint(again) is True
+        assert b.get_endpoint(U1, "ep") == EndpointRecord(
+            U1, "ep", "x.Other", True, True, "gpu", True, first.created_at
+        )
+        assert [i.flow_id for i in b.list_instances(U1, "ep")] == ["f1"]
+
+
+def check_list_endpoints_and_set_served(open_backend: Opener) -> None:
+    """Endpoints are listed per user in creation order; set_served is False when unknown."""
+    with opened(open_backend) as b:
+        records = [endpoint_record(name) for name in ("b", "a", "c")]
+        for record in records:
+            b.serve_endpoint(record)
+        b.serve_endpoint(endpoint_record("z", user_id=U2))
+        assert b.list_endpoints(U1) == records
+        assert [e.endpoint for e in b.list_endpoints(U2)] == ["z"]
+        assert b.list_endpoints("nobody") == []
+        assert b.set_served(U1, "missing", False) is False
+        assert b.set_served(U1, "a", False) is True
+        assert [e.served for e in b.list_endpoints(U1)] == [True, False, True]
+        assert b.set_served(U1, "a", True) is True
+        assert b.get_endpoint(U1, "a") == records[1]
+
+
+def check_delete_endpoint(open_backend: Opener) -> None:
+    """Deleting an endpoint removes it and its instances (returned in mount order) only."""
+    with opened(open_backend) as b:
+        b.serve_endpoint(endpoint_record("ep"))
+        b.serve_endpoint(endpoint_record("keep"))
+        b.add_instances([instance("f2"), instance("f1"), instance("k", endpoint="keep")])
+        b.add_instances([instance("f3")])
+        assert b.delete_endpoint(U1, "ep") == ["f2", "f1", "f3"]
+        assert b.get_endpoint(U1, "ep") is None
+        assert b.get_instance("f1") is None
+        assert b.list_instances(U1) == [b.get_instance("k")]
+        assert b.get_endpoint(U1, "keep") is not None
+        assert b.delete_endpoint(U1, "ep") == []
+
+
+# -- instances ----------------------------------------------------------------------------------
+
+
+def check_instances(open_backend: Opener) -> None:
+    """get/list (by user, by endpoint, in mount order) and delete instances."""
+    with opened(open_backend) as b:
+        records = [
+            instance("f3"),
+            instance("f1", endpoint="other"),
+            instance("f2", parallel=True, dispatch_point="gpu"),
+            instance("g1", user_id=U2),
+        ]
+        b.add_instances(records[:2])
+        b.add_instances(records[2:])
+        assert b.get_instance("f2") == records[2]
+        assert b.get_instance("missing") is None
+        assert b.list_instances(U1) == records[:3]
+        assert b.list_instances(U1, "ep") == [records[0], records[2]]
+        assert b.list_instances(U2) == [records[3]]
+        assert b.list_instances(U1, "nothing") == []
+        assert b.delete_instance("f3") is True
+        assert b.delete_instance("f3") is False
+        assert b.get_instance("f3") is None
+        assert b.list_instances(U1) == records[1:3]
+
+
+def check_add_instances_all_or_nothing(open_backend: Opener) -> None:
+    """A batch with an id that exists already raises ValueError and adds nothing."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        with pytest.raises(ValueError, match="f1"):
+            b.add_instances([instance("new1"), instance("f1"), instance("new2")])
+        assert b.get_instance("new1") is None
+        assert b.get_instance("new2") is None
+        assert [i.flow_id for i in b.list_instances(U1)] == ["f1"]
+        b.add_instances([])
+        assert len(b.list_instances(U1)) == 1
+
+
+def check_records_share_nothing_mutable(open_backend: Opener) -> None:
+    """Config and state handed in or out are copies: mutating them changes nothing stored."""
+    with opened(open_backend) as b:
+        record = instance("f1", config={"a": {"b": [1]}}, state={"s": [1]})
+        b.add_instances([record])
+        record.config["a"]["b"].append(2)
+        record.state["s"].append(2)
+        got = b.get_instance("f1")
+        assert got is not None
+        assert got.config == {"a": {"b": [1]}} and got.state == {"s": [1]}
+        got.config["a"]["b"].append(3)
+        got.state["x"] = 1
+        listed = b.list_instances(U1)[0]
+        assert listed.config == {"a": {"b": [1]}} and listed.state == {"s": [1]}
+        b.enqueue([Envelope("f1", "m1")])
+        delivery = claim_one(b)
+        assert delivery.instance is not None
+        delivery.instance.state["s"].append(9)
+        new_state = {"s": [5]}
+        b.complete(delivery, state=new_state)
+        new_state["s"].append(6)
+        again = b.get_instance("f1")
+        assert again is not None and again.state == {"s": [5]}
+
+
+# -- queue --------------------------------------------------------------------------------------
+
+
+def check_enqueue_returns_unknown(open_backend: Opener) -> None:
+    """Messages to unknown instances are not queued; their ids come back in order."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        unknown = b.enqueue(
+            [Envelope("x", "1"), Envelope("f1", "2"), Envelope("y", "3"), Envelope("x", "4")]
+        )
+        assert unknown == ["x", "y", "x"]
+        assert b.pending_count() == 1
+        assert b.enqueue([]) == []
+        assert bodies(b.claim(DP, None, 30, 10)) == ["2"]
+
+
+def check_claim_order_across_instances(open_backend: Opener) -> None:
+    """Claims come oldest first across instances, up to ``limit``."""
+    with opened(open_backend) as b:
+        b.add_instances([instance(f) for f in ("fa", "fb", "fc", "fd")])
+        b.enqueue([Envelope("fc", "c1"), Envelope("fa", "a1")])
+        b.enqueue([Envelope("fd", "d1")])
+        b.enqueue([Envelope("fb", "b1")])
+        first = b.claim(DP, None, 30, 2)
+        assert bodies(first) == ["c1", "a1"]
+        assert [d.flow_id for d in first] == ["fc", "fa"]
+        assert first[0].seq < first[1].seq
+        rest = b.claim(DP, None, 30, 10)
+        assert bodies(rest) == ["d1", "b1"]
+        assert all(d.deliveries == 1 for d in first + rest)
+        assert b.claim(DP, None, 30, 10) == []
+        assert b.claim(DP, None, 30, 0) == []
+
+
+def check_fifo_one_in_flight(open_backend: Opener) -> None:
+    """An instance's next message is claimable only once the one in flight is done."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1"), instance("f2")])
+        b.enqueue([Envelope("f1", "1"), Envelope("f1", "2"), Envelope("f2", "x")])
+        b.enqueue([Envelope("f1", "3")])
+        got = b.claim(DP, None, 30, 10)
+        assert bodies(got) == ["1", "x"]
+        assert b.claim(DP, None, 30, 10) == []
+        assert b.complete(got[0], state=None) == (True, [])
+        second = b.claim(DP, None, 30, 10)
+        assert bodies(second) == ["2"]
+        assert b.claim(DP, None, 30, 10) == []
+        b.complete(second[0], state=None)
+        assert bodies(b.claim(DP, None, 30, 10)) == ["3"]
+
+
+def check_parallel_instances(open_backend: Opener) -> None:
+    """A parallel instance's messages may all be in flight at once, still oldest first."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("p", parallel=True), instance("s")])
+        b.enqueue([Envelope("p", "p1"), Envelope("s", "s1"), Envelope("p", "p2")])
+        b.enqueue([Envelope("s", "s2"), Envelope("p", "p3")])
+        got = b.claim(DP, None, 30, 10)
+        assert bodies(got) == ["p1", "s1", "p2", "p3"]
+        b.complete(got[2], state=None)
+        b.enqueue([Envelope("p", "p4")])
+        assert bodies(b.claim(DP, None, 30, 10)) == ["p4"]
+        assert b.pending_count("p") == 3
+
+
+def check_claim_filters(open_backend: Opener) -> None:
+    """Claims take only their dispatch point's messages, and only ``user_id``'s if given."""
+    with opened(open_backend) as b:
+        b.add_instances(
+            [
+                instance("u1", user_id=U1),
+                instance("u2", user_id=U2),
+                instance("gpu", dispatch_point="gpu"),
+            ]
+        )
+        b.enqueue([Envelope("gpu", "g"), Envelope("u2", "b"), Envelope("u1", "a")])
+        assert bodies(b.claim(DP, U1, 30, 10)) == ["a"]
+        assert b.claim(DP, U1, 30, 10) == []
+        assert b.claim("elsewhere", None, 30, 10) == []
+        assert bodies(b.claim(DP, None, 30, 10)) == ["b"]
+        got = b.claim("gpu", None, 30, 10)
+        assert bodies(got) == ["g"]
+        assert got[0].instance is not None and got[0].instance.dispatch_point == "gpu"
+
+
+def check_lease_expiry(open_backend: Opener) -> None:
+    """A message whose lease ran out is claimable again, with its delivery counted."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        b.enqueue([Envelope("f1", "m")])
+        first = claim_one(b, lease=0.2)
+        assert first.deliveries == 1
+        assert b.claim(DP, None, 30, 10) == []
+        again = _wait_until_claimable(b)
+        assert [(d.seq, d.body, d.deliveries) for d in again] == [(first.seq, "m", 2)]
+        assert again[0].lease != first.lease
+
+
+def check_complete_with_lost_lease(open_backend: Opener) -> None:
+    """Completing after the lease went to another worker returns (False, []), changes nothing."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1", state={"v": 1}), instance("f2")])
+        b.enqueue([Envelope("f1", "m")])
+        stale = claim_one(b, lease=0.2)
+        [fresh] = _wait_until_claimable(b)
+        outcome = b.complete(
+            stale,
+            state={"v": 2},
+            envelopes=[Envelope("f2", "sent"), Envelope("ghost", "x")],
+            replies=[ReplyRecord("fut", "reply")],
+            dead_letter=DeadLetter("f1", "m", "boom", 1),
+        )
+        assert outcome == (False, [])
+        current = b.get_instance("f1")
+        assert current is not None and current.state == {"v": 1} and current.state_version == 0
+        assert b.pending_count() == 1
+        assert b.take_reply("fut") is None
+        assert b.list_dead_letters() == []
+        b.release(stale)
+        assert b.claim(DP, None, 30, 10) == []
+        assert b.complete(fresh, state={"v": 3}) == (True, [])
+        current = b.get_instance("f1")
+        assert current is not None and current.state == {"v": 3} and current.state_version == 1
+
+
+def check_complete_commits_everything(open_backend: Opener) -> None:
+    """complete removes the message and stores state, messages, replies and dead letter."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1", state={"v": 0}), instance("f2")])
+        b.enqueue([Envelope("f1", "m1"), Envelope("f1", "m2")])
+        delivery = claim_one(b)
+        assert delivery.instance is not None and delivery.instance.state_version == 0
+        before = time.time()
+        outcome = b.complete(
+            delivery,
+            state={"v": 1},
+            envelopes=[Envelope("f2", "to-f2"), Envelope("ghost", "x"), Envelope("f1", "m3")],
+            replies=[ReplyRecord("fut1", "r1"), ReplyRecord("fut2", "r2")],
+            dead_letter=DeadLetter("f1", "m1", "gave up", 4),
+        )
+        assert outcome == (True, ["ghost"])
+        current = b.get_instance("f1")
+        assert current is not None and current.state == {"v": 1} and current.state_version == 1
+        assert b.pending_count("f1") == 2
+        assert b.pending_count("f2") == 1
+        assert b.take_reply("fut1") == "r1"
+        assert b.take_reply("fut2") == "r2"
+        [letter] = b.list_dead_letters()
+        assert (letter.flow_id, letter.body, letter.error, letter.deliveries) == (
+            "f1",
+            "m1",
+            "gave up",
+            4,
+        )
+        assert before - 1 <= letter.created_at <= time.time() + 1
+        got = b.claim(DP, None, 30, 10)
+        assert bodies(got) == ["m2", "to-f2"]
+        assert got[0].instance is not None and got[0].instance.state == {"v": 1}
+        assert got[0].instance.state_version == 1
+        b.complete(got[0], state={"v": 2})
+        assert bodies(b.claim(DP, None, 30, 10)) == ["m3"]
+        current = b.get_instance("f1")
+        assert current is not None and current.state_version == 2
+
+
+def check_complete_without_state(open_backend: Opener) -> None:
+    """complete with state=None leaves the state and its version alone."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1", state={"keep": True})])
+        b.enqueue([Envelope("f1", "m")])
+        assert b.complete(claim_one(b), state=None) == (True, [])
+        current = b.get_instance("f1")
+        assert current is not None
+        assert (current.state, current.state_version) == ({"keep": True}, 0)
+        assert b.pending_count() == 0
+
+
+def check_release(open_backend: Opener) -> None:
+    """release gives the message back at once, uncounting the delivery; a stale one is
+    ignored."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        b.enqueue([Envelope("f1", "m"), Envelope("f1", "n")])
+        first = claim_one(b)
+        b.release(first)
+        again = claim_one(b)
+        assert (again.seq, again.body, again.deliveries) == (first.seq, "m", 1)
+        b.release(first)  # stale: the lease is again's now
+        assert b.claim(DP, None, 30, 10) == []
+        assert b.complete(again, state=None) == (True, [])
+        assert bodies(b.claim(DP, None, 30, 10)) == ["n"]
+
+
+def check_replies(open_backend: Opener) -> None:
+    """take_reply removes and returns a reply; a later one for the same future replaces it."""
+    with opened(open_backend) as b:
+        assert b.take_reply("nothing") is None
+        assert b.enqueue([], [ReplyRecord("f", "one"), ReplyRecord("g", "gee")]) == []
+        b.enqueue([], [ReplyRecord("f", "two")])
+        assert b.take_reply("f") == "two"
+        assert b.take_reply("f") is None
+        assert b.take_reply("g") == "gee"
+
+
+def check_pending_count(open_backend: Opener) -> None:
+    """pending_count counts queued and leased messages, per instance or in all."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1"), instance("f2")])
+        assert b.pending_count() == 0
+        b.enqueue([Envelope("f1", "a"), Envelope("f1", "b"), Envelope("f2", "c")])
+        got = b.claim(DP, None, 30, 10)
+        assert len(got) == 2
+        assert (b.pending_count(), b.pending_count("f1"), b.pending_count("f2")) == (3, 2, 1)
+        assert b.pending_count("nobody") == 0
+        b.complete(got[0], state=None)
+        assert (b.pending_count(), b.pending_count("f1")) == (2, 1)
+
+
+def check_dead_letters(open_backend: Opener) -> None:
+    """Dead letters are listed oldest first, all or per instance."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1"), instance("f2")])
+        b.enqueue([Envelope("f1", "1"), Envelope("f2", "2")])
+        for delivery in b.claim(DP, None, 30, 10):
+            letter = DeadLetter(delivery.flow_id, delivery.body, f"err {delivery.body}", 3)
+            b.complete(delivery, state=None, dead_letter=letter)
+        b.enqueue([Envelope("f1", "3")])
+        third = claim_one(b)
+        b.complete(third, state=None, dead_letter=DeadLetter("f1", "3", "err 3", 5))
+        assert [(d.flow_id, d.body, d.error) for d in b.list_dead_letters()] == [
+            ("f1", "1", "err 1"),
+            ("f2", "2", "err 2"),
+            ("f1", "3", "err 3"),
+        ]
+        assert [d.body for d in b.list_dead_letters("f1")] == ["1", "3"]
+        assert b.list_dead_letters("nobody") == []
+
+
+def check_deleted_instance_messages(open_backend: Opener) -> None:
+    """Messages of a deleted instance stay claimable (instance None) so they can be answered."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("gone", state={"v": 1}), instance("f2")])
+        b.enqueue([Envelope("gone", "m1"), Envelope("gone", "m2")])
+        assert b.delete_instance("gone") is True
+        assert b.enqueue([Envelope("gone", "late")]) == ["gone"]
+        delivery = claim_one(b)
+        assert (delivery.flow_id, delivery.body, delivery.instance) == ("gone", "m1", None)
+        reply = ReplyRecord("fut", "error reply")
+        assert b.complete(delivery, state={"v": 2}, replies=[reply]) == (True, [])
+        assert b.take_reply("fut") == "error reply"
+        assert b.get_instance("gone") is None
+        second = claim_one(b)
+        assert (second.body, second.instance) == ("m2", None)
+        b.complete(second, state=None)
+        assert b.pending_count() == 0
+
+
+# -- wake-ups -----------------------------------------------------------------------------------
+
+
+def _waiter(wait: Callable[[], None]) -> tuple[threading.Thread, list[float]]:
+    """Start a thread running ``wait``; the list gets how long it took."""
+    elapsed: list[float] = []
+    started = threading.Event()
+
+    def run() -> None:
+        started.set()
+        t0 = time.monotonic()
+        wait()
+        elapsed.append(time.monotonic() - t0)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(WAIT_TIMEOUT)
+    return thread, elapsed
+
+
+def _poke_until_done(thread: threading.Thread, poke: Callable[[], None]) -> None:
+    """Call ``poke`` every 50 ms until ``thread`` ends (the waiter may not be waiting yet at
+    the first poke), for at most PROMPT seconds; then give it the rest of its time."""
+    deadline = time.monotonic() + PROMPT
+    while thread.is_alive() and time.monotonic() < deadline:
+        poke()
+        thread.join(0.05)
+    thread.join(WAIT_TIMEOUT + 1)
+
+
+def check_wait_for_messages_wakes(open_backend: Opener) -> None:
+    """A waiter returns promptly when another thread queues a message."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("p", parallel=True)])
+        thread, elapsed = _waiter(lambda: b.wait_for_messages(DP, WAIT_TIMEOUT))
+        _poke_until_done(thread, lambda: b.enqueue([Envelope("p", "m")]))
+        assert elapsed and elapsed[0] < PROMPT, elapsed
+
+
+def check_wait_for_reply_wakes(open_backend: Opener) -> None:
+    """A reply waiter returns promptly when another thread stores its reply."""
+    with opened(open_backend) as b:
+        thread, elapsed = _waiter(lambda: b.wait_for_reply("fut", WAIT_TIMEOUT))
+        b.enqueue([], [ReplyRecord("fut", "r")])
+        thread.join(WAIT_TIMEOUT + 1)
+        assert elapsed and elapsed[0] < PROMPT, elapsed
+        assert b.take_reply("fut") == "r"
+
+
+def check_wait_times_out(open_backend: Opener) -> None:
+    """With nothing happening, waits return after (about) their timeout, not never."""
+    with opened(open_backend) as b:
+        t0 = time.monotonic()
+        b.wait_for_messages(DP, 0.2)
+        b.wait_for_reply("nothing", 0.2)
+        assert time.monotonic() - t0 < PROMPT
+
+
+def check_close_wakes_waiters(open_backend: Opener) -> None:
+    """close wakes every waiter at once, and is idempotent."""
+    b = open_backend()
+    messages, m_elapsed = _waiter(lambda: b.wait_for_messages(DP, WAIT_TIMEOUT))
+    reply, r_elapsed = _waiter(lambda: b.wait_for_reply("fut", WAIT_TIMEOUT))
+    b.close()
+    messages.join(WAIT_TIMEOUT + 1)
+    reply.join(WAIT_TIMEOUT + 1)
+    assert m_elapsed and m_elapsed[0] < PROMPT, m_elapsed
+    assert r_elapsed and r_elapsed[0] < PROMPT, r_elapsed
+    b.close()
+
+
+# -- several backend objects on one store ---------------------------------------------------------
+
+
+def _run_together(*jobs: Callable[[], None]) -> None:
+    """Run ``jobs`` in threads at once and wait for them; fail with their errors, if any."""
+    errors: list[BaseException] = []
+
+    def guard(job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guard, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
+
+
+def check_reopen_sees_everything(open_backend: Opener) -> None:
+    """A backend opened later (a restart) finds everything the first one committed."""
+    user = UserRecord("c3" * 32, b"\x00\xff" * 16, _t())
+    served = endpoint_record("ep")
+    with opened(open_backend) as first:
+        first.add_user(user)
+        first.serve_endpoint(served)
+        first.add_instances([instance("f1", state={"v": 0}), instance("f2")])
+        first.enqueue([Envelope("f1", "m1")])
+        delivery = claim_one(first)
+        first.complete(
+            delivery,
+            state={"v": 1},
+            replies=[ReplyRecord("fut", "r")],
+            dead_letter=DeadLetter("f1", "m1", "e", 1),
+        )
+        first.enqueue([Envelope("f2", "m2")])
+        leased = claim_one(first)
+    with opened(open_backend) as second:
+        assert second.list_users() == [user]
+        assert second.get_endpoint(U1, "ep") == served
+        current = second.get_instance("f1")
+        assert current is not None and (current.state, current.state_version) == ({"v": 1}, 1)
+        assert second.take_reply("fut") == "r"
+        assert [d.error for d in second.list_dead_letters()] == ["e"]
+        assert second.pending_count() == 1
+        # Still leased by the first object's worker: not claimable until its lease runs out.
+        assert second.claim(DP, None, 30, 10) == []
+        assert second.complete(leased, state=None) == (True, [])
+        assert second.pending_count() == 0
+
+
+def check_wakes_across_backends(open_backend: Opener) -> None:
+    """Waiters wake promptly for commits made through another backend object on the same
+    store (as from another process)."""
+    with opened(open_backend) as waiting, opened(open_backend) as sending:
+        waiting.add_instances([instance("p", parallel=True)])
+        thread, elapsed = _waiter(lambda: waiting.wait_for_messages(DP, WAIT_TIMEOUT))
+        _poke_until_done(thread, lambda: sending.enqueue([Envelope("p", "m")]))
+        assert elapsed and elapsed[0] < PROMPT, elapsed
+        thread, elapsed = _waiter(lambda: waiting.wait_for_reply("fut", WAIT_TIMEOUT))
+        sending.enqueue([], [ReplyRecord("fut", "r")])
+        thread.join(WAIT_TIMEOUT + 1)
+        assert elapsed and elapsed[0] < PROMPT, elapsed
+
+
+def check_concurrent_claims(open_backend: Opener) -> None:
+    """Two workers, each with its own backend object, share 200 messages to 20 instances:
+    every message is claimed exactly once, each instance's in enqueue order."""
+    flows = [f"f{i:02d}" for i in range(20)]
+    per_flow = 10
+    with opened(open_backend) as setup:
+        setup.add_instances([instance(f) for f in flows])
+        for j in range(per_flow):
+            setup.enqueue([Envelope(f, f"{f}:{j}") for f in flows])
+    claimed: dict[str, list[int]] = {f: [] for f in flows}
+    seen: list[int] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def work(limit: int) -> None:
+        with opened(open_backend) as b:
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(seen) == len(flows) * per_flow:
+                        return
+                got = b.claim(DP, None, 30, limit)
+                if not got:
+                    b.wait_for_messages(DP, 0.05)
+                    continue
+                for d in got:
+                    flow, j = d.body.split(":")
+                    assert d.deliveries == 1, d
+                    with lock:
+                        claimed[flow].append(int(j))
+                        seen.append(d.seq)
+                    assert b.complete(d, state={"last": int(j)}) == (True, [])
+
+    _run_together(lambda: work(3), lambda: work(7))
+    assert len(seen) == len(set(seen)) == len(flows) * per_flow
+    assert all(order == list(range(per_flow)) for order in claimed.values()), claimed
+    with opened(open_backend) as b:
+        assert b.pending_count() == 0
+        final = b.get_instance("f07")
+        assert final is not None
+        assert (final.state, final.state_version) == ({"last": per_flow - 1}, per_flow)
+
+
+def check_concurrent_producers_and_workers(open_backend: Opener) -> None:
+    """Senders and workers (each with its own backend object) run at the same time, workers
+    forwarding every message to another instance: nothing is lost, claimed twice or stuck, an
+    instance never has two messages in flight, and each sender's messages keep their order."""
+    flows = [f"f{i}" for i in range(5)]
+    per_sender = 60
+    senders = 2
+    total = 2 * senders * per_sender  # every original is forwarded once
+    with opened(open_backend) as setup:
+        setup.add_instances([instance(f) for f in flows])
+    in_flight: set[str] = set()
+    seen: list[str] = []
+    order: dict[tuple[str, str], list[int]] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def send(name: str) -> None:
+        with opened(open_backend) as b:
+            for i in range(per_sender):
+                assert b.enqueue([Envelope(flows[i % len(flows)], f"{name}:{i}")]) == []
+
+    def work(limit: int) -> None:
+        with opened(open_backend) as b:
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(seen) == total:
+                        return
+                got = b.claim(DP, None, 30, limit)
+                if not got:
+                    b.wait_for_messages(DP, 0.05)
+                    continue
+                for d in got:
+                    with lock:
+                        assert d.flow_id not in in_flight, f"two in flight: {d.flow_id}"
+                        in_flight.add(d.flow_id)
+                        seen.append(d.body)
+                        sender, i = d.body.rsplit(":", 1)
+                        order.setdefault((d.flow_id, sender), []).append(int(i))
+                    out = []
+                    if not d.body.startswith("fwd"):
+                        target = flows[(flows.index(d.flow_id) + 1) % len(flows)]
+                        out = [Envelope(target, f"fwd-{d.body}")]
+                    with lock:
+                        # Before completing: from the commit on, the next one may be claimed.
+                        in_flight.discard(d.flow_id)
+                    assert b.complete(d, state={"last": d.body}, envelopes=out) == (True, [])
+
+    _run_together(
+        *(lambda n=n: send(f"s{n}") for n in range(senders)),
+        *(lambda n=n: work(n) for n in (1, 4, 16)),
+    )
+    assert len(seen) == len(set(seen)) == total
+    for (_, sender), indexes in order.items():
+        if not sender.startswith("fwd"):
+            assert indexes == sorted(indexes), (sender, indexes)
+    with opened(open_backend) as b:
+        assert b.pending_count() == 0
+
+
+#: Checks every backend passes, each with a fresh store.
+CHECKS: list[Callable[[Opener], None]] = [
+    check_users_oldest_first,
+    check_serve_endpoint,
+    check_reserve_after_unserve,
+    check_list_endpoints_and_set_served,
+    check_delete_endpoint,
+    check_instances,
+    check_add_instances_all_or_nothing,
+    check_records_share_nothing_mutable,
+    check_enqueue_returns_unknown,
+    check_claim_order_across_instances,
+    check_fifo_one_in_flight,
+    check_parallel_instances,
+    check_claim_filters,
+    check_lease_expiry,
+    check_complete_with_lost_lease,
+    check_complete_commits_everything,
+    check_complete_without_state,
+    check_release,
+    check_replies,
+    check_pending_count,
+    check_dead_letters,
+    check_deleted_instance_messages,
+    check_wait_for_messages_wakes,
+    check_wait_for_reply_wakes,
+    check_wait_times_out,
+    check_close_wakes_waiters,
+]
+
+#: Checks that open several backend objects on one store (durable backends only).
+SHARED_STORE_CHECKS: list[Callable[[Opener], None]] = [
+    check_reopen_sees_everything,
+    check_wakes_across_backends,
+    check_concurrent_claims,
+    check_concurrent_producers_and_workers,
+]

@@ -1,0 +1,245 @@
+"""Every backend passes the conformance kit; the SQL ones also migrate and fail cleanly.
+
+The kit (``backend_conformance.py``) runs against memory, a SQLite file in ``tmp_path`` and a
+fresh PostgreSQL schema per test (``pg_url``: skipped locally without
+``FLOWPLEX_TEST_POSTGRES_URL``, failing on CI).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backend_conformance import CHECKS, SHARED_STORE_CHECKS, Opener, instance
+from flowplex.errors import BackendError, ConfigurationError
+from flowplex.runtime import Backend, Envelope, open_backend
+from flowplex.runtime.memory import MemoryBackend
+
+Check = Callable[[Opener], None]
+
+
+def _sql_opener(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Opener:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/conformance.db"
+    else:
+        url = request.getfixturevalue("pg_url")
+    return lambda: open_backend(url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens a backend of each kind; SQL ones all on the same fresh store."""
+    if request.param == "memory":
+        return MemoryBackend
+    return _sql_opener(request, tmp_path, request.param)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens SQL backend objects that all share one fresh store."""
+    return _sql_opener(request, tmp_path, request.param)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_conformance(check: Check, opener: Opener) -> None:
+    check(opener)
+
+
+@pytest.mark.parametrize(
+    "check", SHARED_STORE_CHECKS, ids=lambda c: c.__name__.removeprefix("check_")
+)
+def test_shared_store_conformance(check: Check, shared_opener: Opener) -> None:
+    check(shared_opener)
+
+
+# -- schema and migrations ----------------------------------------------------------------------
+
+
+def test_head_constant_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from flowplex.db.migrate import HEAD, alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite:///unused.db"))
+    assert script.get_heads() == [HEAD]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, never migrated SQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/fresh/node.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def test_migrations_build_the_metadata(sql_url: str) -> None:
+    """The migrated database has exactly the tables, columns and indexes of the metadata."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from flowplex.db import metadata
+    from flowplex.db.migrate import ensure_schema, locked_connection
+
+    ensure_schema(sql_url)
+    with locked_connection(sql_url) as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        tables = {t for (t,) in connection.exec_driver_sql(_TABLES[connection.dialect.name])}
+    assert diff == []
+    assert {"users", "endpoints", "instances", "messages", "replies", "dead_letters"} <= tables
+
+
+_TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
+}
+
+
+def test_concurrent_ensure_schema(sql_url: str) -> None:
+    """Processes migrating (or opening a backend on) one fresh database at the same time all
+    succeed."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import alembic.command, flowplex.db.schema  # the slow imports, before the start line
+        from flowplex.db.migrate import ensure_schema
+        from flowplex.runtime import open_backend
+        sys.stdin.readline()  # start together
+        if sys.argv[2] == "migrate":
+            ensure_schema(sys.argv[1])
+        else:
+            open_backend(sys.argv[1]).close()
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, sql_url, how],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for how in ("migrate", "open", "migrate", "open")
+    ]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outcomes = [(proc.communicate(timeout=60)[1], proc.returncode) for proc in procs]
+    assert [code for _, code in outcomes] == [0] * len(procs), outcomes
+    backend = open_backend(sql_url)
+    try:
+        backend.add_instances([instance("f1")])
+        assert backend.enqueue([Envelope("f1", "m")]) == []
+    finally:
+        backend.close()
+
+
+def test_opening_a_current_database_skips_alembic(tmp_path: Path) -> None:
+    """Opening an up-to-date SQLite database imports neither Alembic nor SQLAlchemy."""
+    url = f"sqlite:///{tmp_path}/node.db"
+    open_backend(url).close()
+    code = (
+        "import json, sys\n"
+        "from flowplex.runtime import open_backend\n"
+        f"open_backend({url!r}).close()\n"
+        "print(json.dumps([m for m in ('alembic', 'sqlalchemy') if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []
+
+
+def test_sqlite_creates_parent_directories_and_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = open_backend("sqlite:///nested/dirs/node.db")
+    backend.close()
+    assert (tmp_path / "nested" / "dirs" / "node.db").is_file()
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///", "sqlite:///?mode=ro"]
+)
+def test_sqlite_rejects_urls_without_a_file(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="SQLite URL"):
+        open_backend(url)
+
+
+def test_unreachable_postgres_names_the_url_without_password() -> None:
+    url = "postgresql://flowplex:s3cret-pw@127.0.0.1:1/nodes?connect_timeout=5"
+    with pytest.raises(BackendError) as caught:
+        open_backend(url)
+    text = str(caught.value)
+    assert "s3cret-pw" not in text
+    assert "postgresql://flowplex:***@127.0.0.1:1/nodes" in text
+
+
+def _closed(backend: Backend) -> Backend:
+    backend.close()
+    return backend
+
+
+def test_sql_backends_raise_backend_error_once_closed(sql_url: str) -> None:
+    backend = _closed(open_backend(sql_url))
+    with pytest.raises(BackendError, match="closed"):
+        backend.list_users()
+    with pytest.raises(BackendError, match="closed"):
+        backend.enqueue([Envelope("f1", "m")])
+    backend.wait_for_messages("default", 5.0)  # returns at once
+
+
+def test_sqlite_driver_errors_become_backend_errors(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/node.db"
+    backend = open_backend(url)
+    try:
+        conn = sqlite3.connect(tmp_path / "node.db")
+        conn.execute("DROP TABLE messages")
+        conn.commit()
+        conn.close()
+        with pytest.raises(BackendError, match=r"node\.db.*no such table: messages"):
+            backend.pending_count()
+    finally:
+        backend.close()
+
+
+def test_postgres_driver_errors_become_backend_errors(pg_url: str) -> None:
+    import psycopg
+
+    backend = open_backend(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE messages")
+        with pytest.raises(BackendError, match='relation "messages" does not exist'):
+            backend.pending_count()
+        # The connection that failed is not poisoned for the next call.
+        assert backend.list_users() == []
+    finally:
+        backend.close()
+
+
+def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
+    """The built wheel contains the Alembic environment, template and revisions."""
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    if importlib.util.find_spec("hatchling") is not None:
+        command = [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)]
+    else:
+        # A fresh venv has the build backend only in pip's isolated build environments.
+        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), "."]
+    subprocess.run(command, cwd=root, check=True, capture_output=True)
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("env.py", "script.py.mako", "versions/0001_runtime.py"):
+        assert f"flowplex/db/migrations/{name}" in names

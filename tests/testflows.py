@@ -1,0 +1,137 @@
+"""Small flows used by the tests (importable as ``testflows.<Class>``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flowplex import AtomicFlow, CompositeFlow, FlowMessage
+
+
+class EchoFlow(AtomicFlow):
+    default_config = {"name": "Echo", "description": "Replies with its input."}
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        return dict(input_message.data)
+
+
+class CounterFlow(AtomicFlow):
+    default_config = {"name": "Counter", "description": "Counts messages in its state."}
+
+    def set_up_flow_state(self) -> None:
+        self.flow_state["count"] = 0
+        self.flow_state["seen"] = []
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        self.flow_state["count"] += 1
+        self.flow_state["seen"].append(input_message.data.get("i"))
+        return {"count": self.flow_state["count"]}
+
+
+class FailingFlow(AtomicFlow):
+    default_config = {"name": "Failing", "description": "Raises on every message."}
+
+    def set_up_flow_state(self) -> None:
+        self.flow_state["touched"] = False
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        self.flow_state["touched"] = True
+        raise ValueError(f"boom on {input_message.data.get('x')}")
+
+
+class AsyncEchoFlow(AtomicFlow):
+    default_config = {"name": "AsyncEcho", "description": "Replies after an await."}
+
+    async def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"echo": input_message.data}
+
+
+class SendMessageFlow(AtomicFlow):
+    default_config = {
+        "name": "Sender",
+        "description": "Replies with send_message.",
+        "private_keys": ["secret"],
+    }
+
+    def run(self, input_message: FlowMessage) -> None:
+        reply = self.package_output_message(input_message, {"public": 1, "secret": "s3cr3t"})
+        self.send_message(reply)
+
+
+class SilentFlow(AtomicFlow):
+    default_config = {"name": "Silent", "description": "Never replies."}
+
+    def run(self, input_message: FlowMessage) -> None:
+        return None
+
+
+class BadStateFlow(AtomicFlow):
+    default_config = {"name": "BadState", "description": "Puts a set in its state."}
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        self.flow_state["oops"] = {1, 2}
+        return {}
+
+
+class ListReturnFlow(AtomicFlow):
+    default_config = {"name": "ListReturn", "description": "Returns a list, not a dict."}
+
+    def run(self, input_message: FlowMessage) -> Any:
+        return [1, 2]
+
+
+class AsyncChainFlow(CompositeFlow):
+    """Awaits its subflow's future inside an async run."""
+
+    default_config = {
+        "name": "AsyncChain",
+        "description": "Awaits a subflow.",
+        "subflows_config": {
+            "echo": {"flow_class_name": "testflows.AsyncEchoFlow", "flow_endpoint": "echo"}
+        },
+    }
+
+    async def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        sub = self.subflows["echo"]
+        data = await sub.get_reply_future(sub.package_input_message(dict(input_message.data)))
+        return {"via": data}
+
+
+class FanOutFlow(CompositeFlow):
+    """Sends one request to each of two counters, fire-and-forget, then replies."""
+
+    default_config = {
+        "name": "FanOut",
+        "description": "Fire-and-forget to subflows.",
+        "subflows_config": {
+            "a": {"flow_class_name": "testflows.CounterFlow", "flow_endpoint": "counter_a"},
+            "b": {"flow_class_name": "testflows.CounterFlow", "flow_endpoint": "counter_b"},
+        },
+    }
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        for key in ("a", "b"):
+            self.subflows[key].send_message(self.package_input_message({"i": 1}))
+        return {"sent": 2}
+
+
+class CrashOnceFlow(AtomicFlow):
+    """Counts runs; the first time it sees no marker file it writes one and hangs (to be killed)."""
+
+    default_config = {"name": "CrashOnce", "description": "Hangs on its first run."}
+
+    def set_up_flow_state(self) -> None:
+        self.flow_state["runs"] = 0
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        import os
+        import time
+        from pathlib import Path
+
+        self.flow_state["runs"] += 1
+        marker = Path(input_message.data["marker"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(120)  # the test kills the worker process here
+        return {"runs": self.flow_state["runs"], "pid": os.getpid()}

@@ -87,7 +87,10 @@ def test_nonblocking_composite_keeps_its_step_in_state() -> None:
     rt = LocalRuntime()
     proxy = rt.get_flow_instance(ReverseNumberSequentialFlow)
     proxy.get_reply_future(proxy.package_input_message({"number": 42})).get_data()
-    assert rt.get_flow_state(proxy.get_instance_id()) == {"current_call": "first_reverse_flow"}
+    assert rt.get_flow_state(proxy.get_instance_id()) == {
+        "current_call": "first_reverse_flow",
+        "waiting": [],
+    }
 
 
 def test_a_raising_flow_gives_a_flow_error_with_remote_details_and_rolls_back_state() -> None:

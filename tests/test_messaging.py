@@ -234,7 +234,7 @@ def test_a_subflow_error_reaches_the_caller_of_a_non_blocking_composite(cl: Clie
         ask(composite, {"number": "oops"})
     assert "'number' must be an integer" in excinfo.value.remote_message
     state = serving.get_flow_state(cl, composite.get_instance_id())
-    assert state == {"current_call": "first_reverse_flow"}
+    assert state == {"current_call": "first_reverse_flow", "waiting": []}
     assert ask(composite, {"number": 1234}) == {"output_number": 1234}
 
 
@@ -341,7 +341,7 @@ def test_push_replies_let_the_non_blocking_composite_finish_on_one_worker(cl: Cl
     assert future.get_data(timeout=TIMEOUT) == {"output_number": 1234}
     wait_for(lambda: worker.processed == 5, f"5 processed messages (got {worker.processed})")
     state = serving.get_flow_state(cl, composite.get_instance_id())
-    assert state == {"current_call": "first_reverse_flow"}
+    assert state == {"current_call": "first_reverse_flow", "waiting": []}
 
 
 def test_the_non_blocking_composite_answers_requests_sent_back_to_back(cl: Client) -> None:

@@ -18,10 +18,8 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-try:
-    from json.encoder import c_make_encoder as _c_make_encoder
-except ImportError:  # pragma: no cover - CPython always has the C accelerator
-    _c_make_encoder = None
+# CPython always has the C accelerator; typeshed does not declare it.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 if _c_make_encoder is not None:
     # markers=None skips the circular-reference check: flowplex data comes from JSON or from

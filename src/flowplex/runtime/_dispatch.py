@@ -120,9 +120,10 @@ class RunContext:
                 raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.")
             if self._dispatcher.stopping:
                 raise MessagingError("the worker is stopping; giving up waiting for a reply.")
-            # Helping runs a message of unknown length, so only a wait without a deadline
-            # may do it; a bounded wait must keep its timeout.
-            if deadline is not None or self._dispatcher.run_batch(limit=1) == 0:
+            # The worker running this flow is blocked here, so it runs other messages
+            # meanwhile (otherwise a blocking composite on one worker waits for ever). A
+            # helped message runs to its end, so a deadline is checked between messages.
+            if self._dispatcher.run_batch(limit=1) == 0:
                 wait = (
                     0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
                 )

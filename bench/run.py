@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -29,47 +30,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import flowplex
+from _common import Result, Targets, measure
 from flowplex import LocalRuntime, serving
 from flowplex.examples import ReverseNumberAtomicFlow, ReverseNumberBlockingSequentialFlow
 from flowplex.workers import run_dispatch_worker_thread
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
 BLOCKING = "flowplex.examples.ReverseNumberBlockingSequentialFlow"
-
-
-@dataclass
-class Result:
-    name: str
-    n: int
-    p50_us: float
-    p99_us: float
-    per_sec: float
-    ratio_to_floor: float | None = None
-
-
-def measure(name: str, op: Callable[[], Any], n: int, warmup: int = 200) -> Result:
-    for _ in range(warmup):
-        op()
-    samples = []
-    start = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        op()
-        samples.append(time.perf_counter_ns() - t0)
-    elapsed = time.perf_counter() - start
-    samples.sort()
-    return Result(
-        name=name,
-        n=n,
-        p50_us=statistics.median(samples) / 1000,
-        p99_us=samples[int(len(samples) * 0.99) - 1] / 1000,
-        per_sec=n / elapsed,
-    )
 
 
 def floor_call() -> Callable[[], Any]:
@@ -187,7 +160,7 @@ LOCAL_SCENARIOS: dict[str, Callable[[], Callable[[], Any]]] = {
 }
 
 #: name -> (metric, bound): the issue's targets, checked and reported, never asserted by tests.
-TARGETS = {
+TARGETS: Targets = {
     "memory: sequential": ("p50_us", 15.0),
     "memory: 8 in flight": ("per_sec", 100_000.0),
     "sqlite: sequential": ("p50_us", 200.0),
@@ -225,6 +198,15 @@ def served_results(n: int, only: str) -> list[Result]:
     return results
 
 
+def load_suites() -> list[ModuleType]:
+    """The other subsystems' suites: each ``bench/suite_*.py`` has ``TARGETS`` and
+    ``run(quick: bool, only: str) -> list[Result]`` (filtering its scenarios by ``only``)."""
+    suites = []
+    for path in sorted(Path(__file__).parent.glob("suite_*.py")):
+        suites.append(importlib.import_module(path.stem))
+    return suites
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
@@ -240,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure(name, make(), n))
     served_n = 1_000 if args.quick else 10_000
     results.extend(served_results(served_n, args.only))
+    targets = dict(TARGETS)
+    for suite in load_suites():
+        print(f"... suite {suite.__name__}", file=sys.stderr)
+        results.extend(suite.run(quick=args.quick, only=args.only))
+        targets.update(suite.TARGETS)
     floor = next(r for r in results if r.name == "floor: asyncio hand-off")
     by_name = {r.name: r for r in results}
     for r in results:
@@ -249,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = {}
     for r in results:
         target = ""
-        if r.name in TARGETS:
-            metric, bound = TARGETS[r.name]
+        if r.name in targets:
+            metric, bound = targets[r.name]
             value = getattr(r, metric)
             ok = value <= bound if metric == "p50_us" else value >= bound
             verdicts[r.name] = {"metric": metric, "bound": bound, "value": value, "met": ok}

@@ -139,6 +139,16 @@ def check_users_oldest_first(open_backend: Opener) -> None:
         assert b.list_users() == users
 
 
+def check_duplicate_user_rejected(open_backend: Opener) -> None:
+    """Adding a user id twice is a ValueError and keeps the first key."""
+    with opened(open_backend) as b:
+        first = UserRecord("c3" * 32, b"k" * 32, _t())
+        b.add_user(first)
+        with pytest.raises(ValueError, match="exists already"):
+            b.add_user(UserRecord(first.user_id, b"x" * 32, _t()))
+        assert b.list_users() == [first]
+
+
 # -- endpoints ----------------------------------------------------------------------------------
 
 
@@ -526,6 +536,29 @@ def check_deleted_instance_messages(open_backend: Opener) -> None:
         assert b.pending_count() == 0
 
 
+def check_deleted_instance_messages_keep_their_dispatch_point(open_backend: Opener) -> None:
+    """A deleted instance's messages are claimed only at the dispatch point (and by the user
+    filter) they were queued under, as if the instance were still there."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("gone", dispatch_point="gpu", user_id=U2)])
+        b.enqueue([Envelope("gone", "m1")])
+        assert b.delete_instance("gone") is True
+        assert b.claim(DP, None, 30.0, 10) == []
+        assert b.claim("gpu", U1, 30.0, 10) == []
+        delivery = b.claim("gpu", U2, 30.0, 10)
+        assert [(d.flow_id, d.body, d.instance) for d in delivery] == [("gone", "m1", None)]
+
+
+def check_claim_with_no_room(open_backend: Opener) -> None:
+    """A claim for zero (or fewer) messages takes nothing and leaves the queue as it was."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        b.enqueue([Envelope("f1", "m")])
+        assert b.claim(DP, None, 30.0, 0) == []
+        assert b.claim(DP, None, 30.0, -1) == []
+        assert claim_one(b).deliveries == 1
+
+
 # -- wake-ups -----------------------------------------------------------------------------------
 
 
@@ -582,6 +615,33 @@ def check_wait_times_out(open_backend: Opener) -> None:
         b.wait_for_messages(DP, 0.2)
         b.wait_for_reply("nothing", 0.2)
         assert time.monotonic() - t0 < PROMPT
+
+
+def check_no_lost_wakeup_between_claim_and_wait(open_backend: Opener) -> None:
+    """A message queued after a worker's empty claim but before its wait is not slept through:
+    the wait returns at once instead of after its timeout."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        assert b.claim(DP, None, 30.0, 10) == []
+        b.enqueue([Envelope("f1", "m")])
+        t0 = time.monotonic()
+        b.wait_for_messages(DP, WAIT_TIMEOUT)
+        assert time.monotonic() - t0 < PROMPT
+
+
+def check_wake_returns_waiters(open_backend: Opener) -> None:
+    """wake makes current waits return now (a stopping worker need not sit out its timeout),
+    and the backend stays usable."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        messages, m_elapsed = _waiter(lambda: b.wait_for_messages(DP, WAIT_TIMEOUT))
+        reply, r_elapsed = _waiter(lambda: b.wait_for_reply("fut", WAIT_TIMEOUT))
+        _poke_until_done(messages, b.wake)
+        _poke_until_done(reply, b.wake)
+        assert m_elapsed and m_elapsed[0] < PROMPT, m_elapsed
+        assert r_elapsed and r_elapsed[0] < PROMPT, r_elapsed
+        b.enqueue([Envelope("f1", "m")])
+        assert claim_one(b).body == "m"
 
 
 def check_close_wakes_waiters(open_backend: Opener) -> None:
@@ -769,6 +829,7 @@ def check_concurrent_producers_and_workers(open_backend: Opener) -> None:
 #: Checks every backend passes, each with a fresh store.
 CHECKS: list[Callable[[Opener], None]] = [
     check_users_oldest_first,
+    check_duplicate_user_rejected,
     check_serve_endpoint,
     check_reserve_after_unserve,
     check_list_endpoints_and_set_served,
@@ -790,9 +851,13 @@ CHECKS: list[Callable[[Opener], None]] = [
     check_pending_count,
     check_dead_letters,
     check_deleted_instance_messages,
+    check_deleted_instance_messages_keep_their_dispatch_point,
+    check_claim_with_no_room,
     check_wait_for_messages_wakes,
     check_wait_for_reply_wakes,
     check_wait_times_out,
+    check_no_lost_wakeup_between_claim_and_wait,
+    check_wake_returns_waiters,
     check_close_wakes_waiters,
 ]
 

@@ -499,7 +499,9 @@ def test_concurrent_mounts_of_a_singleton_share_one_instance(cl: Client) -> None
     """Threads mount the composite at once; its subflows' endpoint is a singleton, so all the
     composites share one atomic instance (at most one instance per singleton endpoint).
 
-    A race needs luck to show, so this runs several rounds, each on a fresh singleton endpoint.
+    No lock in the process serializes mounts: the database arbitrates (as it must between
+    processes), so the threads race for real. A race needs luck to show, so this runs several
+    rounds, each on a fresh singleton endpoint.
     """
     assert serving.serve_flow(cl, SEQUENTIAL, "reverse_number_sequential")
     rounds, threads_n = 20, 12

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,23 +291,46 @@ def get_flow_instance(
     if dispatch_point_override is not None:
         _check_dispatch_point(dispatch_point_override, "dispatch_point_override")
     serving_user = cl.get_user_id() if user_id == "local" else user_id
-    plan = _MountPlan()
-    # Mounting reads (is there a singleton yet?) then writes; one mount at a time per node in
-    # this process keeps a singleton single. (Across processes the window stays open.)
-    with _MOUNT_LOCKS.setdefault(id(cl.node), threading.Lock()):
-        flow_id = _mount_and_store(
-            cl,
-            serving_user,
-            flow_endpoint,
-            config_overrides,
-            initial_state,
-            dispatch_point_override,
-            plan,
-        )
-    return FlowProxy(cl, InstanceAddress(serving_user, flow_id), flow_endpoint=flow_endpoint)
+    # A singleton's id is derived from its endpoint, so when two mounts (threads or processes)
+    # race to create it, the database's primary key lets one win; the loser mounts again and
+    # finds the winner's instance.
+    for _attempt in range(_MOUNT_ATTEMPTS):
+        plan = _MountPlan()
+        try:
+            flow_id = _mount_and_store(
+                cl,
+                serving_user,
+                flow_endpoint,
+                config_overrides,
+                initial_state,
+                dispatch_point_override,
+                plan,
+            )
+        except ValueError:
+            if not plan.singletons:
+                raise
+            continue
+        return FlowProxy(cl, InstanceAddress(serving_user, flow_id), flow_endpoint=flow_endpoint)
+    raise FlowInstanceError(
+        flow_endpoint, serving_user, "Lost the race to mount a singleton subflow too often."
+    )
 
 
-_MOUNT_LOCKS: dict[int, threading.Lock] = {}
+# Each retry finds one more singleton of the tree already mounted, so this bounds the depth of
+# singleton nesting under heavy races, not the number of racers.
+_MOUNT_ATTEMPTS = 8
+
+
+def _singleton_id(user_id: str, endpoint: str, served_at: float) -> str:
+    """The instance id of the singleton at ``endpoint`` (served at ``served_at``) of ``user_id``.
+
+    Serving the endpoint again after deleting it gives a new id, so no old message reaches the
+    new instance.
+    """
+    return str(uuid.uuid5(_SINGLETON_NAMESPACE, f"{user_id}/{endpoint}/{served_at!r}"))
+
+
+_SINGLETON_NAMESPACE = uuid.UUID("5b7e6f1c-3d0a-4c55-9a51-8f3e2d9c6a10")
 
 
 def _mount_and_store(
@@ -405,7 +428,9 @@ def _mount(
                     endpoint, serving_user, f"Failed to get instance of subflow {spec.key}.\n{exc}"
                 ) from exc
             config["subflows_config"][spec.key]["flow_id"] = sub_id
-    flow_id = new_id()
+    flow_id = (
+        _singleton_id(serving_user, endpoint, record.created_at) if record.singleton else new_id()
+    )
     config["flow_id"] = flow_id
     try:
         flow = cls(config, initial_state)  # validates config and state now, not at first use

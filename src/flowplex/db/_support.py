@@ -1,27 +1,20 @@
-"""What the SQLite and PostgreSQL backends share: in-process wake-ups and row decoding."""
+"""What the SQLite and PostgreSQL backends share: row decoding."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..runtime._backend import InstanceRecord
 
-__all__ = ["INSTANCE_COLUMNS", "Signals", "instance_from_row"]
+__all__ = ["INSTANCE_COLUMNS", "instance_from_row"]
 
 #: The ``instances`` columns in the order :func:`instance_from_row` reads them.
 INSTANCE_COLUMNS = (
     "flow_id, user_id, endpoint, client_id, flow_class_name, config, state, state_version, "
     "dispatch_point, dispatch_point_override, parallel_dispatch, created_at"
 )
-
-# Enough to cover every reply that can arrive between a caller's take_reply and its wait.
-_RECENT_REPLIES = 4096
-
 
 def instance_from_row(row: Sequence[Any], at: int = 0) -> InstanceRecord:
     """The record in ``row[at:at + 12]`` (``INSTANCE_COLUMNS``), with freshly parsed JSON."""
@@ -39,104 +32,3 @@ def instance_from_row(row: Sequence[Any], at: int = 0) -> InstanceRecord:
         parallel_dispatch=bool(row[at + 10]),
         created_at=row[at + 11],
     )
-
-
-class Signals:
-    """Wake-ups within one process: a condition and counters bumped after each commit.
-
-    ``messages`` is told the dispatch points that got claimable messages, ``replies`` the
-    futures that got replies, ``everything`` that anything may have changed (another process
-    committed, the change feed reconnected). A claim remembers, per thread, the counters it
-    started from, so a wait that follows it returns at once if a commit slipped in between:
-    no wake-up is lost inside the process.
-    """
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.closed = False
-        self._everything = 0
-        self._points: dict[str, int] = {}
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._local = threading.local()
-
-    # -- notifying --------------------------------------------------------------------------
-
-    def messages(self, points: Iterable[str]) -> None:
-        """Messages may have become claimable at ``points``."""
-        with self.cond:
-            for point in points:
-                self._points[point] = self._points.get(point, 0) + 1
-            self.cond.notify_all()
-
-    def replies(self, future_ids: Iterable[str]) -> None:
-        """Replies for ``future_ids`` were committed."""
-        with self.cond:
-            recent = self._recent
-            for future_id in future_ids:
-                recent[future_id] = None
-            while len(recent) > _RECENT_REPLIES:
-                recent.popitem(last=False)
-            self.cond.notify_all()
-
-    def everything(self) -> None:
-        """Anything may have changed: every waiter returns and re-checks."""
-        with self.cond:
-            self._everything += 1
-            self.cond.notify_all()
-
-    def close(self) -> None:
-        """Wake every waiter, now and from now on."""
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-
-    # -- waiting ----------------------------------------------------------------------------
-
-    def remember(self, point: str) -> None:
-        """Note, for this thread, the counters a claim at ``point`` starts from."""
-        with self.cond:
-            token = (self._everything, self._points.get(point, 0))
-        remembered: dict[str, tuple[int, int]] | None = getattr(self._local, "tokens", None)
-        if remembered is None:
-            remembered = self._local.tokens = {}
-        remembered[point] = token
-
-    def message_token(self, point: str) -> tuple[int, int]:
-        """The counters this thread's last claim at ``point`` started from (or the current)."""
-        remembered: dict[str, tuple[int, int]] | None = getattr(self._local, "tokens", None)
-        if remembered is not None:
-            token = remembered.pop(point, None)
-            if token is not None:
-                return token
-        with self.cond:
-            return (self._everything, self._points.get(point, 0))
-
-    def everything_token(self) -> int:
-        """The current "anything changed" counter."""
-        with self.cond:
-            return self._everything
-
-    def wait_messages(self, point: str, token: tuple[int, int], until: float) -> bool:
-        """Wait until ``point``'s counters move past ``token``, the close, or ``until``
-        (monotonic). True if woken, False on time-out."""
-        with self.cond:
-            while True:
-                if self.closed or (self._everything, self._points.get(point, 0)) != token:
-                    return True
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.cond.wait(remaining)
-
-    def wait_reply(self, future_id: str, token: int, until: float) -> bool:
-        """Wait until a reply for ``future_id`` is committed in this process, anything changes
-        (past ``token``), the close, or ``until`` (monotonic). True if woken, False on
-        time-out."""
-        with self.cond:
-            while True:
-                if self.closed or future_id in self._recent or self._everything != token:
-                    return True
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.cond.wait(remaining)

@@ -260,5 +260,9 @@ class Backend(ABC):
         """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
 
     @abstractmethod
+    def wake(self) -> None:
+        """Make this process's current waits return now (spuriously), e.g. for a stopping worker."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections and wake every waiter. Idempotent."""

@@ -317,5 +317,6 @@ class DispatchWorker(threading.Thread):
         """Ask the worker to stop after its current message (and wait, unless ``wait=False``)."""
         self._stop_event.set()
         self.dispatcher.stopping = True
+        self.dispatcher.node.backend.wake()
         if wait and self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)

@@ -1,7 +1,9 @@
 """``MemoryBackend``: the in-process, volatile twin of the SQL backends.
 
 Same semantics as SQLite and PostgreSQL (the conformance suite checks), kept in dicts under one
-lock; config and state are held as JSON text so callers never share mutable objects with it.
+lock; config and state are held as JSON text so callers never share mutable objects with it, and
+a message keeps the dispatch point, user and parallelism of its instance from when it was queued
+(as the SQL rows do), so a message whose instance was deleted is still claimed where it was sent.
 Nothing survives the process.
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._json import dumps
 from ..messages import new_id
 from ._backend import (
     Backend,
@@ -26,6 +29,7 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._signals import Signals
 
 __all__ = ["MemoryBackend"]
 
@@ -35,6 +39,9 @@ class _Message:
     seq: int
     flow_id: str
     body: str
+    dispatch_point: str
+    user_id: str
+    parallel: bool
     deliveries: int = 0
     lease: str | None = None
     lease_until: float = 0.0
@@ -52,7 +59,8 @@ class MemoryBackend(Backend):
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._signals = Signals()
         self._users: list[UserRecord] = []
         self._endpoints: dict[tuple[str, str], EndpointRecord] = {}
         self._instances: dict[str, _Instance] = {}
@@ -60,23 +68,24 @@ class MemoryBackend(Backend):
         self._replies: dict[str, str] = {}
         self._dead: list[DeadLetter] = []
         self._seq = 0
-        self._closed = False
 
     # -- users ------------------------------------------------------------------------------
 
     def add_user(self, user: UserRecord) -> None:
-        with self._cond:
+        with self._lock:
+            if any(u.user_id == user.user_id for u in self._users):
+                raise ValueError(f"user {user.user_id} exists already")
             self._users.append(user)
 
     def list_users(self) -> list[UserRecord]:
-        with self._cond:
+        with self._lock:
             return list(self._users)
 
     # -- endpoints --------------------------------------------------------------------------
 
     def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
         key = (endpoint.user_id, endpoint.endpoint)
-        with self._cond:
+        with self._lock:
             current = self._endpoints.get(key)
             if current is not None and current.served:
                 return False
@@ -85,15 +94,15 @@ class MemoryBackend(Backend):
             return True
 
     def get_endpoint(self, user_id: str, endpoint: str) -> EndpointRecord | None:
-        with self._cond:
+        with self._lock:
             return self._endpoints.get((user_id, endpoint))
 
     def list_endpoints(self, user_id: str) -> list[EndpointRecord]:
-        with self._cond:
+        with self._lock:
             return [e for (u, _), e in self._endpoints.items() if u == user_id]
 
     def set_served(self, user_id: str, endpoint: str, served: bool) -> bool:
-        with self._cond:
+        with self._lock:
             current = self._endpoints.get((user_id, endpoint))
             if current is None:
                 return False
@@ -101,7 +110,7 @@ class MemoryBackend(Backend):
             return True
 
     def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
-        with self._cond:
+        with self._lock:
             self._endpoints.pop((user_id, endpoint), None)
             ids = [
                 fid
@@ -118,12 +127,12 @@ class MemoryBackend(Backend):
         rows = [
             _Instance(
                 replace(record, config={}, state={}),
-                json.dumps(record.config),
-                json.dumps(record.state),
+                dumps(record.config),
+                dumps(record.state),
             )
             for record in instances
         ]
-        with self._cond:
+        with self._lock:
             for row in rows:
                 if row.record.flow_id in self._instances:
                     raise ValueError(f"instance {row.record.flow_id} exists already")
@@ -131,12 +140,12 @@ class MemoryBackend(Backend):
                 self._instances[row.record.flow_id] = row
 
     def get_instance(self, flow_id: str) -> InstanceRecord | None:
-        with self._cond:
+        with self._lock:
             row = self._instances.get(flow_id)
         return None if row is None else _public(row)
 
     def list_instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
-        with self._cond:
+        with self._lock:
             rows = [
                 row
                 for row in self._instances.values()
@@ -146,7 +155,7 @@ class MemoryBackend(Backend):
         return [_public(row) for row in rows]
 
     def delete_instance(self, flow_id: str) -> bool:
-        with self._cond:
+        with self._lock:
             return self._instances.pop(flow_id, None) is not None
 
     # -- messages ---------------------------------------------------------------------------
@@ -154,27 +163,46 @@ class MemoryBackend(Backend):
     def enqueue(
         self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
     ) -> list[str]:
-        with self._cond:
-            unknown = self._enqueue_locked(envelopes, replies)
-            self._cond.notify_all()
+        points: set[str] = set()
+        with self._lock:
+            unknown = self._enqueue_locked(envelopes, replies, points)
+        self._notify(points, replies)
         return unknown
 
     def _enqueue_locked(
-        self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord]
+        self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord], points: set[str]
     ) -> list[str]:
         unknown = []
         for env in envelopes:
-            if env.flow_id not in self._instances:
+            row = self._instances.get(env.flow_id)
+            if row is None:
                 unknown.append(env.flow_id)
                 continue
+            rec = row.record
             self._seq += 1
             queue = self._queues.get(env.flow_id)
             if queue is None:
                 queue = self._queues[env.flow_id] = deque()
-            queue.append(_Message(self._seq, env.flow_id, env.body))
+            queue.append(
+                _Message(
+                    self._seq,
+                    env.flow_id,
+                    env.body,
+                    rec.dispatch_point,
+                    rec.user_id,
+                    rec.parallel_dispatch,
+                )
+            )
+            points.add(rec.dispatch_point)
         for reply in replies:
             self._replies[reply.future_id] = reply.body
         return unknown
+
+    def _notify(self, points: set[str], replies: Sequence[ReplyRecord]) -> None:
+        if points:
+            self._signals.messages(points)
+        if replies:
+            self._signals.replies([r.future_id for r in replies])
 
     def claim(
         self,
@@ -183,21 +211,20 @@ class MemoryBackend(Backend):
         lease_seconds: float,
         limit: int,
     ) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        self._signals.remember(dispatch_point)
         now = time.time()
-        with self._cond:
+        with self._lock:
             candidates: list[tuple[_Message, _Instance | None]] = []
             for flow_id, queue in self._queues.items():
+                head = queue[0]
+                if head.dispatch_point != dispatch_point or (
+                    user_id is not None and head.user_id != user_id
+                ):
+                    continue
                 row = self._instances.get(flow_id)
-                if row is not None:
-                    rec = row.record
-                    if rec.dispatch_point != dispatch_point:
-                        continue
-                    if user_id is not None and rec.user_id != user_id:
-                        continue
-                    parallel = rec.parallel_dispatch
-                else:
-                    # Deleted instance: any worker may claim its messages to answer them.
-                    parallel = False
+                parallel = head.parallel
                 for msg in queue:
                     if msg.lease is None or msg.lease_until <= now:
                         candidates.append((msg, row))
@@ -232,8 +259,9 @@ class MemoryBackend(Backend):
         replies: Sequence[ReplyRecord] = (),
         dead_letter: DeadLetter | None = None,
     ) -> tuple[bool, list[str]]:
-        state_json = None if state is None else json.dumps(state)
-        with self._cond:
+        state_json = None if state is None else dumps(state)
+        points: set[str] = set()
+        with self._lock:
             queue = self._queues.get(delivery.flow_id)
             msg = _find(queue, delivery.seq)
             if queue is None or msg is None or msg.lease != delivery.lease:
@@ -247,49 +275,54 @@ class MemoryBackend(Backend):
                 row.record = replace(row.record, state_version=row.record.state_version + 1)
             if dead_letter is not None:
                 self._dead.append(replace(dead_letter, created_at=time.time()))
-            unknown = self._enqueue_locked(envelopes, replies)
-            self._cond.notify_all()
+            unknown = self._enqueue_locked(envelopes, replies, points)
+            if queue:
+                points.add(queue[0].dispatch_point)  # the next message became claimable
+        self._notify(points, replies)
         return True, unknown
 
     def release(self, delivery: Delivery) -> None:
-        with self._cond:
+        with self._lock:
             msg = _find(self._queues.get(delivery.flow_id), delivery.seq)
-            if msg is not None and msg.lease == delivery.lease:
-                msg.lease = None
-                msg.lease_until = 0.0
-                msg.deliveries = max(0, msg.deliveries - 1)
-                self._cond.notify_all()
+            if msg is None or msg.lease != delivery.lease:
+                return
+            msg.lease = None
+            msg.lease_until = 0.0
+            msg.deliveries = max(0, msg.deliveries - 1)
+        self._signals.messages([msg.dispatch_point])
 
     def take_reply(self, future_id: str) -> str | None:
-        with self._cond:
+        with self._lock:
             return self._replies.pop(future_id, None)
 
     def pending_count(self, flow_id: str | None = None) -> int:
-        with self._cond:
+        with self._lock:
             if flow_id is not None:
                 return len(self._queues.get(flow_id, ()))
             return sum(len(q) for q in self._queues.values())
 
     def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
-        with self._cond:
+        with self._lock:
             return [d for d in self._dead if flow_id is None or d.flow_id == flow_id]
 
     # -- wake-ups ---------------------------------------------------------------------------
 
     def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
-        with self._cond:
-            if not self._closed:
-                self._cond.wait(timeout)
+        token = self._signals.message_token(dispatch_point)
+        self._signals.wait_messages(dispatch_point, token, time.monotonic() + max(0.0, timeout))
 
     def wait_for_reply(self, future_id: str, timeout: float) -> None:
-        with self._cond:
-            if not self._closed and future_id not in self._replies:
-                self._cond.wait(timeout)
+        token = self._signals.everything_token()
+        with self._lock:
+            if future_id in self._replies:
+                return
+        self._signals.wait_reply(future_id, token, time.monotonic() + max(0.0, timeout))
+
+    def wake(self) -> None:
+        self._signals.everything()
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._signals.close()
 
 
 def _find(queue: deque[_Message] | None, seq: int) -> _Message | None:

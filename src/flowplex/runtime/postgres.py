@@ -37,7 +37,7 @@ import psycopg
 from psycopg import pq
 
 from .._json import dumps
-from ..db._support import INSTANCE_COLUMNS, Signals, instance_from_row
+from ..db._support import INSTANCE_COLUMNS, instance_from_row
 from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, redact_url
 from ..errors import BackendError
 from ..messages import new_id
@@ -51,6 +51,7 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._signals import Signals
 
 __all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
 
@@ -635,6 +636,10 @@ class PostgresBackend(Backend):
                 signals.messages(points)
             if futures:
                 signals.replies(futures)
+
+    def wake(self) -> None:
+        """Make this process's current waits return now."""
+        self._signals.everything()
 
     def close(self) -> None:
         """Close every connection, stop the listener and wake every waiter. Idempotent."""

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from .._json import dumps
-from ..db._support import INSTANCE_COLUMNS, Signals, instance_from_row
+from ..db._support import INSTANCE_COLUMNS, instance_from_row
 from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, sqlite_path
 from ..errors import BackendError
 from ..messages import new_id
@@ -43,6 +43,7 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._signals import Signals
 
 __all__ = ["EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
 
@@ -519,6 +520,10 @@ class SQLiteBackend(Backend):
             self._signals.messages(points)
         if replies:
             self._signals.replies([r.future_id for r in replies])
+
+    def wake(self) -> None:
+        """Make this process's current waits return now."""
+        self._signals.everything()
 
     def close(self) -> None:
         """Close every connection and wake every waiter. Idempotent."""

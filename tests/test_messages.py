@@ -340,3 +340,26 @@ def test_replace_validates_the_changes() -> None:
 def test_replace_rejects_an_unknown_field() -> None:
     with pytest.raises(TypeError, match="colour"):
         _full_message().replace(colour="blue")
+
+
+def test_new_ids_are_version_4_uuids_and_differ_in_forked_children() -> None:
+    """new_id gives RFC 4122 version-4 UUIDs, and a forked child does not repeat its parent's."""
+    import os
+
+    from flowplex.messages import new_id
+
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next id, then leave without running pytest's teardown
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    assert child_id != new_id()

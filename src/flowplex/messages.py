@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -66,12 +67,23 @@ _UNCHECKED = frozenset({"message_id", "src_flow", "src_flow_id", "dst_flow", "us
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as a string; about twice as fast as ``str(uuid.uuid4())``."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
+    """A random (version 4) UUID as a string.
+
+    Ids name messages and instances; they must not collide, but nothing relies on them being
+    unguessable (a user's access is checked by the node, not by knowing an id). So they come
+    from a Mersenne Twister seeded from ``os.urandom`` (reseeded in forked children) instead of
+    ``os.urandom`` itself, a system call costing ~10 µs on small VMs, five times per message.
+    """
+    n = (_ids.getrandbits(128) & _UUID_CLEAR) | _UUID4_BITS
+    h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+# Version 4 in bits 76-79, the RFC 4122 variant in bits 62-63.
+_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_BITS = (0x4 << 76) | (0x2 << 62)
 
 
 def _now() -> datetime:

@@ -37,21 +37,19 @@ import psycopg
 from psycopg import pq
 
 from .._json import dumps
-from ..db._support import INSTANCE_COLUMNS, instance_from_row
 from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, redact_url
 from ..errors import BackendError
 from ..messages import new_id
 from ._backend import (
-    Backend,
     DeadLetter,
     Delivery,
-    EndpointRecord,
     Envelope,
     InstanceRecord,
     ReplyRecord,
     UserRecord,
 )
 from ._signals import Signals
+from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params
 
 __all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
 
@@ -80,28 +78,7 @@ _I = ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
 _NOW = "extract(epoch FROM statement_timestamp())::float8"
 
 _ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (%s, %s, %s)"
-_LIST_USERS = "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, user_id"
 
-_ENDPOINT_COLUMNS = (
-    "user_id, endpoint, flow_class_name, singleton, parallel_dispatch, dispatch_point, served, "
-    "created_at"
-)
-# Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
-# served one is left alone and returns no row.
-_SERVE = f"""
-INSERT INTO endpoints ({_ENDPOINT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, true, %s)
-ON CONFLICT (user_id, endpoint) DO UPDATE SET
-    flow_class_name = excluded.flow_class_name, singleton = excluded.singleton,
-    parallel_dispatch = excluded.parallel_dispatch, dispatch_point = excluded.dispatch_point,
-    served = true
-WHERE NOT endpoints.served
-RETURNING 1
-"""
-_GET_ENDPOINT = f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = %s AND endpoint = %s"
-_LIST_ENDPOINTS = (
-    f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = %s ORDER BY created_at, endpoint"
-)
-_SET_SERVED = "UPDATE endpoints SET served = %s WHERE user_id = %s AND endpoint = %s"
 _DELETE_ENDPOINT = """
 WITH gone AS (
     DELETE FROM instances WHERE user_id = %(user)s AND endpoint = %(endpoint)s
@@ -121,15 +98,6 @@ SELECT * FROM unnest(
 ON CONFLICT DO NOTHING
 RETURNING flow_id
 """
-_GET_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE flow_id = %s"
-_LIST_INSTANCES = (
-    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = %s ORDER BY created_at, flow_id"
-)
-_LIST_ENDPOINT_INSTANCES = (
-    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = %s AND endpoint = %s "
-    "ORDER BY created_at, flow_id"
-)
-_DELETE_INSTANCE = "DELETE FROM instances WHERE flow_id = %s"
 
 _LOCK_INSTANCES = (
     "SELECT flow_id FROM instances WHERE flow_id = ANY(%s) ORDER BY flow_id FOR NO KEY UPDATE"
@@ -225,16 +193,12 @@ WITH released AS (
 SELECT r.dispatch_point FROM released AS r
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', r.dispatch_point)
 """
-_HAS_REPLY = "SELECT 1 FROM replies WHERE future_id = %s"
 _TAKE_REPLY = "DELETE FROM replies WHERE future_id = %s RETURNING body"
-_PENDING = "SELECT count(*) FROM messages"
-_PENDING_FLOW = "SELECT count(*) FROM messages WHERE flow_id = %s"
-_DEAD = "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters"
-_LIST_DEAD = f"{_DEAD} ORDER BY id"
-_LIST_DEAD_FLOW = f"{_DEAD} WHERE flow_id = %s ORDER BY id"
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(SQLBackend):
+    placeholder = "%s"
+
     """A :class:`~flowplex.runtime.Backend` on a PostgreSQL database; see the module doc.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:port/db?options=...``); the schema
@@ -319,6 +283,14 @@ class PostgresBackend(Backend):
         """A connection for one statement (its own transaction: the connection autocommits)."""
         return _Use(self, transaction=False, durable=durable)
 
+    def _read(self) -> _Use:
+        """A connection for one reading statement."""
+        return self._use()
+
+    def _write(self) -> _Use:
+        """A connection for one writing statement (its own transaction)."""
+        return self._use()
+
     def _transaction(self) -> _Use:
         """A connection in one pipelined transaction; statements whose results are not read
         inside the block all travel in the round trip of the COMMIT."""
@@ -336,45 +308,7 @@ class PostgresBackend(Backend):
                 raise ValueError(f"user {user.user_id} exists already") from None
             raise
 
-    def list_users(self) -> list[UserRecord]:
-        """Every user, oldest first."""
-        with self._use() as conn:
-            rows = conn.execute(_LIST_USERS).fetchall()
-        return [UserRecord(r[0], bytes(r[1]), r[2]) for r in rows]
-
     # -- endpoints --------------------------------------------------------------------------
-
-    def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
-        """Serve ``endpoint``: False (and no change) if it is already served, else True."""
-        e = endpoint
-        params = (
-            e.user_id,
-            e.endpoint,
-            e.flow_class_name,
-            e.singleton,
-            e.parallel_dispatch,
-            e.dispatch_point,
-            e.created_at,
-        )
-        with self._use() as conn:
-            return conn.execute(_SERVE, params).fetchone() is not None
-
-    def get_endpoint(self, user_id: str, endpoint: str) -> EndpointRecord | None:
-        """The endpoint record, served or not, or None."""
-        with self._use() as conn:
-            row = conn.execute(_GET_ENDPOINT, (user_id, endpoint)).fetchone()
-        return None if row is None else EndpointRecord(*row)
-
-    def list_endpoints(self, user_id: str) -> list[EndpointRecord]:
-        """The user's endpoints, in creation order."""
-        with self._use() as conn:
-            rows = conn.execute(_LIST_ENDPOINTS, (user_id,)).fetchall()
-        return [EndpointRecord(*row) for row in rows]
-
-    def set_served(self, user_id: str, endpoint: str, served: bool) -> bool:
-        """Mark an endpoint served or not; False if it does not exist."""
-        with self._use() as conn:
-            return conn.execute(_SET_SERVED, (served, user_id, endpoint)).rowcount > 0
 
     def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
         """Delete the endpoint and every instance mounted on it; returns the instance ids."""
@@ -388,7 +322,7 @@ class PostgresBackend(Backend):
         """Store new instances, all or none; ``ValueError`` if an id exists already."""
         if not instances:
             return
-        rows = [_instance_params(record) for record in instances]
+        rows = [instance_params(record) for record in instances]
         # Lists, not tuples: psycopg sends a list as an array, a tuple as a record.
         columns = [list(column) for column in zip(*rows, strict=True)]
         with self._transaction() as conn:
@@ -400,26 +334,6 @@ class PostgresBackend(Backend):
                         # Raising inside the transaction rolls back the rows that did go in.
                         raise ValueError(f"instance {record.flow_id} exists already")
                     seen.add(record.flow_id)
-
-    def get_instance(self, flow_id: str) -> InstanceRecord | None:
-        """The instance, or None."""
-        with self._use() as conn:
-            row = conn.execute(_GET_INSTANCE, (flow_id,)).fetchone()
-        return None if row is None else instance_from_row(row)
-
-    def list_instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
-        """Instances served by ``user_id`` (on ``endpoint`` if given), in mount order."""
-        with self._use() as conn:
-            if endpoint is None:
-                rows = conn.execute(_LIST_INSTANCES, (user_id,)).fetchall()
-            else:
-                rows = conn.execute(_LIST_ENDPOINT_INSTANCES, (user_id, endpoint)).fetchall()
-        return [instance_from_row(row) for row in rows]
-
-    def delete_instance(self, flow_id: str) -> bool:
-        """Delete an instance; False if there was none. Its queued messages stay claimable."""
-        with self._use() as conn:
-            return conn.execute(_DELETE_INSTANCE, (flow_id,)).rowcount > 0
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -529,24 +443,6 @@ class PostgresBackend(Backend):
             row = conn.execute(_TAKE_REPLY, (future_id,)).fetchone()
         return None if row is None else str(row[0])
 
-    def pending_count(self, flow_id: str | None = None) -> int:
-        """Messages queued or leased (for one instance, or in all)."""
-        with self._use() as conn:
-            if flow_id is None:
-                row = conn.execute(_PENDING).fetchone()
-            else:
-                row = conn.execute(_PENDING_FLOW, (flow_id,)).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
-        """Dead letters (of one instance, or all), oldest first."""
-        with self._use() as conn:
-            if flow_id is None:
-                rows = conn.execute(_LIST_DEAD).fetchall()
-            else:
-                rows = conn.execute(_LIST_DEAD_FLOW, (flow_id,)).fetchall()
-        return [DeadLetter(*row) for row in rows]
-
     # -- wake-ups ---------------------------------------------------------------------------
 
     def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
@@ -564,9 +460,8 @@ class PostgresBackend(Backend):
         if signals.closed:
             return
         # The reply may have been committed before this process was listening.
-        with self._use() as conn:
-            if conn.execute(_HAS_REPLY, (future_id,)).fetchone() is not None:
-                return
+        if self._has_reply(future_id):
+            return
         signals.wait_reply(future_id, token, self._until(timeout))
 
     def _until(self, timeout: float) -> float:
@@ -636,10 +531,6 @@ class PostgresBackend(Backend):
                 signals.messages(points)
             if futures:
                 signals.replies(futures)
-
-    def wake(self) -> None:
-        """Make this process's current waits return now."""
-        self._signals.everything()
 
     def close(self) -> None:
         """Close every connection, stop the listener and wake every waiter. Idempotent."""
@@ -800,20 +691,3 @@ class _Put:
         known = {row[0] for row in self._locked.fetchall()}
         unknown = [env.flow_id for env in self.envelopes if env.flow_id not in known]
         return unknown, [row[0] for row in self._queued.fetchall()]
-
-
-def _instance_params(r: InstanceRecord) -> tuple[Any, ...]:
-    return (
-        r.flow_id,
-        r.user_id,
-        r.endpoint,
-        r.client_id,
-        r.flow_class_name,
-        dumps(r.config),
-        dumps(r.state),
-        r.state_version,
-        r.dispatch_point,
-        r.dispatch_point_override,
-        r.parallel_dispatch,
-        r.created_at,
-    )

@@ -29,21 +29,19 @@ from types import TracebackType
 from typing import Any
 
 from .._json import dumps
-from ..db._support import INSTANCE_COLUMNS, instance_from_row
 from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, sqlite_path
 from ..errors import BackendError
 from ..messages import new_id
 from ._backend import (
-    Backend,
     DeadLetter,
     Delivery,
-    EndpointRecord,
     Envelope,
     InstanceRecord,
     ReplyRecord,
     UserRecord,
 )
 from ._signals import Signals
+from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params
 
 __all__ = ["EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
 
@@ -54,28 +52,7 @@ _BUSY_TIMEOUT_MS = 10_000
 _IDLE_CONNECTIONS = 8
 
 _ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)"
-_LIST_USERS = "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, rowid"
 
-_ENDPOINT_COLUMNS = (
-    "user_id, endpoint, flow_class_name, singleton, parallel_dispatch, dispatch_point, served, "
-    "created_at"
-)
-# Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
-# served one is left alone and returns no row.
-_SERVE = f"""
-INSERT INTO endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?)
-ON CONFLICT (user_id, endpoint) DO UPDATE SET
-    flow_class_name = excluded.flow_class_name, singleton = excluded.singleton,
-    parallel_dispatch = excluded.parallel_dispatch, dispatch_point = excluded.dispatch_point,
-    served = 1
-WHERE endpoints.served = 0
-RETURNING 1
-"""
-_GET_ENDPOINT = f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = ? AND endpoint = ?"
-_LIST_ENDPOINTS = (
-    f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE user_id = ? ORDER BY created_at, rowid"
-)
-_SET_SERVED = "UPDATE endpoints SET served = ? WHERE user_id = ? AND endpoint = ?"
 _ENDPOINT_INSTANCES = (
     "SELECT flow_id FROM instances WHERE user_id = ? AND endpoint = ? ORDER BY created_at, rowid"
 )
@@ -83,15 +60,6 @@ _DELETE_ENDPOINT_INSTANCES = "DELETE FROM instances WHERE user_id = ? AND endpoi
 _DELETE_ENDPOINT = "DELETE FROM endpoints WHERE user_id = ? AND endpoint = ?"
 
 _ADD_INSTANCE = f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 12)})"
-_GET_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE flow_id = ?"
-_LIST_INSTANCES = (
-    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = ? ORDER BY created_at, rowid"
-)
-_LIST_ENDPOINT_INSTANCES = (
-    f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE user_id = ? AND endpoint = ? "
-    "ORDER BY created_at, rowid"
-)
-_DELETE_INSTANCE = "DELETE FROM instances WHERE flow_id = ?"
 
 # One statement per envelope: no row when the instance does not exist. A message is a head
 # (claimable in turn) if its instance is parallel or has nothing else queued.
@@ -136,16 +104,10 @@ UPDATE messages SET lease = NULL, lease_until = 0, deliveries = max(0, deliverie
 WHERE seq = ? AND lease = ?
 RETURNING dispatch_point
 """
-_HAS_REPLY = "SELECT 1 FROM replies WHERE future_id = ?"
 _TAKE_REPLY = "DELETE FROM replies WHERE future_id = ? RETURNING body"
-_PENDING = "SELECT count(*) FROM messages"
-_PENDING_FLOW = "SELECT count(*) FROM messages WHERE flow_id = ?"
-_DEAD = "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters"
-_LIST_DEAD = f"{_DEAD} ORDER BY id"
-_LIST_DEAD_FLOW = f"{_DEAD} WHERE flow_id = ? ORDER BY id"
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(SQLBackend):
     """A :class:`~flowplex.runtime.Backend` on a SQLite file; see the module doc.
 
     ``url`` is ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; missing
@@ -244,45 +206,7 @@ class SQLiteBackend(Backend):
             except sqlite3.IntegrityError:
                 raise ValueError(f"user {user.user_id} exists already") from None
 
-    def list_users(self) -> list[UserRecord]:
-        """Every user, oldest first."""
-        with self._read() as conn:
-            rows = conn.execute(_LIST_USERS).fetchall()
-        return [UserRecord(r[0], bytes(r[1]), r[2]) for r in rows]
-
     # -- endpoints --------------------------------------------------------------------------
-
-    def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
-        """Serve ``endpoint``: False (and no change) if it is already served, else True."""
-        e = endpoint
-        params = (
-            e.user_id,
-            e.endpoint,
-            e.flow_class_name,
-            e.singleton,
-            e.parallel_dispatch,
-            e.dispatch_point,
-            e.created_at,
-        )
-        with self._write() as conn:
-            return bool(conn.execute(_SERVE, params).fetchall())
-
-    def get_endpoint(self, user_id: str, endpoint: str) -> EndpointRecord | None:
-        """The endpoint record, served or not, or None."""
-        with self._read() as conn:
-            row = conn.execute(_GET_ENDPOINT, (user_id, endpoint)).fetchone()
-        return None if row is None else _endpoint(row)
-
-    def list_endpoints(self, user_id: str) -> list[EndpointRecord]:
-        """The user's endpoints, in creation order."""
-        with self._read() as conn:
-            rows = conn.execute(_LIST_ENDPOINTS, (user_id,)).fetchall()
-        return [_endpoint(row) for row in rows]
-
-    def set_served(self, user_id: str, endpoint: str, served: bool) -> bool:
-        """Mark an endpoint served or not; False if it does not exist."""
-        with self._write() as conn:
-            return conn.execute(_SET_SERVED, (served, user_id, endpoint)).rowcount > 0
 
     def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
         """Delete the endpoint and every instance mounted on it; returns the instance ids."""
@@ -296,7 +220,7 @@ class SQLiteBackend(Backend):
 
     def add_instances(self, instances: Sequence[InstanceRecord]) -> None:
         """Store new instances, all or none; ``ValueError`` if an id exists already."""
-        rows = [_instance_params(record) for record in instances]
+        rows = [instance_params(record) for record in instances]
         if not rows:
             return
         with self._write() as conn:
@@ -307,26 +231,6 @@ class SQLiteBackend(Backend):
                 conn.execute("ROLLBACK")
                 taken = _first_taken(conn, [row[0] for row in rows])
                 raise ValueError(f"instance {taken} exists already") from None
-
-    def get_instance(self, flow_id: str) -> InstanceRecord | None:
-        """The instance, or None."""
-        with self._read() as conn:
-            row = conn.execute(_GET_INSTANCE, (flow_id,)).fetchone()
-        return None if row is None else instance_from_row(row)
-
-    def list_instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
-        """Instances served by ``user_id`` (on ``endpoint`` if given), in mount order."""
-        with self._read() as conn:
-            if endpoint is None:
-                rows = conn.execute(_LIST_INSTANCES, (user_id,)).fetchall()
-            else:
-                rows = conn.execute(_LIST_ENDPOINT_INSTANCES, (user_id, endpoint)).fetchall()
-        return [instance_from_row(row) for row in rows]
-
-    def delete_instance(self, flow_id: str) -> bool:
-        """Delete an instance; False if there was none. Its queued messages stay claimable."""
-        with self._write() as conn:
-            return conn.execute(_DELETE_INSTANCE, (flow_id,)).rowcount > 0
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -444,24 +348,6 @@ class SQLiteBackend(Backend):
             rows = conn.execute(_TAKE_REPLY, (future_id,)).fetchall()
         return rows[0][0] if rows else None
 
-    def pending_count(self, flow_id: str | None = None) -> int:
-        """Messages queued or leased (for one instance, or in all)."""
-        with self._read() as conn:
-            if flow_id is None:
-                row = conn.execute(_PENDING).fetchone()
-            else:
-                row = conn.execute(_PENDING_FLOW, (flow_id,)).fetchone()
-        return int(row[0])
-
-    def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
-        """Dead letters (of one instance, or all), oldest first."""
-        with self._read() as conn:
-            if flow_id is None:
-                rows = conn.execute(_LIST_DEAD).fetchall()
-            else:
-                rows = conn.execute(_LIST_DEAD_FLOW, (flow_id,)).fetchall()
-        return [DeadLetter(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
     # -- wake-ups ---------------------------------------------------------------------------
 
     def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
@@ -485,9 +371,8 @@ class SQLiteBackend(Backend):
         token = signals.everything_token()
         if signals.closed:
             return
-        with self._read() as conn:
-            if conn.execute(_HAS_REPLY, (future_id,)).fetchone() is not None:
-                return
+        if self._has_reply(future_id):
+            return
         until = time.monotonic() + max(0.0, timeout)
         while not signals.wait_reply(
             future_id, token, min(until, time.monotonic() + EXTERNAL_POLL_SECONDS)
@@ -520,10 +405,6 @@ class SQLiteBackend(Backend):
             self._signals.messages(points)
         if replies:
             self._signals.replies([r.future_id for r in replies])
-
-    def wake(self) -> None:
-        """Make this process's current waits return now."""
-        self._signals.everything()
 
     def close(self) -> None:
         """Close every connection and wake every waiter. Idempotent."""
@@ -658,41 +539,14 @@ def _instances_sql(count: int) -> str:
     return f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE flow_id IN ({', '.join('?' * count)})"
 
 
-def _endpoint(row: Sequence[Any]) -> EndpointRecord:
-    return EndpointRecord(
-        user_id=row[0],
-        endpoint=row[1],
-        flow_class_name=row[2],
-        singleton=bool(row[3]),
-        parallel_dispatch=bool(row[4]),
-        dispatch_point=row[5],
-        served=bool(row[6]),
-        created_at=row[7],
-    )
-
-
-def _instance_params(r: InstanceRecord) -> tuple[Any, ...]:
-    return (
-        r.flow_id,
-        r.user_id,
-        r.endpoint,
-        r.client_id,
-        r.flow_class_name,
-        dumps(r.config),
-        dumps(r.state),
-        r.state_version,
-        r.dispatch_point,
-        r.dispatch_point_override,
-        r.parallel_dispatch,
-        r.created_at,
-    )
-
-
 def _first_taken(conn: sqlite3.Connection, flow_ids: list[str]) -> str:
     """The first of ``flow_ids`` that exists already or repeats (the one that failed)."""
     seen: set[str] = set()
     for flow_id in flow_ids:
-        if flow_id in seen or conn.execute(_GET_INSTANCE, (flow_id,)).fetchone() is not None:
+        if (
+            flow_id in seen
+            or conn.execute(SQLiteBackend.sql["get_instance"], (flow_id,)).fetchone() is not None
+        ):
             return flow_id
         seen.add(flow_id)
     return flow_ids[0]

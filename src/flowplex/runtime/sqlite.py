@@ -10,11 +10,13 @@ one process they also queue on a lock of their own: SQLite's busy handler retrie
 for milliseconds, a Python lock hands over in microseconds.
 
 Wake-ups. Commits made by this process notify its waiters at once (a condition variable).
-Other processes' commits cannot notify, so waiters poll for them: every
-``EXTERNAL_POLL_SECONDS`` (20 ms) one of them reads ``PRAGMA data_version`` (a counter SQLite
-bumps when another connection commits), and if it moved every waiter returns so its caller
-claims or takes its reply again. A message sent by another process is therefore noticed within
-about 20 ms; an idle database costs one cheap pragma per 20 ms per process.
+Other processes' commits reach them through a doorbell (:mod:`._doorbell`: a Unix datagram
+socket per waiting process, rung after each commit that queues a message or stores a reply),
+within tens of microseconds. Underneath, waiters also poll: every ``EXTERNAL_POLL_SECONDS``
+(20 ms; 250 ms while the doorbell works) one of them reads ``PRAGMA data_version`` (a counter
+SQLite bumps when another connection commits), and if it moved every waiter returns so its
+caller claims or takes its reply again. So a lost ring, or a system without the doorbell, costs
+latency, never a message.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._doorbell import Doorbell
 from ._signals import Signals
 from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params
 
-__all__ = ["EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
+__all__ = ["DOORBELL_POLL_SECONDS", "EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
 
-#: How often waiters look for commits made by other processes.
+#: How often waiters look for commits made by other processes (without a doorbell).
 EXTERNAL_POLL_SECONDS = 0.02
+#: The same, as a safety net, while the doorbell rings.
+DOORBELL_POLL_SECONDS = 0.25
 
 _BUSY_TIMEOUT_MS = 10_000
 _IDLE_CONNECTIONS = 8
@@ -150,6 +155,9 @@ class SQLiteBackend(SQLBackend):
             raise BackendError(f"cannot read the SQLite database {self.path}: {exc}") from exc
         self._watch_lock = threading.Lock()
         self._last_poll = time.monotonic()
+        self._poll_every = EXTERNAL_POLL_SECONDS
+        self._doorbell_tried = False
+        self._doorbell = Doorbell(self.path, self._signals.everything)
         self._pool.append(conn)
 
     # -- connections ------------------------------------------------------------------------
@@ -355,11 +363,12 @@ class SQLiteBackend(SQLBackend):
 
         Commits in this process wake at once; other processes' within about 20 ms.
         """
+        self._ensure_doorbell()
         signals = self._signals
         token = signals.message_token(dispatch_point)
         until = time.monotonic() + max(0.0, timeout)
         while not signals.wait_messages(
-            dispatch_point, token, min(until, time.monotonic() + EXTERNAL_POLL_SECONDS)
+            dispatch_point, token, min(until, time.monotonic() + self._poll_every)
         ):
             if time.monotonic() >= until:
                 return
@@ -367,6 +376,7 @@ class SQLiteBackend(SQLBackend):
 
     def wait_for_reply(self, future_id: str, timeout: float) -> None:
         """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+        self._ensure_doorbell()
         signals = self._signals
         token = signals.everything_token()
         if signals.closed:
@@ -375,17 +385,27 @@ class SQLiteBackend(SQLBackend):
             return
         until = time.monotonic() + max(0.0, timeout)
         while not signals.wait_reply(
-            future_id, token, min(until, time.monotonic() + EXTERNAL_POLL_SECONDS)
+            future_id, token, min(until, time.monotonic() + self._poll_every)
         ):
             if time.monotonic() >= until:
                 return
             self._poll_other_processes()
 
+    def _ensure_doorbell(self) -> None:
+        """Listen for other processes' rings from the first wait on."""
+        if self._doorbell_tried:
+            return
+        self._doorbell_tried = True
+        if Doorbell.available() and self._doorbell.listen():
+            self._poll_every = DOORBELL_POLL_SECONDS
+            # A commit just before the doorbell listened rang nobody here: look once.
+            self._signals.everything()
+
     def _poll_other_processes(self) -> None:
         """Wake every waiter if another connection committed since the last look."""
         now = time.monotonic()
         with self._watch_lock:
-            if self._closed or now - self._last_poll < EXTERNAL_POLL_SECONDS:
+            if self._closed or now - self._last_poll < self._poll_every:
                 return
             self._last_poll = now
             try:
@@ -398,6 +418,8 @@ class SQLiteBackend(SQLBackend):
             self._signals.everything()
 
     def _notify(self, points: set[str], replies: Sequence[ReplyRecord]) -> None:
+        if points or replies:
+            self._doorbell.ring()
         if points:
             if self._idle:
                 # Known to have work now: the next claims there need not look first.
@@ -413,6 +435,7 @@ class SQLiteBackend(SQLBackend):
             idle = list(self._pool)
             self._pool.clear()
         self._signals.close()
+        self._doorbell.close()
         for conn in idle:
             conn.close()
         with self._watch_lock:

@@ -1,4 +1,4 @@
-"""In-process wake-ups shared by every backend: a condition and counters bumped on commit."""
+"""In-process wake-ups shared by every backend: counters bumped on commit, and a condition."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class Signals:
     def __init__(self) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.closed = False
+        # Counters only grow, under _bump (never held while waiting); they are read without a
+        # lock. The condition is taken only when somebody waits on it (_waiting, changed under
+        # it): a busy worker is then never made to fight a notifier for a lock.
+        self._bump = threading.Lock()
+        self._waiting = 0
         self._everything = 0
         self._points: dict[str, int] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -35,39 +40,44 @@ class Signals:
 
     def messages(self, points: Iterable[str]) -> None:
         """Messages may have become claimable at ``points``."""
-        with self.cond:
+        with self._bump:
             for point in points:
                 self._points[point] = self._points.get(point, 0) + 1
-            self.cond.notify_all()
+        self._wake()
 
     def replies(self, future_ids: Iterable[str]) -> None:
         """Replies for ``future_ids`` were committed."""
-        with self.cond:
+        with self._bump:
             recent = self._recent
             for future_id in future_ids:
                 recent[future_id] = None
             while len(recent) > _RECENT_REPLIES:
                 recent.popitem(last=False)
-            self.cond.notify_all()
+        self._wake()
 
     def everything(self) -> None:
         """Anything may have changed: every waiter returns and re-checks."""
-        with self.cond:
+        with self._bump:
             self._everything += 1
-            self.cond.notify_all()
+        self._wake()
 
     def close(self) -> None:
         """Wake every waiter, now and from now on."""
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        # The change above is made before _waiting is read, and a waiter counts itself in
+        # before it reads the counters: either it sees the change, or this sees it waiting.
+        if self._waiting:
+            with self.cond:
+                self.cond.notify_all()
 
     # -- waiting ----------------------------------------------------------------------------
 
     def remember(self, point: str) -> None:
         """Note, for this thread, the counters a claim at ``point`` starts from."""
-        with self.cond:
-            token = (self._everything, self._points.get(point, 0))
+        token = (self._everything, self._points.get(point, 0))
         remembered: dict[str, tuple[int, int]] | None = getattr(self._local, "tokens", None)
         if remembered is None:
             remembered = self._local.tokens = {}
@@ -80,35 +90,41 @@ class Signals:
             token = remembered.pop(point, None)
             if token is not None:
                 return token
-        with self.cond:
-            return (self._everything, self._points.get(point, 0))
+        return (self._everything, self._points.get(point, 0))
 
     def everything_token(self) -> int:
         """The current "anything changed" counter."""
-        with self.cond:
-            return self._everything
+        return self._everything
 
     def wait_messages(self, point: str, token: tuple[int, int], until: float) -> bool:
         """Wait until ``point``'s counters move past ``token``, the close, or ``until``
         (monotonic). True if woken, False on time-out."""
         with self.cond:
-            while True:
-                if self.closed or (self._everything, self._points.get(point, 0)) != token:
-                    return True
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.cond.wait(remaining)
+            self._waiting += 1
+            try:
+                while True:
+                    if self.closed or (self._everything, self._points.get(point, 0)) != token:
+                        return True
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self.cond.wait(remaining)
+            finally:
+                self._waiting -= 1
 
     def wait_reply(self, future_id: str, token: int, until: float) -> bool:
         """Wait until a reply for ``future_id`` is committed in this process, anything changes
         (past ``token``), the close, or ``until`` (monotonic). True if woken, False on
         time-out."""
         with self.cond:
-            while True:
-                if self.closed or future_id in self._recent or self._everything != token:
-                    return True
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.cond.wait(remaining)
+            self._waiting += 1
+            try:
+                while True:
+                    if self.closed or future_id in self._recent or self._everything != token:
+                        return True
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self.cond.wait(remaining)
+            finally:
+                self._waiting -= 1

@@ -1,0 +1,178 @@
+"""The mesh's HTTP routes (seed 002's shapes) as a FastAPI router over a :class:`MeshService`.
+
+Client mistakes get 4xx with a JSON ``detail``: 404 for registry routes on a node, 422 for a
+malformed body (pydantic's shape checks, then the records' own rules), 403 for an update from a
+registry that never connected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from ._html import render_flows
+from ._listing import counts, list_rows
+from ._records import MeshInputError, NodeRecord, nodes_from_json, normalize_service_url
+from ._service import MeshService
+from ._state import UnknownSenderError
+
+__all__ = ["mesh_router"]
+
+Flows = list[dict[str, Any]] | dict[str, dict[str, Any]] | None
+
+
+class NodeIn(BaseModel):
+    """``POST /register``: a node and its flows (a list, or a dict keyed by url)."""
+
+    model_config = ConfigDict(extra="allow")
+    url: str
+    organization: str | None = None
+    flows: Flows = None
+
+
+class HeartbeatIn(BaseModel):
+    """``POST /heartbeat``: a registered node is alive."""
+
+    url: str
+
+
+class OfferIn(BaseModel):
+    """``POST /connect``: a registry's offer; ``feed`` asks for the receiver's offer back."""
+
+    model_config = ConfigDict(extra="allow")
+    url: str
+    organization: str | None = None
+    feed: bool = True
+    nodes: list[dict[str, Any]] | dict[str, dict[str, Any]] | None = None
+
+
+class UpdateIn(OfferIn):
+    """``POST /update/node``: node changes forwarded by a peer (``id``/``visited``: loop guard)."""
+
+    feed: bool = False
+    id: str | None = None
+    visited: list[str] = []
+
+
+def _invalid(exc: MeshInputError) -> HTTPException:
+    return HTTPException(status_code=422, detail=str(exc))
+
+
+def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closure per route
+    """The routes of a mesh node/registry: ``/``, ``/flows``, ``/counts``, ``/map``, ``/_cache``,
+    ``/_stats``, ``POST /register``, ``/heartbeat``, ``/connect``, ``/update/node``."""
+    state = service.state
+    router = APIRouter()
+
+    def require_registry(request: Request) -> None:
+        if not state.registry:
+            raise HTTPException(
+                status_code=404,
+                detail=f"{state.url} is not a registry: {request.url.path} is served by registries",
+            )
+
+    registry_only = [Depends(require_registry)]
+
+    @router.get("/")
+    async def status() -> JSONResponse:
+        """The service: url, organization, roles, connections, ``idle``, times."""
+        return JSONResponse(service.status())
+
+    @router.get("/flows", response_model=None)
+    async def flows(
+        request: Request,
+        q: Annotated[str | None, Query(description="query expression (or full text)")] = None,
+        by: Annotated[str | None, Query(description="sort: field[:asc|desc], ...")] = None,
+        p: Annotated[int, Query(ge=0, description="page, from 0")] = 0,
+        pp: Annotated[int, Query(ge=1, le=10_000, description="rows per page")] = 10,
+        format: Annotated[Literal["json", "html"] | None, Query()] = None,
+    ) -> JSONResponse | HTMLResponse:
+        """The flows this service knows, one row per flow: query, sort, page, JSON or HTML."""
+        page = list_rows(state.rowset(), q, by, p, pp)
+        accept = request.headers.get("accept", "")
+        if format == "html" or (format is None and "text/html" in accept):
+            return HTMLResponse(render_flows(page, state.url, query=q, by=by))
+        return JSONResponse(page)
+
+    @router.get("/counts")
+    async def flow_counts() -> JSONResponse:
+        """Flows in total, per node, per organization and per tag."""
+        return JSONResponse(counts(state.rowset()))
+
+    @router.get("/map")
+    async def mesh_map() -> JSONResponse:
+        """What this service knows, by source: its nodes and its providers' nodes."""
+        return JSONResponse(state.map())
+
+    @router.get("/_cache", dependencies=registry_only)
+    async def cache() -> JSONResponse:
+        """The registry's durable state, as written to its cache file."""
+        return JSONResponse(state.snapshot())
+
+    @router.get("/_stats")
+    async def stats() -> JSONResponse:
+        """Counters of the peering protocol (updates received, applied, ignored, sent, ...)."""
+        return JSONResponse({**state.stats, "idle": service.idle, "peers": sorted(state.peers)})
+
+    @router.post("/register", dependencies=registry_only)
+    async def register(body: Annotated[NodeIn, Body()]) -> JSONResponse:
+        """A node registers (or re-registers) its flows; the registry feeds it forward."""
+        try:
+            data = body.model_dump()
+            node = NodeRecord.from_json(
+                {**data, "created": None, "modified": None, "heartbeat": None, "registry": None}
+            )
+        except MeshInputError as exc:
+            raise _invalid(exc) from None
+        received = len(body.flows or ())
+        messages, out = state.register(node, received)
+        service.dispatch(out)
+        service.save()
+        return JSONResponse(service.status(messages))
+
+    @router.post("/heartbeat", dependencies=registry_only)
+    async def heartbeat(body: Annotated[HeartbeatIn, Body()]) -> JSONResponse:
+        """A registered node is alive; 404 when this registry does not know it."""
+        try:
+            url = normalize_service_url(body.url, "node url")
+        except MeshInputError as exc:
+            raise _invalid(exc) from None
+        if not state.heartbeat(url):
+            raise HTTPException(404, detail=f"unknown node {url}: POST /register first")
+        return JSONResponse({"url": url, "heartbeat": state.nodes[url].heartbeat})
+
+    @router.post("/connect", dependencies=registry_only)
+    async def connect(body: Annotated[OfferIn, Body()]) -> JSONResponse:
+        """A peer registry connects with its offer; with ``feed`` it gets this registry's offer."""
+        try:
+            sender = normalize_service_url(body.url, "registry url")
+            nodes = nodes_from_json(body.nodes)
+        except MeshInputError as exc:
+            raise _invalid(exc) from None
+        if sender == state.url:
+            raise HTTPException(422, detail=f"{sender} cannot connect to itself")
+        reply, out = state.accept_connect(sender, body.organization, body.feed, nodes)
+        service.dispatch(out)
+        service.save()
+        return JSONResponse(reply)
+
+    @router.post("/update/node", dependencies=registry_only)
+    async def update_node(body: Annotated[UpdateIn, Body()]) -> JSONResponse:
+        """A peer forwards node changes; applied and forwarded at most once per update id."""
+        try:
+            sender = normalize_service_url(body.url, "registry url")
+            nodes = nodes_from_json(body.nodes)
+        except MeshInputError as exc:
+            raise _invalid(exc) from None
+        try:
+            messages, out = state.apply_update(sender, body.id, body.visited, nodes)
+        except UnknownSenderError as exc:
+            raise HTTPException(403, detail=str(exc)) from None
+        service.dispatch(out)
+        service.save()
+        return JSONResponse(service.status(messages))
+
+    return router

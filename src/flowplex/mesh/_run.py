@@ -1,0 +1,87 @@
+"""``run_service``: serve a mesh node/registry over HTTP with uvicorn (blocks until stopped)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from ._loader import Loader
+from ._records import normalize_service_url
+
+__all__ = ["run_service"]
+
+logger = logging.getLogger("flowplex.mesh")
+
+
+def run_service(
+    url: str,
+    organization: str | None = None,
+    node: bool = True,
+    registry: bool = False,
+    provider: bool = False,
+    connect: Sequence[str] | str = (),
+    cache: str | None = None,
+    reset: bool = False,
+    loader: Loader | str | None = None,
+    *,
+    reload: bool = False,
+    db: str | None = None,
+    mounts: Mapping[str, Any] | None = None,
+    log_level: str = "info",
+    **tuning: float,
+) -> None:
+    """Serve a mesh node and/or registry at ``url`` (``http://host:port``) until SIGTERM/SIGINT.
+
+    - ``node``: publish flows (from ``loader``, a callable or ``"module:function"`` returning flow
+      descriptions, and from the served endpoints of the node database ``db``) and register
+      them with every registry in ``connect``; re-read them every ``refresh_interval`` s.
+    - ``registry``: accept ``/register``, ``/connect`` and ``/update/node``; connect to the
+      registries in ``connect`` and exchange updates with them. ``provider``: a registry that
+      offers its nodes but asks for no feed back.
+    - ``cache``: the registry's JSON state file; ``reset=True`` ignores it and starts empty.
+
+    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`
+    (``heartbeat_interval``, ``offline_after``, ``refresh_interval``, ``retry_initial``,
+    ``retry_max``, ``request_timeout``). ``reload`` exists for seed compatibility and must be
+    False. Run it in a ``multiprocessing.Process`` to keep going meanwhile; terminating the
+    process shuts it down cleanly (the cache is written on the way out).
+    """
+    if reload:
+        raise ConfigurationError("reload=True is not supported: restart the service instead.")
+    base = normalize_service_url(url, "url", require_port=True)
+    parts = urlsplit(base)
+    import uvicorn
+
+    from ..server import create_app
+    from ._service import MeshService
+
+    service = MeshService(
+        base,
+        organization,
+        node,
+        registry,
+        provider,
+        connect,
+        cache,
+        reset,
+        loader,
+        db=db,
+        **tuning,
+    )
+    app = create_app(mesh=service, mounts=mounts)
+    host = parts.hostname or "127.0.0.1"
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=parts.port or 0,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise ConfigurationError(f"the service at {base} did not start (see the log above).")

@@ -1,0 +1,440 @@
+"""The op store: versions, validated links, op bytes and pipelines on SQL (SQLAlchemy Core).
+
+Semantics are Chariots' ``OpStoreServer`` with its bugs fixed (see the package docstring):
+versions are numbered against the latest one, the names are unique, registering a pipeline
+twice changes nothing, and every client mistake raises an :class:`ArtifactError` subclass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Table, bindparam, create_engine, event, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from ..db.migrate import _sqlalchemy_url, ensure_schema, redact_url
+from ..db.schema import (
+    metadata,
+    opstore_links,
+    opstore_ops,
+    opstore_pipelines,
+    opstore_versions,
+)
+from ..errors import ConfigurationError
+from ._errors import (
+    ArtifactNotFoundError,
+    InvalidRequestError,
+    NotRegisteredError,
+    OpStoreUnavailableError,
+)
+from ._names import check_name, op_path
+from ._savers import ArtifactReader, ArtifactWriter, Saver, StoredArtifact
+from ._version import Version, VersionInfo, VersionNumber
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+
+    from ._client import LocalOpStoreClient
+
+__all__ = ["OpStore"]
+
+_T = TypeVar("_T")
+_TABLES: list[Table] = [opstore_ops, opstore_versions, opstore_links, opstore_pipelines]
+# A registration that lost a race (unique violation, deadlock) is simply run again.
+_ATTEMPTS = 5
+_SQLITE_BUSY_TIMEOUT = 30.0
+
+
+class OpStore:
+    """Ops' serialized bytes by version, version numbers, validated links and pipelines.
+
+    ``saver`` keeps the bytes; ``db_url`` keeps the rest: ``"sqlite://"`` (in memory, for one
+    process), ``"sqlite:///path.db"`` or ``"postgresql://..."`` (migrated to the schema head on
+    open, shareable by many processes). ``.app`` is an ASGI (FastAPI) app serving the seed's
+    ``POST /v1/...`` routes plus streaming ``/v1/op_bytes``; ``.client()`` an in-process
+    client. Methods raise :class:`ArtifactError` subclasses for client mistakes and
+    :class:`OpStoreUnavailableError` when the database fails.
+    """
+
+    def __init__(self, saver: Saver, db_url: str = "sqlite://") -> None:
+        if not isinstance(saver, Saver):
+            raise ConfigurationError(f"OpStore needs a Saver (e.g. FileSaver), got {saver!r}")
+        if not isinstance(db_url, str):
+            raise ConfigurationError(f"db_url must be a string, got {db_url!r}")
+        self.saver = saver
+        self.db_url = db_url
+        self._engine, self._lock = _open_engine(db_url)
+        self._app: FastAPI | None = None
+
+    def __repr__(self) -> str:
+        return f"OpStore({self.saver!r}, {redact_url(self.db_url)!r})"
+
+    # -- adapters -------------------------------------------------------------------------------
+
+    @property
+    def router(self) -> APIRouter:
+        """A FastAPI router with the op store's routes (``/v1/...``), to include elsewhere."""
+        from ._http import create_router
+
+        return create_router(self)
+
+    @property
+    def app(self) -> FastAPI:
+        """The op store as a self-contained ASGI app (built once)."""
+        if self._app is None:
+            from ._http import create_app
+
+            self._app = create_app(self)
+        return self._app
+
+    def client(self) -> LocalOpStoreClient:
+        """An in-process client of this store (no HTTP)."""
+        from ._client import LocalOpStoreClient
+
+        return LocalOpStoreClient(self)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def get_all_versions_of_op(self, op_name: str) -> list[Version] | None:
+        """Every registered version of ``op_name`` (oldest number first), or None if the op
+        has none."""
+        infos = self.get_version_numbers(op_name)
+        return [info.version for info in infos] or None
+
+    def get_version_numbers(self, op_name: str) -> list[VersionInfo]:
+        """Every registered version of ``op_name`` with its number, lowest number first."""
+        check_name("op name", op_name)
+        v = opstore_versions
+        query = (
+            select(v.c.major_hash, v.c.minor_hash, v.c.patch_hash, v.c.created_at)
+            .add_columns(v.c.major_num, v.c.minor_num, v.c.patch_num)
+            .join(opstore_ops, opstore_ops.c.id == v.c.op_id)
+            .where(opstore_ops.c.op_name == op_name)
+            .order_by(v.c.major_num, v.c.minor_num, v.c.patch_num)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(query).all()
+        return [VersionInfo(_version(row), VersionNumber(*row[4:7])) for row in rows]
+
+    def get_validated_links(
+        self, downstream_op_name: str, upstream_op_name: str
+    ) -> list[Version] | None:
+        """The versions of ``upstream_op_name`` that ``downstream_op_name`` was validated
+        with, or None if there is no link between them."""
+        check_name("downstream op name", downstream_op_name)
+        check_name("upstream op name", upstream_op_name)
+        down = opstore_ops.alias("down")
+        up = opstore_ops.alias("up")
+        v = opstore_versions
+        link = opstore_links
+        query = (
+            select(v.c.major_hash, v.c.minor_hash, v.c.patch_hash, v.c.created_at)
+            .select_from(link)
+            .join(down, down.c.id == link.c.downstream_op_id)
+            .join(up, up.c.id == link.c.upstream_op_id)
+            .join(v, v.c.id == link.c.upstream_version_id)
+            .where(down.c.op_name == downstream_op_name, up.c.op_name == upstream_op_name)
+            .order_by(v.c.major_num, v.c.minor_num, v.c.patch_num)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(query).all()
+        return [_version(row) for row in rows] or None
+
+    def pipeline_exists(self, pipeline_name: str) -> bool:
+        """Whether a pipeline of that name was registered."""
+        check_name("pipeline name", pipeline_name)
+        p = opstore_pipelines
+        with self._transaction() as conn:
+            found = conn.execute(select(p.c.id).where(p.c.pipeline_name == pipeline_name))
+            return found.first() is not None
+
+    def registered_version(self, op_name: str, version: Version) -> Version:
+        """The registered ``version`` of ``op_name``, with the creation time the store keeps
+        (raises :class:`NotRegisteredError` if the op or the version is unknown)."""
+        check_name("op name", op_name)
+        _check_version(version)
+        with self._transaction() as conn:
+            return self._registered(conn, op_name, version)
+
+    # -- registrations --------------------------------------------------------------------------
+
+    def register_valid_link(
+        self,
+        downstream_op_name: str | None,
+        upstream_op_name: str,
+        upstream_op_version: Version,
+    ) -> VersionInfo:
+        """Register ``upstream_op_name`` at ``upstream_op_version`` (numbering it if new) and,
+        unless ``downstream_op_name`` is None, that the downstream op works with it.
+
+        Registering the same link again changes nothing. Returns the version's number.
+        """
+        if downstream_op_name is not None:
+            check_name("downstream op name", downstream_op_name)
+        check_name("upstream op name", upstream_op_name)
+        _check_version(upstream_op_version)
+
+        def register(conn: Connection) -> VersionInfo:
+            up_id = _op_id(conn, upstream_op_name, lock=True)
+            version_id, info = _register_version(conn, up_id, upstream_op_version)
+            if downstream_op_name is not None:
+                down_id = _op_id(conn, downstream_op_name, lock=False)
+                _insert_ignore(
+                    conn,
+                    opstore_links,
+                    downstream_op_id=down_id,
+                    upstream_op_id=up_id,
+                    upstream_version_id=version_id,
+                )
+            return info
+
+        return self._retrying(register)
+
+    def register_new_pipeline(self, pipeline_name: str, last_op_name: str) -> None:
+        """Register a pipeline and its last op; registering a name again changes nothing."""
+        check_name("pipeline name", pipeline_name)
+        check_name("last op name", last_op_name)
+
+        def register(conn: Connection) -> None:
+            op_id = _op_id(conn, last_op_name, lock=False)
+            _insert_ignore(conn, opstore_pipelines, pipeline_name=pipeline_name, last_op_id=op_id)
+
+        self._retrying(register)
+
+    # -- bytes ----------------------------------------------------------------------------------
+
+    def save_op_bytes(self, op_name: str, version: Version, op_bytes: bytes) -> StoredArtifact:
+        """Save the bytes of a registered op version at ``/models/<op>/<version>``."""
+        if not isinstance(op_bytes, (bytes, bytearray, memoryview)):
+            raise InvalidRequestError(f"op bytes must be bytes, got {type(op_bytes).__name__}")
+        writer = self.open_op_writer(op_name, version)
+        try:
+            writer.write(bytes(op_bytes))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def open_op_writer(self, op_name: str, version: Version) -> ArtifactWriter:
+        """A streaming writer for the bytes of a registered op version (commit to publish)."""
+        registered = self.registered_version(op_name, version)
+        return self.saver.open_writer(op_path(op_name, registered))
+
+    def get_op_bytes_for_version(self, op_name: str, version: Version) -> bytes:
+        """The saved bytes of a registered op version, checked against their hash."""
+        with self.open_op_reader(op_name, version) as reader:
+            return b"".join(reader)
+
+    def open_op_reader(self, op_name: str, version: Version) -> ArtifactReader:
+        """A streaming reader of the saved bytes of a registered op version."""
+        registered = self.registered_version(op_name, version)
+        try:
+            return self.saver.open_reader(op_path(op_name, registered))
+        except ArtifactNotFoundError:
+            raise ArtifactNotFoundError(
+                f"no bytes were saved for op {op_name!r} at version {registered}"
+            ) from None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _registered(self, conn: Connection, op_name: str, version: Version) -> Version:
+        op_id = conn.execute(_SELECT_OP, {"name": op_name}).scalar_one_or_none()
+        if op_id is None:
+            raise NotRegisteredError(
+                f"op {op_name!r} is not registered: register one of its versions "
+                f"(register_valid_link) first"
+            )
+        row = _find_version(conn, op_id, version)
+        if row is None:
+            raise NotRegisteredError(
+                f"version {version} of op {op_name!r} is not registered: register it "
+                f"(register_valid_link) first"
+            )
+        return _version(row[1:5])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._lock:
+            try:
+                with self._engine.begin() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise OpStoreUnavailableError(
+                    f"the op store database at {redact_url(self.db_url)} failed: {exc}"
+                ) from exc
+
+    def _retrying(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in a transaction, again if it lost a race to another writer."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self._lock, self._engine.begin() as conn:
+                    return work(conn)
+            except SQLAlchemyError as exc:
+                raced = isinstance(exc, DBAPIError) and _is_race(exc)
+                if not raced or attempts >= _ATTEMPTS:
+                    raise OpStoreUnavailableError(
+                        f"the op store database at {redact_url(self.db_url)} failed: {exc}"
+                    ) from exc
+
+
+def _open_engine(db_url: str) -> tuple[Engine, AbstractContextManager[Any]]:
+    """The engine for ``db_url`` and the lock its transactions take (in-memory SQLite shares
+    one connection between threads, so its transactions take turns)."""
+    scheme = db_url.split("://", 1)[0].lower()
+    if db_url in {"sqlite://", "sqlite:///:memory:", "memory://"}:
+        engine = create_engine(
+            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+        metadata.create_all(engine, tables=_TABLES)
+        return engine, threading.RLock()
+    if scheme not in {"sqlite", "postgresql", "postgres", "postgresql+psycopg"}:
+        raise ConfigurationError(
+            f"unsupported op store database URL {redact_url(db_url)!r}: use sqlite:// (in "
+            f"memory), sqlite:///path.db or postgresql://..."
+        )
+    ensure_schema(db_url)
+    if scheme != "sqlite":
+        return create_engine(_sqlalchemy_url(db_url)), nullcontext()
+    engine = create_engine(
+        _sqlalchemy_url(db_url),
+        connect_args={"timeout": _SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
+    )
+
+    # Every transaction takes the write lock up front (BEGIN IMMEDIATE): a read-then-insert
+    # registration then never fails half-way because another process started writing.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        # As the node's SQLite backend: WAL, and fsync at checkpoints rather than per commit.
+        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+        mode = dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine, nullcontext()
+
+
+def _check_version(version: object) -> None:
+    if not isinstance(version, Version):
+        raise InvalidRequestError(f"expected a Version, got {type(version).__name__}")
+
+
+def _version(row: Any) -> Version:
+    return Version(row[0], row[1], row[2], row[3].replace(tzinfo=UTC))
+
+
+def _is_race(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    # PostgreSQL: deadlock_detected, serialization_failure.
+    return getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
+
+
+# Statements built once: building and cache-keying a statement per call cost about as much
+# as running it on SQLite.
+_v = opstore_versions
+_SELECT_OP = select(opstore_ops.c.id).where(opstore_ops.c.op_name == bindparam("name"))
+_SELECT_OP_FOR_UPDATE = _SELECT_OP.with_for_update()
+_FIND_VERSION = select(
+    _v.c.id,
+    _v.c.major_hash,
+    _v.c.minor_hash,
+    _v.c.patch_hash,
+    _v.c.created_at,
+    _v.c.major_num,
+    _v.c.minor_num,
+    _v.c.patch_num,
+).where(
+    _v.c.op_id == bindparam("op_id"),
+    _v.c.major_hash == bindparam("major"),
+    _v.c.minor_hash == bindparam("minor"),
+    _v.c.patch_hash == bindparam("patch"),
+)
+_LATEST_VERSION = (
+    select(_v.c.major_hash, _v.c.minor_hash, _v.c.major_num, _v.c.minor_num, _v.c.patch_num)
+    .where(_v.c.op_id == bindparam("op_id"))
+    .order_by(_v.c.major_num.desc(), _v.c.minor_num.desc(), _v.c.patch_num.desc())
+    .limit(1)
+)
+_INSERT_VERSION = _v.insert().returning(_v.c.id)
+_INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+
+
+def _insert_ignore(conn: Connection, table: Table, **values: Any) -> None:
+    key = (conn.dialect.name, table.name)
+    statement = _INSERT_IGNORE.get(key)
+    if statement is None:
+        if key[0] == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        statement = _INSERT_IGNORE[key] = insert(table).on_conflict_do_nothing()
+    conn.execute(statement, values)
+
+
+def _op_id(conn: Connection, op_name: str, *, lock: bool) -> int:
+    """The id of ``op_name``, registering it if new; ``lock`` holds its row (PostgreSQL) so
+    that versions of one op are numbered one registration at a time."""
+    query = _SELECT_OP_FOR_UPDATE if lock else _SELECT_OP
+    found = conn.execute(query, {"name": op_name}).scalar_one_or_none()
+    if found is None:
+        _insert_ignore(conn, opstore_ops, op_name=op_name)
+        found = conn.execute(query, {"name": op_name}).scalar_one()
+    return int(found)
+
+
+def _find_version(conn: Connection, op_id: int, version: Version) -> Any:
+    params = {
+        "op_id": op_id,
+        "major": version.major,
+        "minor": version.minor,
+        "patch": version.patch,
+    }
+    return conn.execute(_FIND_VERSION, params).first()
+
+
+def _register_version(conn: Connection, op_id: int, version: Version) -> tuple[int, VersionInfo]:
+    found = _find_version(conn, op_id, version)
+    if found is not None:
+        return int(found[0]), VersionInfo(_version(found[1:5]), VersionNumber(*found[5:8]))
+    latest = conn.execute(_LATEST_VERSION, {"op_id": op_id}).first()
+    if latest is None:
+        number = VersionNumber(1, 0, 0)
+    elif latest.major_hash != version.major:
+        number = VersionNumber(latest.major_num + 1, 0, 0)
+    elif latest.minor_hash != version.minor:
+        number = VersionNumber(latest.major_num, latest.minor_num + 1, 0)
+    else:
+        number = VersionNumber(latest.major_num, latest.minor_num, latest.patch_num + 1)
+    created = version.creation_time.astimezone(UTC).replace(tzinfo=None)
+    new_id = conn.execute(
+        _INSERT_VERSION,
+        {
+            "op_id": op_id,
+            "major_hash": version.major,
+            "minor_hash": version.minor,
+            "patch_hash": version.patch,
+            "major_num": number.major,
+            "minor_num": number.minor,
+            "patch_num": number.patch,
+            "created_at": created,
+        },
+    ).scalar_one()
+    return int(new_id), VersionInfo(version, number)

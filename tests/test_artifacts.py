@@ -1,0 +1,611 @@
+"""flowplex.artifacts without HTTP: versions, versioned fields, savers, the store on SQL, and
+pipelines through the in-process client. (``test_artifacts_http.py`` runs the reference's
+scenarios over HTTP against real servers.)"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowplex.artifacts as art
+from flowplex.artifacts import (
+    ArtifactNotFoundError,
+    CorruptArtifactError,
+    FileSaver,
+    InvalidRequestError,
+    LoadableOp,
+    NotRegisteredError,
+    Op,
+    OpStore,
+    Pipeline,
+    Version,
+    VersionedField,
+    VersionedFieldDict,
+    VersionError,
+    VersionNumber,
+    VersionType,
+    version_of,
+)
+from flowplex.errors import BackendError, ConfigurationError, FlowplexError
+
+EXPORTS = [
+    "EMPTY_HASH",
+    "ArtifactError",
+    "ArtifactNotFoundError",
+    "ArtifactReader",
+    "ArtifactWriter",
+    "CorruptArtifactError",
+    "FileSaver",
+    "InvalidRequestError",
+    "LoadableOp",
+    "LocalOpStoreClient",
+    "MemorySaver",
+    "NotRegisteredError",
+    "Op",
+    "OpStore",
+    "OpStoreAPI",
+    "OpStoreClient",
+    "OpStoreUnavailableError",
+    "Pipeline",
+    "Saver",
+    "StoredArtifact",
+    "Version",
+    "VersionError",
+    "VersionInfo",
+    "VersionNumber",
+    "VersionType",
+    "Versioned",
+    "VersionedField",
+    "VersionedFieldDict",
+    "connect",
+    "load_artifact",
+    "op_path",
+    "save_artifact",
+    "version_of",
+]
+
+
+def test_exports_are_pinned_and_documented() -> None:
+    assert sorted(art.__all__) == sorted(EXPORTS)
+    for name in art.__all__:
+        obj = getattr(art, name)
+        if name != "EMPTY_HASH":
+            assert obj.__doc__, f"flowplex.artifacts.{name} has no docstring"
+
+
+def test_import_is_light_until_the_store_is_used() -> None:
+    code = (
+        "import sys, flowplex.artifacts as a, flowplex.artifacts._cli\n"
+        "heavy = ('sqlalchemy', 'fastapi', 'httpx', 'uvicorn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "a.OpStore\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_errors_are_flowplex_errors() -> None:
+    for name in ("ArtifactError", "InvalidRequestError", "NotRegisteredError", "VersionError"):
+        assert issubclass(getattr(art, name), FlowplexError)
+    assert issubclass(art.OpStoreUnavailableError, BackendError)
+    assert issubclass(InvalidRequestError, ValueError)
+
+
+# -- versions ------------------------------------------------------------------------------
+
+
+def test_str_parse_round_trip_and_equality() -> None:
+    v = Version()
+    text = str(v)
+    assert text.startswith("da39a3ee5e6b4b0d3255bfef95601890afd80709.")
+    assert " " in text.split("_", 1)[1]  # the seed's "YYYY-MM-DD HH:MM:SS.ffffff"
+    parsed = Version.parse(text)
+    assert parsed == v
+    assert parsed.creation_time == v.creation_time
+    assert str(parsed) == text
+
+
+def test_two_new_versions_are_equal_and_neither_is_greater() -> None:
+    a, b = Version(), Version()
+    assert a == b and hash(a) == hash(b)
+    assert not a > b and not b > a
+    assert a >= b and a <= b
+
+
+def test_sum_differs_and_ordering_follows_creation_time() -> None:
+    a = Version()
+    w = Version.atomic(VersionType.MINOR, "x")
+    total = a + w
+    assert total not in (a, w)
+    older = Version(total.major, total.minor, total.patch, datetime(2020, 1, 1, tzinfo=UTC))
+    assert older == total  # equality is on hashes only
+    newer = Version(w.major, w.minor, w.patch, datetime(2021, 1, 1, tzinfo=UTC))
+    assert newer > older and older < newer
+    assert max([older, newer]) is newer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not a version",
+        "da39.da39.da39_2020-01-01 00:00:00.000000",
+        f"{'g' * 40}.{'0' * 40}.{'0' * 40}_2020-01-01 00:00:00.000000",
+        f"{'0' * 40}.{'0' * 40}.{'0' * 40}_yesterday",
+        f"{'0' * 40}.{'0' * 40}.{'0' * 40}",
+    ],
+)
+def test_parse_refuses_malformed_strings(text: str) -> None:
+    with pytest.raises(InvalidRequestError, match="invalid"):
+        Version.parse(text)
+
+
+def test_parse_accepts_seed_times_without_microseconds() -> None:
+    v = Version.parse(f"{'a' * 40}.{'b' * 40}.{'c' * 40}_2026-11-22 11:15:18")
+    assert v.creation_time == datetime(2026, 11, 22, 11, 15, 18, tzinfo=UTC)
+
+
+def _prefixes(v: Version) -> tuple[str, str, str]:
+    return v.major[:5], v.minor[:5], v.patch[:5]
+
+
+def test_reference_hash_prefix_table() -> None:
+    class Empty(art.Versioned):
+        pass
+
+    class Three(art.Versioned):
+        foo = VersionedField(3, VersionType.MINOR)
+
+    class Five(art.Versioned):
+        foo = VersionedField(5, VersionType.MINOR)
+
+    def params(**overrides: Any) -> VersionedFieldDict:
+        fields: dict[str, Any] = {"foo": 1, "bar": 2, "blu": VersionedField(3, VersionType.MAJOR)}
+        fields.update(overrides)
+        return VersionedFieldDict(VersionType.PATCH, fields)
+
+    assert _prefixes(Empty.__version__) == ("da39a", "da39a", "da39a")
+    assert _prefixes(Three.__version__) == ("94e72", "36d3c", "94e72")
+    assert _prefixes(Five.__version__) == ("94e72", "72101", "94e72")
+    assert _prefixes(params().version) == ("ddf7a", "1b365", "68722")
+    assert _prefixes(params(foo=10).version) == ("ddf7a", "1b365", "18615")
+    assert _prefixes(params(blu=VersionedField(10, VersionType.MAJOR)).version) == (
+        "d5abf",
+        "1b365",
+        "68722",
+    )
+
+
+def test_field_changes_touch_only_their_part_and_inherited_fields_count() -> None:
+    class Base(art.Versioned):
+        a = VersionedField(1, VersionType.MAJOR)
+        b = VersionedField(1, VersionType.PATCH)
+        plain = 1
+
+    class Child(Base):
+        pass
+
+    class PatchChanged(art.Versioned):
+        a = VersionedField(1, VersionType.MAJOR)
+        b = VersionedField(2, VersionType.PATCH)
+        plain = 2
+
+    class Added(Base):
+        c = VersionedField(0, VersionType.MINOR)
+
+    assert Child.__version__ == Base.__version__ == version_of(Base)
+    changed = PatchChanged.__version__
+    assert changed.major == Base.__version__.major and changed.minor == Base.__version__.minor
+    assert changed.patch != Base.__version__.patch
+    assert changed > Base.__version__
+    added = Added.__version__
+    assert all(
+        added.part(t) != Base.__version__.part(t) for t in VersionType
+    )  # adding a field changes all three
+
+    instance = Base()
+    assert instance.a == 1 and Base.a == 1
+    instance.a = 5  # type: ignore[misc]  # runtime assignment: no effect on the version
+    assert version_of(Base) == Base.__version__
+
+
+def test_versioned_field_dict_reads_plain_values_and_refuses_bad_keys() -> None:
+    d = VersionedFieldDict(VersionType.MAJOR, {"n": 3, "m": VersionedField(4, VersionType.PATCH)})
+    assert dict(d) == {"n": 3, "m": 4}
+    with pytest.raises(TypeError, match="strings"):
+        VersionedFieldDict(VersionType.MAJOR, {1: 2})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        VersionedField(1, "major")  # type: ignore[arg-type]
+
+
+# -- savers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["file", "memory"])
+def saver(request: pytest.FixtureRequest, tmp_path: Path) -> art.Saver:
+    return FileSaver(tmp_path) if request.param == "file" else art.MemorySaver()
+
+
+def test_saver_contract(saver: art.Saver) -> None:
+    """What every saver does: round trips with hashes, atomic replacement, clear errors."""
+    info = saver.save(b"hello", "/models/op/v1")
+    assert info.size == 5 and info.sha256 == hashlib.sha256(b"hello").hexdigest()
+    assert saver.load("/models/op/v1") == b"hello"
+    assert saver.exists("/models/op/v1") and not saver.exists("/models/op/v2")
+    # A writer that fails leaves the old bytes.
+    with pytest.raises(RuntimeError), saver.open_writer("/models/op/v1") as writer:
+        writer.write(b"half")
+        raise RuntimeError("crash mid-write")
+    assert saver.load("/models/op/v1") == b"hello"
+    with saver.open_writer("/models/op/v1") as writer:
+        for chunk in (b"new ", b"bytes"):
+            writer.write(chunk)
+    with saver.open_reader("/models/op/v1") as reader:
+        assert reader.info.size == 9
+        assert b"".join(reader) == b"new bytes"
+    assert saver.save(b"", "/models/op/empty").size == 0
+    assert saver.load("/models/op/empty") == b""
+    with pytest.raises(ArtifactNotFoundError):
+        saver.load("/models/op/never")
+    for bad in ("/models/../../etc/passwd", "", "/models//x", "/models/./x"):
+        with pytest.raises(InvalidRequestError):
+            saver.save(b"x", bad)
+    with pytest.raises(InvalidRequestError):
+        saver.save("text", "/models/op/v3")  # type: ignore[arg-type]
+
+
+def test_file_saver_layout_and_corruption(tmp_path: Path) -> None:
+    saver = FileSaver(tmp_path)
+    saver.save(b"x" * 5000, "/models/op/v")
+    with pytest.raises(RuntimeError), saver.open_writer("/models/op/v") as writer:
+        writer.write(b"half")
+        raise RuntimeError("crash mid-write")
+    assert [p.name for p in (tmp_path / "models" / "op").iterdir()] == ["v"]  # no temp file
+    path = tmp_path / "models" / "op" / "v"
+    raw = bytearray(path.read_bytes())
+    raw[10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptArtifactError, match="do not match"):
+        saver.load("/models/op/v")
+    path.write_bytes(b"tiny")
+    with pytest.raises(CorruptArtifactError, match="shorter"):
+        saver.load("/models/op/v")
+    path.write_bytes(b"y" * 100)
+    with pytest.raises(CorruptArtifactError, match="trailer"):
+        saver.load("/models/op/v")
+
+
+def test_memory_saver_checks_hashes_too() -> None:
+    saver = art.MemorySaver()
+    saver.save(b"abc", "/models/op/v")
+    saver.corrupt("/models/op/v")
+    with pytest.raises(CorruptArtifactError, match="do not match"):
+        saver.load("/models/op/v")
+
+
+# -- the store (in process) ----------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "memory":
+        s = OpStore(art.MemorySaver(), "sqlite://")
+    else:
+        s = OpStore(FileSaver(tmp_path / "ops"), f"sqlite:///{tmp_path}/ops.db")
+    yield s
+    s.close()
+
+
+def _bumped(base: Version, part: VersionType, tag: str) -> Version:
+    return base + Version.atomic(part, tag)
+
+
+def test_numbering_is_relative_to_the_latest_version(store: OpStore) -> None:
+    v1 = Version()
+    seq = [
+        v1,
+        Version(v1.major, v1.minor, "1" * 40),
+        Version(v1.major, v1.minor, "2" * 40),
+        Version(v1.major, "3" * 40, "2" * 40),
+        Version("4" * 40, "3" * 40, "2" * 40),
+    ]
+    numbers = [store.register_valid_link(None, "op", v).number for v in seq]
+    assert [str(n) for n in numbers] == ["1.0.0", "1.0.1", "1.0.2", "1.1.0", "2.0.0"]
+    # Registering a known version again changes nothing.
+    assert store.register_valid_link(None, "op", seq[1]).number == VersionNumber(1, 0, 1)
+    assert [str(i.number) for i in store.get_version_numbers("op")] == [
+        "1.0.0",
+        "1.0.1",
+        "1.0.2",
+        "1.1.0",
+        "2.0.0",
+    ]
+
+
+def test_concurrent_registrations_number_uniquely(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ops.db"
+    stores = [OpStore(FileSaver(tmp_path), url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(10):
+                stores[i].register_valid_link(None, "op", Version(patch=f"{i:02d}{j:038d}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    numbers = [i.number for i in stores[0].get_version_numbers("op")]
+    assert numbers == [VersionNumber(1, 0, p) for p in range(40)]
+    for s in stores:
+        s.close()
+
+
+def test_store_refuses_bad_input_and_changes_nothing(store: OpStore) -> None:
+    with pytest.raises(InvalidRequestError):
+        store.register_valid_link(None, "a/b", Version())
+    with pytest.raises(InvalidRequestError):
+        store.register_valid_link(None, "op", "1.0.0")  # type: ignore[arg-type]
+    with pytest.raises(NotRegisteredError, match="not registered"):
+        store.save_op_bytes("op", Version(), b"x")
+    store.register_valid_link(None, "op", Version())
+    with pytest.raises(NotRegisteredError, match=r"version .* not registered"):
+        store.save_op_bytes("op", Version(major="1" * 40), b"x")
+    with pytest.raises(ArtifactNotFoundError, match="no bytes were saved"):
+        store.get_op_bytes_for_version("op", Version())
+    assert store.get_all_versions_of_op("a") is None
+    assert [str(i.number) for i in store.get_version_numbers("op")] == ["1.0.0"]
+
+
+def test_unusable_databases_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="unsupported"):
+        OpStore(FileSaver(tmp_path), "mysql://nope")
+    with pytest.raises(BackendError, match=r"127\.0\.0\.1:1"):
+        OpStore(FileSaver(tmp_path), "postgresql://postgres@127.0.0.1:1/nothing")
+    with pytest.raises(ConfigurationError, match="Saver"):
+        OpStore(str(tmp_path), "sqlite://")  # type: ignore[arg-type]
+
+
+# -- pipelines (in process) ----------------------------------------------------------------
+
+
+class Counter(LoadableOp):
+    """A stateful op: counts its calls."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def execute(self, value: Any) -> Any:
+        self.count += 1
+        return self.count
+
+    def serialize(self) -> bytes:
+        return str(self.count).encode()
+
+    def load(self, data: bytes) -> None:
+        self.count = int(data)
+
+
+class Scale(LoadableOp):
+    """Multiplies by a trained factor; training bumps its version."""
+
+    name = "scale"
+    bump = VersionType.MAJOR
+
+    def __init__(self) -> None:
+        self.factor = 1
+
+    def execute(self, value: Any) -> Any:
+        return value * self.factor
+
+    def train(self, factor: int) -> None:
+        self.factor = factor
+        self.mark_changed(self.bump, f"trained with {factor} at {datetime.now(UTC)}")
+
+    def serialize(self) -> bytes:
+        return str(self.factor).encode()
+
+    def load(self, data: bytes) -> None:
+        self.factor = int(data)
+
+
+class Offset(Scale):
+    """Adds a trained offset after the scale; training bumps its patch."""
+
+    name = "offset"
+    bump = VersionType.PATCH
+
+    def execute(self, value: Any) -> Any:
+        return value + self.factor
+
+
+class Double(Op):
+    """Not loadable."""
+
+    def execute(self, value: Any) -> Any:
+        return value * 2
+
+
+def test_op_names_and_versions() -> None:
+    assert Counter.name == "counter" and Double.name == "double" and Scale.name == "scale"
+    op = Double()
+    assert op.version == Double.__version__
+    with pytest.raises(ValueError, match="more than once"):
+        Pipeline("p", [Double(), Double()])
+    with pytest.raises(InvalidRequestError):
+        Pipeline("", [Double()])
+
+
+def test_stateful_counter_continues_after_load(store: OpStore) -> None:
+    client = store.client()
+    app = Pipeline("count", [Counter()])
+    assert [app.run(None) for _ in range(3)] == [1, 2, 3]
+    app.save(client)
+    fresh = Pipeline("count", [Counter()])
+    assert fresh.run(None) == 1
+    fresh.load(client)
+    assert fresh.run(None) == 4
+    assert client.pipeline_exists("count")
+
+
+def test_refused_load_changes_nothing(store: OpStore) -> None:
+    client = store.client()
+    # As Chariots' server does at start-up: the untrained prediction pipeline is saved.
+    Pipeline("pred", [Scale(), Offset()]).save(client)
+    scale, offset = Scale(), Offset()
+    scale.train(10)
+    offset.train(1)
+    Pipeline("train", [scale, offset]).save(client)
+
+    pred = Pipeline("pred", [Scale(), Offset()])
+    assert pred.run(3) == 4
+    pred.load(client)
+    assert pred.run(3) == 31
+    assert pred.versions() == {"scale": scale.version, "offset": offset.version}
+
+    # Retrain only the offset (a patch): the offset was validated with the scale's major.
+    offset2 = Offset()
+    offset2.train(2)
+    Pipeline("train_offset", [offset2]).save(client)
+    pred.load(client)
+    assert pred.run(3) == 32
+
+    # Retrain only the scale (a new major) without revalidating the offset: refused.
+    scale2 = Scale()
+    scale2.train(100)
+    Pipeline("train_scale", [scale2]).save(client)
+    before = pred.versions()
+    with pytest.raises(VersionError, match="never validated"):
+        Pipeline("pred", [Scale(), Offset()]).load(client)
+    with pytest.raises(VersionError, match="never validated"):
+        pred.load(client)
+    assert pred.versions() == before
+    assert pred.run(3) == 32  # still the old scale and offset, not a mix
+
+
+def test_an_op_about_to_be_retrained_skips_the_upstream_check(store: OpStore) -> None:
+    client = store.client()
+
+    class Trainable(Offset):
+        name = "trainable"
+        allow_version_change = True
+
+    Pipeline("pred", [Scale(), Offset()]).save(client)
+    Pipeline("fit", [Scale(), Trainable()]).save(client)
+    scale = Scale()
+    scale.train(7)
+    Pipeline("train_scale", [scale]).save(client)
+    with pytest.raises(VersionError):
+        Pipeline("pred", [Scale(), Offset()]).load(client)  # validated with the old scale...
+    fit = Pipeline("fit", [Scale(), Trainable()])
+    fit.load(client)  # ...but the op about to be retrained accepts the new one
+    assert fit.versions()["scale"] == scale.version
+
+
+def test_newer_code_keeps_the_in_memory_op(store: OpStore) -> None:
+    client = store.client()
+    saved = Counter()
+    saved.count = 41
+    Pipeline("count", [saved]).save(client)
+
+    class CounterV2(Counter):
+        name = "counter"
+        layout = VersionedField(2, VersionType.MAJOR)
+
+    fresh = Pipeline("count", [CounterV2()])
+    fresh.load(client)
+    assert fresh.run(None) == 1  # the stored bytes are for an older major: not loaded
+    same = Pipeline("count", [Counter()])
+    same.load(client)
+    assert same.run(None) == 42
+
+
+def test_a_pipeline_used_as_an_op_saves_and_loads_recursively(store: OpStore) -> None:
+    client = store.client()
+    inner = Pipeline("inner", [Counter()])
+    outer = Pipeline("outer", [inner, Double()])
+    assert [outer.run(None) for _ in range(3)] == [2, 4, 6]
+    outer.save(client)
+    assert client.pipeline_exists("inner") and client.pipeline_exists("outer")
+    assert client.get_validated_links("double", "inner") == [inner.version]
+
+    fresh = Pipeline("outer", [Pipeline("inner", [Counter()]), Double()])
+    fresh.load(client)
+    assert fresh.run(None) == 8  # the counter continues at 4
+    assert fresh.version == outer.version
+
+
+def test_a_refused_nested_load_changes_nothing_anywhere(store: OpStore) -> None:
+    client = store.client()
+    Pipeline("pred", [Counter(), Pipeline("model", [Scale(), Offset()])]).save(client)
+    counter = Counter()
+    counter.count = 10
+    Pipeline("count", [counter]).save(client)  # newer counter bytes, same version
+    scale = Scale()
+    scale.train(5)
+    Pipeline("train_scale", [scale]).save(client)  # a scale the offset never saw
+
+    pred = Pipeline("pred", [Counter(), Pipeline("model", [Scale(), Offset()])])
+    with pytest.raises(VersionError, match="'model'"):
+        pred.load(client)
+    # Untouched: count 1, factor 1, offset 1 (loaded, it would be 11 * 5 + 1).
+    assert pred.run(3) == 2
+
+
+def test_failed_apply_restores_loaded_ops(store: OpStore) -> None:
+    client = store.client()
+
+    class Fragile(Counter):
+        name = "fragile"
+
+        def load(self, data: bytes) -> None:
+            if data == b"bad":
+                raise ValueError("cannot load")
+            super().load(data)
+
+    first, second = Counter(), Fragile()
+    first.count, second.count = 5, 7
+    Pipeline("p", [first, second]).save(client)
+    client.save_op_bytes("fragile", second.version, b"bad")
+    target = Pipeline("p", [Counter(), Fragile()])
+    with pytest.raises(ValueError, match="cannot load"):
+        target.load(client)
+    assert [op.count for op in target.ops] == [0, 0]  # type: ignore[attr-defined]
+
+
+def test_save_and_load_artifact_helpers(store: OpStore) -> None:
+    client = store.client()
+    v1 = art.save_artifact(client, "vocab", b"a b c")
+    assert art.save_artifact(client, "vocab", b"a b c") == v1  # same content, same version
+    v2 = art.save_artifact(client, "vocab", b"a b c d")
+    assert [str(i.number) for i in client.get_version_numbers("vocab")] == ["1.0.0", "1.0.1"]
+    assert art.load_artifact(client, "vocab") == (v2, b"a b c d")
+    assert art.load_artifact(client, "vocab", v1)[1] == b"a b c"
+    with pytest.raises(NotRegisteredError):
+        art.load_artifact(client, "nothing")
+    model = art.save_artifact(client, "model", b"m", validated_with=[("vocab", v2)])
+    assert client.get_validated_links("model", "vocab") == [v2]
+    assert model.creation_time <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+def test_connect_embedded_default_uses_flowplex_home(tmp_path: Path) -> None:
+    with art.connect() as client:
+        art.save_artifact(client, "thing", b"data")
+    with art.connect() as client:
+        assert art.load_artifact(client, "thing")[1] == b"data"
+    home = Path(str(tmp_path) + "/.flowplex")
+    assert (home / "flowplex.db").is_file()
+    assert any((home / "artifacts" / "models" / "thing").iterdir())

@@ -473,6 +473,20 @@ def test_flowplex_up_lists_the_flows_served_on_the_embedded_default(tmp_path: Pa
         assert [(r["node"], r["url"], r["name"]) for r in rows] == [(url, "/tagged", "Tagged")]
         assert get(url)["node"] is True and get(url)["registry"] is True
         assert "<table>" in httpx.get(f"{url}/flows?format=html").text
+        # Its dispatch worker answers a message sent by a process that runs none itself.
+        send = [sys.executable, "-m", "flowplex", "send", "tagged", "{}", "--no-worker"]
+        sent = subprocess.run(
+            send, check=False, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout) == {"ok": True}
+        # The op store answers under /opstore.
+        from flowplex.artifacts import OpStoreClient, Version
+
+        with OpStoreClient(f"{url}/opstore") as store:
+            version = Version()
+            store.register_valid_link(None, "model", version)
+            assert store.get_all_versions_of_op("model") == [version]
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

@@ -74,34 +74,60 @@ def up(
     cache: CacheOption = None,
     reset: ResetOption = False,
     heartbeat: HeartbeatOption = 10.0,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Dispatch worker threads running the node's messages.")
+    ] = 1,
+    opstore: Annotated[
+        bool, typer.Option("--opstore/--no-opstore", help="Serve the op store at /opstore.")
+    ] = True,
 ) -> None:
     """Run node + registry + dashboard on the embedded default: served flows are listed.
 
     The node's served endpoints are its flows in the mesh (re-read every two seconds); the
-    dashboard is the HTML listing at /flows?format=html.
+    dashboard is the HTML listing at /flows?format=html. ``--workers`` dispatch worker threads
+    run the messages of every user's instances on the node, and the op store (its artifacts in
+    FLOWPLEX_HOME/artifacts, its rows in the node database) answers at /opstore/v1/....
     """
+    from ..artifacts import FileSaver, OpStore
+    from ..runtime._dispatch import Dispatcher, DispatchWorker
+    from ..runtime._node import open_node
     from ._run import run_service
 
     settings = Settings.from_env()
     db_url = db or settings.db_url
     if db_url.startswith("sqlite:///"):
         Path(db_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    node = open_node(db_url, settings.home)
+    for _ in range(workers):
+        worker = DispatchWorker(Dispatcher(node), idle_wait=0.25)
+        node.register_worker(worker)
+        worker.start()
+    store = OpStore(FileSaver(settings.home / "artifacts"), db_url) if opstore else None
+    base = url.rstrip("/")
     err_console.print(
-        f"flowplex up: node + registry at [bold]{url}[/], node database {db_url}\n"
-        f"dashboard: {url.rstrip('/')}/flows?format=html",
+        f"flowplex up: node + registry at [bold]{url}[/], node database {db_url}, "
+        f"{workers} dispatch worker(s)\n"
+        f"dashboard: {base}/flows?format=html"
+        + (f"\nop store: {base}/opstore" if store is not None else ""),
         highlight=False,
     )
-    run_service(
-        url,
-        organization,
-        node=True,
-        registry=True,
-        connect=connect or (),
-        cache=_cache_path(cache),
-        reset=reset,
-        db=db_url,
-        heartbeat_interval=heartbeat,
-    )
+    try:
+        run_service(
+            url,
+            organization,
+            node=True,
+            registry=True,
+            connect=connect or (),
+            cache=_cache_path(cache),
+            reset=reset,
+            db=db_url,
+            mounts={"/opstore": store.app} if store is not None else None,
+            heartbeat_interval=heartbeat,
+        )
+    finally:
+        node.close()
+        if store is not None:
+            store.close()
 
 
 def register_commands(app: typer.Typer) -> None:

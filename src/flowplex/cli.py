@@ -278,6 +278,21 @@ def local_demo(
     console.print(f"[green]done[/]: {len(rt.instance_ids)} flow instances mounted in-process.")
 
 
+# -- subcommand groups of other subsystems (each registers its Typer app here) ----------------
+# engine: runs, runner
+from .engine._cli import register as _register_engine_commands  # noqa: E402
+
+_register_engine_commands(app)
+# mesh: registry, up
+from .mesh._cli import register_commands as _register_mesh_commands  # noqa: E402
+
+_register_mesh_commands(app)
+# artifacts: opstore
+from .artifacts._cli import register_commands as _register_artifacts_commands  # noqa: E402
+
+_register_artifacts_commands(app)
+
+
 def main() -> None:
     """Entry point of the ``flowplex`` command: flowplex errors print as one clear line."""
     try:

@@ -16,10 +16,13 @@ every queued message.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
+    DateTime,
     Float,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -29,14 +32,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 __all__ = [
     "dead_letters",
     "endpoints",
+    "engine_flows",
     "instances",
     "messages",
     "metadata",
+    "opstore_links",
+    "opstore_ops",
+    "opstore_pipelines",
+    "opstore_versions",
     "replies",
     "users",
 ]
@@ -137,4 +146,81 @@ dead_letters = Table(
     Column("deliveries", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     sqlite_autoincrement=True,
+)
+
+
+# -- task-graph engine runs (flowplex.engine; migration 0002) --------------------------------------
+# One row per flow run. cfg, data and graph are the flow dict's parts, as JSON. A runner claims
+# a row by setting claimed_by (a token per claim) and lease_until (epoch seconds; 0 when not
+# claimed), so "claimable" is the single test lease_until <= now, and a runner that died loses
+# its claim when the lease runs out.
+
+engine_flows = Table(
+    "engine_flows",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("label", String, nullable=True),
+    Column("status", String(31), nullable=False),
+    Column("parent_key", String(255), nullable=True),
+    Column("depth", Integer, nullable=False),
+    Column("cfg", JSON, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("graph", JSON, nullable=False),
+    Column("num_tickable_tasks", Integer, nullable=False),
+    Column("claimed_by", String, nullable=True),
+    Column("lease_until", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("modified_at", Float, nullable=False),
+    # The claim: unfinished flows whose lease has run out.
+    Index(None, "status", "lease_until"),
+    Index(None, "parent_key"),
+    Index(None, "created_at"),
+)
+
+
+# -- op store (flowplex.artifacts; migration 0003) -------------------------------------------------
+# Ops by name; versions numbered per op (the unique numbers catch two registrations that raced
+# to the same number); a validated link says "this downstream op works with that upstream
+# version"; a pipeline remembers its last op. Times are naive UTC.
+
+opstore_ops = Table(
+    "opstore_ops",
+    metadata,
+    Column("id", _Serial, Identity(), primary_key=True),
+    Column("op_name", String, nullable=False, unique=True),
+)
+
+opstore_versions = Table(
+    "opstore_versions",
+    metadata,
+    Column("id", _Serial, Identity(), primary_key=True),
+    Column("op_id", _Serial, ForeignKey("opstore_ops.id"), nullable=False),
+    Column("major_hash", String(40), nullable=False),
+    Column("minor_hash", String(40), nullable=False),
+    Column("patch_hash", String(40), nullable=False),
+    Column("major_num", Integer, nullable=False),
+    Column("minor_num", Integer, nullable=False),
+    Column("patch_num", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("op_id", "major_hash", "minor_hash", "patch_hash"),
+    UniqueConstraint("op_id", "major_num", "minor_num", "patch_num"),
+)
+
+opstore_links = Table(
+    "opstore_links",
+    metadata,
+    Column("id", _Serial, Identity(), primary_key=True),
+    Column("downstream_op_id", _Serial, ForeignKey("opstore_ops.id"), nullable=False),
+    Column("upstream_op_id", _Serial, ForeignKey("opstore_ops.id"), nullable=False),
+    Column("upstream_version_id", _Serial, ForeignKey("opstore_versions.id"), nullable=False),
+    UniqueConstraint("downstream_op_id", "upstream_version_id"),
+    Index(None, "downstream_op_id", "upstream_op_id"),
+)
+
+opstore_pipelines = Table(
+    "opstore_pipelines",
+    metadata,
+    Column("id", _Serial, Identity(), primary_key=True),
+    Column("pipeline_name", String, nullable=False, unique=True),
+    Column("last_op_id", _Serial, ForeignKey("opstore_ops.id"), nullable=False),
 )

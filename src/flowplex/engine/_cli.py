@@ -1,0 +1,370 @@
+"""The engine's commands: ``flowplex runs ...`` and ``flowplex runner``.
+
+Runs live in the node database (``--db``, else ``FLOWPLEX_DB``, else the embedded SQLite file
+in ``FLOWPLEX_HOME``). ``call`` tasks reach the serving runtime through a client of that same
+node, opened when the first ``call`` task runs; a dispatch worker for the called flow must be
+running (``flowplex worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Column, Table
+from rich.tree import Tree
+
+from ..config import Settings, load_yaml
+from ._engine import FlowEngine
+from ._errors import EngineError
+from ._graph import COMPLETED, FAILED, FINISHED, ROOT_KEY, RUNNING, TaskFlow
+
+if TYPE_CHECKING:
+    from ..runtime._node import Client
+    from ._runner import FlowRunner
+    from ._store import FlowStore
+
+__all__ = ["register", "runner_command", "runs_app"]
+
+runs_app = typer.Typer(
+    help="Task-graph flow runs (seed 003): create, list, show and tick them.",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: FLOWPLEX_DB, else SQLite in FLOWPLEX_HOME)."),
+]
+LeaseOption = Annotated[
+    float, typer.Option(min=0.05, help="Seconds a claimed flow stays reserved to this process.")
+]
+
+_STYLE = {"PENDING": "dim", "RUNNING": "yellow", "COMPLETED": "green", "FAILED": "red"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``runs`` and ``runner`` to the root command."""
+    app.add_typer(runs_app, name="runs")
+    app.command("runner")(runner_command)
+
+
+def _url(db: str | None) -> tuple[str, Path | None]:
+    settings = Settings.from_env()
+    url = db or settings.db_url
+    if url.startswith("memory://"):
+        raise typer.BadParameter(
+            "runs need a database that outlives the command: use a SQLite file or PostgreSQL."
+        )
+    return url, settings.home if url == settings.db_url else None
+
+
+def _store(url: str) -> FlowStore:
+    from ._store import FlowStore
+
+    store = FlowStore(url)
+    store.ensure_tables()
+    return store
+
+
+def _engine(store: FlowStore, url: str, home: Path | None) -> FlowEngine:
+    def client() -> Client:
+        from ..runtime._node import start_node_with_users
+
+        return start_node_with_users(1, path=home, db=url)[0]
+
+    return FlowEngine(store=store, client=client)
+
+
+def _status(status: str) -> str:
+    return f"[{_STYLE.get(status, '')}]{status}[/]"
+
+
+def _progress(flow: TaskFlow) -> str:
+    tasks = list(flow.iter_tasks())
+    done = sum(1 for t in tasks if t["status"] == COMPLETED)
+    return f"{done}/{len(tasks)}"
+
+
+@runs_app.command("create")
+def create(
+    file: Annotated[Path, typer.Argument(help="Flow spec file: YAML, or JSON (.json).")],
+    db: DbOption = None,
+) -> None:
+    """Store a new run from a flow spec; print its key."""
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file: {file}")
+    if file.suffix.lower() == ".json":
+        try:
+            spec = json.loads(file.read_text())
+        except ValueError as exc:
+            raise typer.BadParameter(f"{file} is not valid JSON: {exc}") from None
+    else:
+        spec = load_yaml(file)
+    flow = TaskFlow.from_flow_spec(spec)
+    url, _ = _url(db)
+    store = _store(url)
+    try:
+        console.print(store.create_flow(flow), highlight=False, soft_wrap=True)
+    finally:
+        store.close()
+
+
+@runs_app.command("ls")
+def ls(
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Only runs with this status (repeat).")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="Only runs with this label.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    db: DbOption = None,
+) -> None:
+    """List runs, newest first."""
+    statuses = [s.upper() for s in status or []]
+    unknown = sorted(set(statuses) - {"PENDING", "RUNNING", "COMPLETED", "FAILED"})
+    if unknown:
+        raise typer.BadParameter(f"unknown status {unknown}: use PENDING, RUNNING, ...")
+    url, _ = _url(db)
+    store = _store(url)
+    try:
+        flows = store.query_flows(
+            status=statuses or None, label=label, descending=True, limit=limit
+        )
+    finally:
+        store.close()
+    if not flows:
+        console.print("[dim](no runs)[/]")
+        return
+    # Keys are long: the key column never wraps, the others give way on narrow terminals.
+    table = Table(Column("key", no_wrap=True), "label", "status", "done")
+    for flow in flows:
+        table.add_row(flow.key, flow.label or "", _status(flow.status), _progress(flow))
+    console.print(table)
+
+
+@runs_app.command("show")
+def show(
+    key: Annotated[str, typer.Argument(help="The run's key (flow:...).")],
+    db: DbOption = None,
+) -> None:
+    """Show a run's task tree with statuses (and its errors)."""
+    url, _ = _url(db)
+    store = _store(url)
+    try:
+        flow = store.get_flow(key)
+    finally:
+        store.close()
+    console.print(_tree(flow))
+    for error in flow.errors:
+        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+
+def _tree(flow: TaskFlow) -> Tree:
+    """ROOT at the top, each task under its precursors (a join appears under each, once in
+    full and then as a reference)."""
+    parent = f" (child of {flow.parent_key}, depth {flow.depth})" if flow.parent_key else ""
+    tree = Tree(f"[bold]{flow.label or '(no label)'}[/] {flow.key} {_status(flow.status)}{parent}")
+    children: dict[str, list[str]] = {}
+    for src, dest in flow.edges:
+        children.setdefault(src, []).append(dest)
+    shown: set[str] = set()
+
+    def add(node: Tree, key: str) -> None:
+        task = flow.tasks[key]
+        text = f"{key} [cyan]{task.get('task_type')}[/] {_status(task['status'])}"
+        if key in shown:
+            node.add(f"{text} [dim](see above)[/]")
+            return
+        shown.add(key)
+        if task.get("error"):
+            text += f" [red]{task['error']}[/]"
+        branch = node.add(text)
+        for child in children.get(key, []):
+            add(branch, child)
+
+    for key in children.get(ROOT_KEY, []):
+        add(tree, key)
+    return tree
+
+
+@runs_app.command("tick")
+def tick(
+    key: Annotated[
+        str | None, typer.Argument(help="Tick this run only (default: every claimable run).")
+    ] = None,
+    until_finished: Annotated[
+        bool, typer.Option("--until-finished", help="Keep ticking until the run(s) finish.")
+    ] = False,
+    max_ticks: Annotated[int, typer.Option(min=1, help="Give up after this many rounds.")] = 500,
+    interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between rounds that only wait.")
+    ] = 0.1,
+    lease: LeaseOption = 30.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the flow dict(s) as JSON.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Tick runs and print where they stand.
+
+    With KEY: one engine tick of that run, or with --until-finished, rounds over the run and
+    its child runs until it finishes. Without KEY: one runner round (every claimable run
+    ticked as far as it goes now), or rounds until no run is PENDING or RUNNING.
+    """
+    from ._runner import FlowRunner
+
+    url, home = _url(db)
+    store = _store(url)
+    try:
+        runner = FlowRunner(store, _engine(store, url, home), lease=lease)
+        if key is None:
+            keys = [f.key for f in store.query_flows(status=["PENDING", "RUNNING"]) if f.key]
+            _run_all(runner, until_finished, max_ticks, interval)
+        else:
+            keys = [key]
+            _run_one(runner, key, until_finished, max_ticks, interval)
+        flows = [store.get_flow(k) for k in keys]
+    finally:
+        store.close()
+    for flow in flows:
+        if as_json:
+            console.print_json(json.dumps(flow.to_flow_dict()))
+        else:
+            console.print(
+                f"{flow.key} {_status(flow.status)} ({_progress(flow)} tasks completed)",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if not flows:
+        console.print("[dim](no runs to tick)[/]")
+
+
+def _run_all(runner: FlowRunner, until_finished: bool, max_rounds: int, interval: float) -> None:
+    if not until_finished:
+        runner.tick()
+        return
+    stop = threading.Event()
+    rounds = 0
+
+    def count(_: dict[str, int]) -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds >= max_rounds:
+            stop.set()
+
+    runner.run(stop, interval=interval, until_finished=True, on_tick=count)
+    if stop.is_set():
+        raise EngineError(f"runs are still unfinished after {max_rounds} rounds.")
+
+
+def _run_one(
+    runner: FlowRunner, key: str, until_finished: bool, max_rounds: int, interval: float
+) -> None:
+    store = runner.store
+    flow = store.get_flow(key)  # FlowNotFoundError if there is none
+    if flow.status in FINISHED:
+        raise EngineError(f"run {key} is already {flow.status}.")
+    if not until_finished:
+        claim = store.claim_flow(key, runner.lease)
+        if claim is None:
+            raise EngineError(f"run {key} is claimed by a runner right now; try again later.")
+        saved = False
+        try:
+            runner.engine.tick_flow(claim.flow, runner.ctx)
+            store.save_flow(claim.flow, claim=claim, release=True)
+            saved = True
+        finally:
+            if not saved:
+                store.release_claim(claim)
+        return
+    for _ in range(max_rounds):
+        # The run and its unfinished child runs (a flow task waits for its child).
+        progressed = False
+        for k in [key, *_unfinished_descendants(store, key)]:
+            claim = store.claim_flow(k, runner.lease)
+            if claim is not None:
+                progressed = runner.run_claim(claim) or progressed
+        if store.get_flow(key).status in FINISHED:
+            return
+        if not progressed:
+            time.sleep(interval)
+    raise EngineError(f"run {key} is still unfinished after {max_rounds} rounds.")
+
+
+def _unfinished_descendants(store: FlowStore, key: str) -> list[str]:
+    found: list[str] = []
+    parents = [key]
+    while parents:
+        children = [
+            f.key
+            for p in parents
+            for f in store.query_flows(parent_key=p, status=["PENDING", "RUNNING"])
+            if f.key
+        ]
+        found.extend(children)
+        parents = children
+    return found
+
+
+def runner_command(
+    db: DbOption = None,
+    lease: LeaseOption = 30.0,
+    interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds to wait after a round with nothing to do.")
+    ] = 0.5,
+    max_flows: Annotated[int, typer.Option(min=1, help="Flows claimed per round.")] = 10,
+) -> None:
+    """Run task-graph flows from the database until SIGINT/SIGTERM (then finish the round)."""
+    from ._runner import FlowRunner
+
+    url, home = _url(db)
+    store = _store(url)
+    runner = FlowRunner(store, _engine(store, url, home), lease=lease, max_flows_per_tick=max_flows)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    err_console.print(
+        f"flowplex runner: {store!r}, lease {lease:g} s, up to {max_flows} flow(s) a round, "
+        f"pid {os.getpid()}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    totals: Counter[str] = Counter()
+    report = _reporter(totals)
+    try:
+        runner.run(stop, interval=interval, on_tick=report)
+    finally:
+        store.close()
+    err_console.print(f"stopped: {_summary(totals)}", soft_wrap=True)
+
+
+def _reporter(totals: Counter[str]) -> Callable[[dict[str, int]], None]:
+    def on_tick(counts: dict[str, int]) -> None:
+        if not counts.get("progressed"):
+            return
+        totals.update({k: v for k, v in counts.items() if k in (COMPLETED, FAILED, "lost")})
+        totals["rounds"] += 1
+        now = {k: v for k, v in counts.items() if k in (COMPLETED, FAILED, RUNNING, "lost")}
+        err_console.print(
+            f"ticked {counts['claimed']} flow(s): "
+            + ", ".join(f"{k.lower()} {v}" for k, v in sorted(now.items()))
+            + f"  [dim](total: {_summary(totals)})[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    return on_tick
+
+
+def _summary(totals: Counter[str]) -> str:
+    return f"{totals[COMPLETED]} completed, {totals[FAILED]} failed, {totals['lost']} lost claim(s)"

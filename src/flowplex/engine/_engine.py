@@ -1,0 +1,354 @@
+"""The tick engine: it advances every ready task of a flow, one tick at a time.
+
+Pure logic: no database, web or CLI imports. What a task needs from outside (a store for
+nested runs, a client of the serving runtime for ``call``) is handed to the engine.
+
+How this engine differs from MissionControl's (whose behaviour it otherwise follows):
+
+- A task starts when **all** its precursors are COMPLETED (MissionControl: when any path from
+  ROOT had completed).
+- Every failure is seen by the engine, whether the handler raises or sets the task FAILED
+  itself: the error goes to ``task["error"]`` and ``flow.data["errors"]``, and ``fail_fast``
+  applies (MissionControl's built-in handlers swallowed their errors, so a failed task could
+  leave the flow COMPLETED).
+- **A flow never stays RUNNING when no task can progress**: without ``fail_fast``, the
+  independent branches finish and then the flow ends FAILED (MissionControl stayed RUNNING for
+  ever).
+- ``tick_flow_until_has_no_pending`` ticks at least once, so a flow with no tasks completes.
+- ``num_tickable_tasks`` counts each task once (a task reachable by two paths was counted
+  twice).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ..config import resolve_class_path
+from ..errors import FlowplexError
+from ..runtime._node import Client
+from ._context import interpolate
+from ._errors import EngineError, FlowFailedError, MaxTicksError
+from ._graph import COMPLETED, FAILED, FINISHED, PENDING, ROOT_KEY, RUNNING, TaskFlow
+
+__all__ = ["BaseTaskHandler", "ChildFlowStore", "FlowEngine", "TaskContext", "TaskHandler"]
+
+#: A task handler: called once per tick of its task. It completes the task with
+#: ``ctx.complete()``, fails it with ``ctx.fail(message)`` (or by raising), or returns with the
+#: task RUNNING to be ticked again.
+TaskHandler = Callable[["TaskContext"], None]
+
+# Task params of these keys describe child flows, interpolated in the child's own context.
+_CHILD_SPEC_KEYS = frozenset({"flow_spec", "mapping_params"})
+
+
+class ChildFlowStore(Protocol):
+    """What the ``flow`` task needs of a store (:class:`~flowplex.engine.FlowStore` has it)."""
+
+    def create_flow(self, flow: TaskFlow) -> str: ...
+
+    def get_flow(self, key: str) -> TaskFlow: ...
+
+
+class TaskContext:
+    """What a handler gets on each tick: the task, its flow, the engine and the extra context.
+
+    ``params`` are the task's (interpolated) ``task_params``; ``data`` is the task's ``data``
+    dict (created on first use), which is saved with the flow.
+    """
+
+    __slots__ = ("engine", "extra", "first_tick", "flow", "task")
+
+    def __init__(
+        self,
+        engine: FlowEngine,
+        flow: TaskFlow,
+        task: dict[str, Any],
+        extra: Mapping[str, Any],
+        first_tick: bool,
+    ) -> None:
+        self.engine = engine
+        self.flow = flow
+        self.task = task
+        self.extra = extra
+        self.first_tick = first_tick
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The task's ``task_params`` (an empty dict when it has none)."""
+        params: dict[str, Any] = self.task.get("task_params") or {}
+        return params
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The task's ``data`` dict, saved with the flow."""
+        data: dict[str, Any] = self.task.setdefault("data", {})
+        return data
+
+    def complete(self) -> None:
+        """Mark the task COMPLETED."""
+        self.task["status"] = COMPLETED
+
+    def fail(self, message: str) -> None:
+        """Mark the task FAILED with ``message`` (the engine records it as the flow's error)."""
+        self.task["status"] = FAILED
+        self.task["error"] = message
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The root of ``ctx.`` dot paths: ``flow``, ``task``, ``engine`` and the extra context."""
+        return {**self.extra, "engine": self.engine, "flow": self.flow, "task": self.task}
+
+    def tick_subtask(self, subtask: dict[str, Any]) -> None:
+        """Tick ``subtask`` (a task dict kept inside this task) through its own handler.
+
+        Proxying handlers (``switch``, ``spread``) use it. A subtask's failure raises
+        :class:`EngineError`, so it fails this task too.
+        """
+        first = subtask["status"] == PENDING
+        if first:
+            subtask["status"] = RUNNING
+        self.engine._run_handler(self.flow, subtask, self.extra, first)
+        if subtask["status"] == FAILED:
+            raise EngineError(f"subtask {subtask.get('key')!r} failed: {subtask.get('error')}")
+
+
+class BaseTaskHandler:
+    """A base for stateful, multi-tick handlers named by dotted path in ``task_type``.
+
+    On a task's first tick the engine calls :meth:`validate_task_params` then
+    :meth:`initial_tick`; on later ticks :meth:`intermediate_tick`. Each must end the task with
+    ``ctx.complete()`` / ``ctx.fail()`` or leave it RUNNING. The engine makes one instance per
+    handler class, so keep per-task state in ``ctx.data``.
+    """
+
+    def __call__(self, ctx: TaskContext) -> None:
+        if ctx.first_tick:
+            self.validate_task_params(ctx)
+            self.initial_tick(ctx)
+        else:
+            self.intermediate_tick(ctx)
+
+    def validate_task_params(self, ctx: TaskContext) -> None:
+        """Raise if ``ctx.params`` cannot work (the default accepts anything)."""
+
+    def initial_tick(self, ctx: TaskContext) -> None:
+        """The first tick (the default completes the task)."""
+        ctx.complete()
+
+    def intermediate_tick(self, ctx: TaskContext) -> None:
+        """Every later tick (the default completes the task)."""
+        ctx.complete()
+
+
+class FlowEngine:
+    """Turns specs into flows and ticks them.
+
+    ``handlers`` add or override task types (``{"task_type": handler}``); a ``task_type``
+    containing a dot is imported as a handler by dotted path (``"pkg.mod.fn"`` or
+    ``"pkg.mod:Class"``; a :class:`BaseTaskHandler` subclass is instantiated once). ``store``
+    is where ``flow`` tasks put their child runs. ``client`` is a
+    :class:`~flowplex.Client` of the serving runtime (or a zero-argument callable returning
+    one, called when a ``call`` task first needs it): ``call`` tasks send their messages
+    through it. ``ctx`` is extra context every task sees (``$ctx.<name>``).
+    """
+
+    def __init__(
+        self,
+        *,
+        handlers: Mapping[str, TaskHandler] | None = None,
+        store: ChildFlowStore | None = None,
+        client: Client | Callable[[], Client] | None = None,
+        ctx: Mapping[str, Any] | None = None,
+    ) -> None:
+        from ._tasks import BUILTIN_HANDLERS
+
+        self._handlers: dict[str, TaskHandler] = {**BUILTIN_HANDLERS, **(handlers or {})}
+        self.store = store
+        self._client = client
+        self.ctx: Mapping[str, Any] = dict(ctx or {})
+
+    @property
+    def client(self) -> Client | None:
+        """The serving runtime's client for ``call`` tasks (None if none was given)."""
+        client = self._client
+        if client is not None and not isinstance(client, Client):
+            client = self._client = client()
+        return client
+
+    # -- conversions ------------------------------------------------------------------------
+
+    def flow_spec_to_flow(self, flow_spec: Mapping[str, Any]) -> TaskFlow:
+        """Same as :meth:`TaskFlow.from_flow_spec`."""
+        return TaskFlow.from_flow_spec(flow_spec)
+
+    def flow_dict_to_flow(self, flow_dict: Mapping[str, Any]) -> TaskFlow:
+        """Same as :meth:`TaskFlow.from_flow_dict`."""
+        return TaskFlow.from_flow_dict(flow_dict)
+
+    # -- ticking ----------------------------------------------------------------------------
+
+    def tick_flow(self, flow: TaskFlow, ctx: Mapping[str, Any] | None = None) -> None:
+        """Advance every task that is RUNNING or ready, once, then settle the flow's status.
+
+        A PENDING flow becomes RUNNING; a finished flow is left alone. Task failures never
+        raise here: they are recorded (see the module docstring); :meth:`run_flow` raises.
+        """
+        self._tick(flow, ctx)
+
+    def tick_flow_until_has_no_pending(
+        self, flow: TaskFlow, ctx: Mapping[str, Any] | None = None, max_ticks: int = 10_000
+    ) -> None:
+        """Tick until the flow is finished or no PENDING task is ready.
+
+        It returns with the flow RUNNING only while some task is still RUNNING (waiting on a
+        reply or a child run); later ticks pick it up. ``max_ticks`` bounds the loop
+        (:class:`MaxTicksError`).
+        """
+        for _ in range(max_ticks):
+            if not self._tick(flow, ctx)[1]:
+                return
+        raise MaxTicksError(f"flow {flow.label!r} still had ready tasks after {max_ticks} ticks.")
+
+    def run_flow(
+        self,
+        flow: TaskFlow,
+        ctx: Mapping[str, Any] | None = None,
+        *,
+        max_ticks: int = 500,
+        poll_interval: float = 0.01,
+    ) -> TaskFlow:
+        """Tick until the flow finishes; return it, or raise :class:`FlowFailedError`.
+
+        A tick that only finds tasks waiting (``call``, ``flow``) sleeps ``poll_interval``
+        seconds before the next. Raises :class:`MaxTicksError` after ``max_ticks`` ticks.
+        """
+        for _ in range(max_ticks):
+            if flow.status in FINISHED:
+                break
+            progressed, _ = self._tick(flow, ctx)
+            if not progressed and flow.status not in FINISHED:
+                time.sleep(poll_interval)
+        else:
+            if flow.status not in FINISHED:
+                raise MaxTicksError(
+                    f"flow {flow.label!r} is still {flow.status} after {max_ticks} ticks."
+                )
+        if flow.status == FAILED:
+            raise FlowFailedError(flow.label, flow.errors)
+        return flow
+
+    def _tick(self, flow: TaskFlow, ctx: Mapping[str, Any] | None) -> tuple[bool, bool]:
+        """One tick. Returns (whether any task started or changed status, whether a PENDING
+        task is ready for the next tick)."""
+        if flow.status in FINISHED:
+            return False, False
+        data = flow.data
+        data["_tick_counter"] = data.get("_tick_counter", 0) + 1
+        if flow.status == PENDING:
+            flow.status = RUNNING
+        tasks = flow.tasks
+        tickable = [
+            t
+            for t in tasks.values()
+            if t["status"] == RUNNING
+            or (
+                t["status"] == PENDING
+                and all(tasks[p]["status"] == COMPLETED for p in t["precursors"])
+            )
+        ]
+        extra = self.ctx if ctx is None else {**self.ctx, **ctx}
+        progressed = False
+        for task in tickable:
+            first = task["status"] == PENDING
+            if first:
+                task["status"] = RUNNING
+                progressed = True
+            self._run_handler(flow, task, extra, first)
+            status = task["status"]
+            if status != RUNNING:
+                progressed = True
+                if status == FAILED:
+                    self._record_failure(flow, task)
+                    if flow.fail_fast:
+                        flow.status = FAILED
+                        return True, False
+        return progressed, self._settle(flow)
+
+    def _run_handler(
+        self, flow: TaskFlow, task: dict[str, Any], extra: Mapping[str, Any], first: bool
+    ) -> None:
+        """Run ``task``'s handler once; a raised exception fails the task (with traceback)."""
+        task_ctx = TaskContext(self, flow, task, extra, first)
+        try:
+            handler = self._handler(task.get("task_type"))
+            params = task.get("task_params")
+            if first and params:
+                task["task_params"] = _interpolate_params(params, task_ctx)
+            handler(task_ctx)
+            if task["status"] not in _TASK_STATUSES:
+                raise EngineError(f"the handler set an invalid status {task['status']!r}.")
+        except Exception as exc:
+            task["status"] = FAILED
+            detail = str(exc) if isinstance(exc, FlowplexError) else f"{type(exc).__name__}: {exc}"
+            task["error"] = detail
+            task["traceback"] = traceback.format_exc()
+
+    def _record_failure(self, flow: TaskFlow, task: Mapping[str, Any]) -> None:
+        error = task.get("error") or "the task failed without an error message"
+        errors = flow.data.setdefault("errors", [])
+        errors.append(f"task {task['key']!r} ({task.get('task_type')}): {error}")
+
+    def _settle(self, flow: TaskFlow) -> bool:
+        """Finish the flow if it can no longer progress; True if a PENDING task is ready."""
+        tasks = flow.tasks
+        incomplete = ready = running = failed = False
+        for key, task in tasks.items():
+            status = task["status"]
+            if status == COMPLETED or key == ROOT_KEY:
+                continue
+            if status == FAILED:
+                failed = True
+                continue
+            incomplete = True
+            if status == RUNNING:
+                running = True
+            elif all(tasks[p]["status"] == COMPLETED for p in task["precursors"]):
+                ready = True
+        if not incomplete:
+            flow.status = FAILED if failed else COMPLETED
+        elif not (ready or running):
+            # Every remaining task waits on a failed one: nothing can progress any more.
+            flow.status = FAILED
+        return ready
+
+    def _handler(self, task_type: Any) -> TaskHandler:
+        handler = self._handlers.get(task_type)
+        if handler is not None:
+            return handler
+        if not isinstance(task_type, str) or "." not in task_type:
+            known = ", ".join(sorted(k for k in self._handlers if "." not in k))
+            raise EngineError(
+                f"unknown task_type {task_type!r}: not a built-in type ({known}) nor a dotted "
+                f"path to a handler."
+            )
+        target = resolve_class_path(task_type.replace(":", "."))
+        if isinstance(target, type) and issubclass(target, BaseTaskHandler):
+            handler = target()
+        elif callable(target):
+            handler = target
+        else:
+            raise EngineError(f"task_type {task_type!r} names {target!r}, which is not callable.")
+        self._handlers[task_type] = handler
+        return handler
+
+
+_TASK_STATUSES = frozenset({PENDING, RUNNING, COMPLETED, FAILED})
+
+
+def _interpolate_params(params: dict[str, Any], task_ctx: TaskContext) -> dict[str, Any]:
+    """``params`` with ``$ctx.`` strings resolved (child flow specs are left for the child)."""
+    root = {"ctx": task_ctx.as_mapping()}
+    out = {k: v if k in _CHILD_SPEC_KEYS else interpolate(v, root) for k, v in params.items()}
+    return params if all(out[k] is params[k] for k in params) else out

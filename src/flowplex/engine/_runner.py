@@ -1,0 +1,142 @@
+"""``FlowRunner``: claim stored flows, tick them, save them, release them; again and again."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._engine import FlowEngine
+from ._errors import EngineError, LeaseLostError
+from ._graph import FAILED, FINISHED, TaskFlow
+from ._store import Claim, FlowStore
+
+__all__ = ["FlowRunner"]
+
+logger = logging.getLogger("flowplex.engine.runner")
+
+
+class FlowRunner:
+    """Runs the flows of a :class:`FlowStore`.
+
+    Each :meth:`tick` claims up to ``max_flows_per_tick`` unfinished flows for ``lease``
+    seconds, ticks each until it is finished or only waits (on a reply, a child run), renewing
+    the lease as it goes, and saves it, releasing the claim in the same statement. A runner that
+    dies mid-tick saves nothing; its flows are claimable again once their lease runs out, and
+    resume from their last save (so a task may run again: handlers should be idempotent).
+
+    ``engine`` defaults to ``FlowEngine(store=store)``, so ``flow`` tasks store their child
+    runs in the same database. Unlike MissionControl's runner, ``max_flows_per_tick`` is
+    applied, and claims expire (a crashed runner's flows are not stuck claimed for ever).
+    """
+
+    def __init__(
+        self,
+        store: FlowStore,
+        engine: FlowEngine | None = None,
+        *,
+        lease: float = 30.0,
+        max_flows_per_tick: int = 10,
+        ctx: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or lease <= 0:
+            raise EngineError(f"lease must be a positive number of seconds, got {lease!r}.")
+        if isinstance(max_flows_per_tick, bool) or not isinstance(max_flows_per_tick, int):
+            raise EngineError(f"max_flows_per_tick must be an integer, got {max_flows_per_tick!r}.")
+        if max_flows_per_tick < 1:
+            raise EngineError(f"max_flows_per_tick must be at least 1, got {max_flows_per_tick}.")
+        self.store = store
+        self.engine = engine if engine is not None else FlowEngine(store=store)
+        self.lease = float(lease)
+        self.max_flows_per_tick = max_flows_per_tick
+        self.ctx = ctx
+
+    def tick(self) -> dict[str, int]:
+        """One round: claim, run and save up to ``max_flows_per_tick`` flows.
+
+        Returns ``{"claimed": n, "progressed": m, <status>: count, ...}`` for the flows it
+        ran (``progressed`` counts those in which some task started or changed status;
+        ``"lost"``, claims that expired and were taken over before the save).
+        """
+        counts: Counter[str] = Counter()
+        claims = self.store.claim_flows(self.max_flows_per_tick, self.lease)
+        counts["claimed"] = len(claims)
+        counts["progressed"] = 0
+        for claim in claims:
+            try:
+                if self.run_claim(claim):
+                    counts["progressed"] += 1
+            except LeaseLostError:
+                logger.warning("lost the claim on flow %s; its changes were dropped", claim.key)
+                counts["lost"] += 1
+                continue
+            counts[str(claim.flow.status)] += 1
+        return dict(counts)
+
+    def run_claim(self, claim: Claim) -> bool:
+        """Tick one claimed flow as far as it goes now, save it and release the claim.
+
+        Returns whether any task started or changed status.
+        """
+        flow = claim.flow
+        renew_after = self.lease / 2
+        saved = progressed = False
+        try:
+            since = time.monotonic()
+            while True:
+                moved, has_ready = self.engine._tick(flow, self.ctx)
+                progressed = progressed or moved
+                if flow.status in FINISHED or not has_ready:
+                    break
+                if time.monotonic() - since > renew_after:
+                    self.store.renew_claim(claim, self.lease)
+                    since = time.monotonic()
+            try:
+                self.store.save_flow(flow, claim=claim, release=True)
+            except LeaseLostError:
+                raise
+            except EngineError as exc:
+                # A handler left something that cannot be stored: fail the run as last saved,
+                # rather than leave it to fail the same way on every claim.
+                claim.flow = self._fail_stored(claim, f"the run could not be saved: {exc}")
+            saved = True
+        finally:
+            if not saved:
+                self.store.release_claim(claim)
+        return progressed
+
+    def _fail_stored(self, claim: Claim, error: str) -> TaskFlow:
+        logger.error("flow %s: %s", claim.key, error)
+        last = self.store.get_flow(claim.key)
+        last.status = FAILED
+        last.data.setdefault("errors", []).append(error)
+        self.store.save_flow(last, claim=claim, release=True)
+        return last
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        interval: float = 0.5,
+        until_finished: bool = False,
+        on_tick: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        """Tick until ``stop`` is set (or, with ``until_finished``, until no stored flow is
+        PENDING or RUNNING). Sleeps ``interval`` seconds after a round that changed nothing.
+
+        ``on_tick`` gets each round's counts (for progress output).
+        """
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            counts = self.tick()
+            if on_tick is not None:
+                on_tick(counts)
+            if until_finished and not self.store.query_flows(
+                status=["PENDING", "RUNNING"], limit=1
+            ):
+                return
+            if not counts["progressed"]:
+                stop.wait(interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
@@ -132,7 +133,8 @@ def test_flow_error_minimal_text() -> None:
 
 
 def _doc_tree() -> list[tuple[str, str]]:
-    """(class, parent) pairs drawn by the tree in the errors module docstring."""
+    """(class, parent) pairs drawn by the tree in the errors module docstring (the subsystems'
+    classes included)."""
     doc = errors.__doc__
     assert doc is not None
     lines = doc.splitlines()
@@ -152,11 +154,27 @@ def _doc_tree() -> list[tuple[str, str]]:
     return pairs
 
 
+SUBSYSTEMS = ("engine", "mesh", "artifacts")
+
+
+def _error_classes() -> dict[str, type]:
+    """Every exported flowplex error class, by name: errors.py's and the subsystems'."""
+    found = {name: getattr(errors, name) for name in errors.__all__}
+    for sub in SUBSYSTEMS:
+        module = importlib.import_module(f"flowplex.{sub}")
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) and issubclass(value, errors.FlowplexError):
+                found.setdefault(name, value)
+    return found
+
+
 def test_module_docstring_draws_every_class() -> None:
     drawn = {"FlowplexError"} | {name for name, _ in _doc_tree()}
-    assert drawn == set(errors.__all__)
+    assert drawn == set(_error_classes())
 
 
 def test_module_docstring_tree_matches_the_real_hierarchy() -> None:
+    classes = _error_classes()
     for name, parent in _doc_tree():
-        assert getattr(errors, name).__bases__[0].__name__ == parent, name
+        assert classes[name].__bases__[0].__name__ == parent, name

@@ -4,7 +4,11 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
 
     FlowplexError
      ├── ConfigurationError         settings, YAML files, required keys
-     │    └── ClassPathError        a dotted class path whose module or class is missing
+     │    ├── ClassPathError        a dotted class path whose module or class is missing
+     │    ├── CacheError            [mesh] a registry cache file that cannot be read or written
+     │    └── MeshInputError        [mesh] a malformed record, URL or request body
+     │         └── QueryError       [mesh] a /flows query that does not parse
+     │              └── SortError   [mesh] a /flows sort key that does not exist
      ├── FlowDefinitionError        a flow class or flow config that cannot work
      │    └── FlowStateError        flow_state that is not JSON-serializable
      ├── FlowInstanceError          mounting or fetching a flow instance failed
@@ -13,7 +17,28 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
      │    ├── UnknownInstanceError  a message addressed to an instance that does not exist
      │    └── FlowError             the flow that handled a message raised (an error reply)
      ├── FlowTimeoutError           a wait ran out of time (also a builtin TimeoutError)
-     └── BackendError               the storage backend failed or cannot be reached
+     ├── BackendError               the storage backend failed or cannot be reached
+     │    └── OpStoreUnavailableError  [artifacts] the op store cannot be reached
+     ├── EngineError                [engine] a task-graph run cannot go on
+     │    ├── FlowSpecError         [engine] a spec with unknown precursors, cycles, ...
+     │    ├── ContextPathError      [engine] a dot path or wiring that does not resolve
+     │    ├── FlowFailedError       [engine] run_flow finished a run that ended FAILED
+     │    ├── MaxTicksError         [engine] a run still pending after max_ticks
+     │    ├── FlowNotFoundError     [engine] no stored run has that key
+     │    ├── FlowExistsError       [engine] a stored run has that key already
+     │    └── LeaseLostError        [engine] another runner took over the run's lease
+     ├── UnknownSenderError         [mesh] an update from a registry that is not a peer
+     └── ArtifactError              [artifacts] an op-store request that cannot be honoured
+          ├── InvalidRequestError   [artifacts] a malformed name, version, body or base64
+          ├── NotRegisteredError    [artifacts] an op or version never registered
+          ├── ArtifactNotFoundError [artifacts] a version whose bytes were never saved
+          ├── CorruptArtifactError  [artifacts] bytes that fail their content hash
+          └── VersionError          [artifacts] a load refused by the validated links
+
+Classes marked ``[name]`` live in ``flowplex.<name>`` (imported from there, so ``import
+flowplex`` stays light); a class with two bases is drawn under its first (``FlowSpecError`` is
+also a ``FlowDefinitionError``, ``MeshInputError`` and ``InvalidRequestError`` also
+``ValueError``, ``FlowNotFoundError`` also ``LookupError``).
 
 Only :class:`FlowInstanceError` and :class:`FlowError` carry structured fields; the others are
 plain messages that name what is wrong.

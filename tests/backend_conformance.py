@@ -483,6 +483,17 @@ def check_replies(open_backend: Opener) -> None:
         assert b.take_reply("g") == "gee"
 
 
+def check_peek_reply(open_backend: Opener) -> None:
+    """peek_reply returns the reply and leaves it for take_reply."""
+    with opened(open_backend) as b:
+        assert b.peek_reply("f") is None
+        b.enqueue([], [ReplyRecord("f", "one")])
+        assert b.peek_reply("f") == "one"
+        assert b.peek_reply("f") == "one"
+        assert b.take_reply("f") == "one"
+        assert b.peek_reply("f") is None
+
+
 def check_pending_count(open_backend: Opener) -> None:
     """pending_count counts queued and leased messages, per instance or in all."""
     with opened(open_backend) as b:
@@ -848,6 +859,7 @@ CHECKS: list[Callable[[Opener], None]] = [
     check_complete_without_state,
     check_release,
     check_replies,
+    check_peek_reply,
     check_pending_count,
     check_dead_letters,
     check_deleted_instance_messages,

@@ -95,6 +95,52 @@ def test_a_saved_call_is_collected_by_another_engine(cl: Client, tmp_path: Path)
     store.close()
 
 
+def wait_until(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_reply_read_by_a_runner_that_dies_before_saving_is_not_lost(
+    cl: Client, tmp_path: Path
+) -> None:
+    """A runner reads the reply, then dies before its save: the reply is still in the runtime
+    for the runner that takes the run over, and is dropped once that one has saved."""
+    store = FlowStore(f"sqlite:///{tmp_path}/runs.db")
+    store.ensure_tables()
+    key = store.create_flow(TaskFlow.from_flow_spec(call_flow(1234)))
+    FlowRunner(store, FlowEngine(store=store, client=cl)).tick()  # sends, saves RUNNING
+    future_id = store.get_flow(key).tasks["call"]["data"]["call"]["future_id"]
+    run_dispatch_worker_thread(cl)
+    wait_until(lambda: cl.peek_reply(future_id) is not None, "the reply")
+    doomed = FlowEngine(store=store, client=cl, hold_replies=True)
+    [claim] = store.claim_flows(1, lease=0.2)
+    doomed.tick_flow(claim.flow)
+    assert claim.flow.tasks["call"]["status"] == "COMPLETED"  # in the dying runner only
+    # ... which never saves nor releases. Once its lease runs out, another runner finishes.
+    second = FlowRunner(store, FlowEngine(store=store, client=cl))
+
+    def finished() -> bool:
+        second.tick()
+        return bool(store.get_flow(key).status == "COMPLETED")
+
+    wait_until(finished, "the second runner to finish the run")
+    assert store.get_flow(key).data["out"] == 4321
+    assert cl.peek_reply(future_id) is None  # dropped once the run that used it was saved
+    store.close()
+
+
+def test_without_a_runner_a_used_reply_is_dropped_at_once(cl: Client) -> None:
+    """An engine that holds no replies (the default) drops each reply as its task uses it."""
+    run_dispatch_worker_thread(cl)
+    engine = FlowEngine(client=cl)
+    flow = engine.flow_spec_to_flow(call_flow(12))
+    engine.run_flow(flow, max_ticks=int(DEADLINE / 0.01))
+    assert flow.data["out"] == 21
+    assert cl.peek_reply(flow.tasks["call"]["data"]["call"]["future_id"]) is None
+
+
 def test_an_error_reply_fails_the_task(cl: Client) -> None:
     run_dispatch_worker_thread(cl)
     engine = FlowEngine(client=cl)

@@ -152,6 +152,11 @@ class FlowEngine:
     :class:`~flowplex.Client` of the serving runtime (or a zero-argument callable returning
     one, called when a ``call`` task first needs it): ``call`` tasks send their messages
     through it. ``ctx`` is extra context every task sees (``$ctx.<name>``).
+
+    With ``hold_replies`` (a :class:`FlowRunner` sets it on its engine) a ``call`` task reads
+    its reply without removing it from the runtime, and :meth:`release_replies` removes the
+    replies read so far once the flows that used them are saved: a runner that dies in between
+    leaves the reply for the runner that takes over.
     """
 
     def __init__(
@@ -161,6 +166,7 @@ class FlowEngine:
         store: ChildFlowStore | None = None,
         client: Client | Callable[[], Client] | None = None,
         ctx: Mapping[str, Any] | None = None,
+        hold_replies: bool = False,
     ) -> None:
         from ._tasks import BUILTIN_HANDLERS
 
@@ -168,6 +174,8 @@ class FlowEngine:
         self.store = store
         self._client = client
         self.ctx: Mapping[str, Any] = dict(ctx or {})
+        self.hold_replies = hold_replies
+        self._held_replies: list[str] = []
 
     @property
     def client(self) -> Client | None:
@@ -176,6 +184,23 @@ class FlowEngine:
         if client is not None and not isinstance(client, Client):
             client = self._client = client()
         return client
+
+    def _used_reply(self, client: Client, future_id: str) -> None:
+        """A ``call`` task has used the reply for ``future_id``: drop it now, or once saved."""
+        if self.hold_replies:
+            self._held_replies.append(future_id)
+        else:
+            client.discard_reply(future_id)
+
+    def release_replies(self, saved: bool = True) -> None:
+        """Drop the replies ``call`` tasks used since the last release (their flows are saved);
+        with ``saved=False`` keep them in the runtime (the save failed: whoever ticks the flow
+        next reads them again)."""
+        held, self._held_replies = self._held_replies, []
+        client = self.client
+        if saved and client is not None:
+            for future_id in held:
+                client.discard_reply(future_id)
 
     # -- conversions ------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ class FlowRunner:
             raise EngineError(f"max_flows_per_tick must be at least 1, got {max_flows_per_tick}.")
         self.store = store
         self.engine = engine if engine is not None else FlowEngine(store=store)
+        # Replies of call tasks stay in the runtime until the flow that used them is saved.
+        self.engine.hold_replies = True
         self.lease = float(lease)
         self.max_flows_per_tick = max_flows_per_tick
         self.ctx = ctx
@@ -103,8 +105,10 @@ class FlowRunner:
                 # rather than leave it to fail the same way on every claim.
                 claim.flow = self._fail_stored(claim, f"the run could not be saved: {exc}")
             saved = True
+            self.engine.release_replies()
         finally:
             if not saved:
+                self.engine.release_replies(saved=False)
                 self.store.release_claim(claim)
         return progressed
 

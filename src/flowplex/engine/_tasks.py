@@ -31,9 +31,10 @@ original called a missing method), ``switch`` accepts a falsy ``control_value`` 
 a handler's failure always reaches the engine (see :mod:`flowplex.engine._engine`).
 
 ``call`` delivers at least once: a runner that dies after sending but before saving the flow
-sends again from the next runner. The runtime hands a reply over once (``poll_reply`` takes
-it), so a runner that dies between taking the reply and saving the flow loses that reply; give
-such calls a ``timeout`` so the task fails instead of waiting for ever.
+sends again from the next runner. A reply is read without being removed from the runtime and
+dropped only once the flow that used it is saved (``FlowEngine.hold_replies``, which a
+``FlowRunner`` turns on), so a runner that dies in between loses nothing: the next one reads
+the same reply.
 """
 
 from __future__ import annotations
@@ -290,12 +291,13 @@ def _call(ctx: TaskContext) -> None:
         }
         return
     call = ctx.data["call"]
-    reply = client.poll_reply(call["future_id"])
+    reply = client.peek_reply(call["future_id"])
     if reply is None:
         timeout = params.get("timeout")
         if timeout is not None and time.time() - call["sent_at"] > timeout:
             ctx.fail(f"no reply from {call['flow_endpoint']!r} within {timeout} s.")
         return
+    ctx.engine._used_reply(client, call["future_id"])
     if reply.error is not None:
         err = reply.error
         ctx.fail(

@@ -239,6 +239,13 @@ class Backend(ABC):
         """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
 
     @abstractmethod
+    def peek_reply(self, future_id: str) -> str | None:
+        """The reply body for ``future_id`` without removing it, or None if it has not arrived.
+
+        For readers that must keep the reply until they have saved what they did with it.
+        """
+
+    @abstractmethod
     def pending_count(self, flow_id: str | None = None) -> int:
         """Messages queued or leased (for one instance, or in all)."""
 

@@ -218,9 +218,19 @@ class Client:
         self.node.deliver(replies=[reply])
 
     def poll_reply(self, future_id: str) -> FlowMessage | None:
-        """The reply for ``future_id`` if it has arrived."""
+        """The reply for ``future_id`` if it has arrived (taken: a second poll gets None)."""
         body = self.node.backend.take_reply(future_id)
         return None if body is None else FlowMessage.from_json(body)
+
+    def peek_reply(self, future_id: str) -> FlowMessage | None:
+        """The reply for ``future_id`` if it has arrived, left in place until
+        :meth:`discard_reply`: for callers that must save what they did with it first."""
+        body = self.node.backend.peek_reply(future_id)
+        return None if body is None else FlowMessage.from_json(body)
+
+    def discard_reply(self, future_id: str) -> None:
+        """Drop the reply for ``future_id`` (once its reader has saved its effect)."""
+        self.node.backend.take_reply(future_id)
 
     def wait_reply(self, future_id: str, timeout: float | None) -> FlowMessage:
         """Wait for the reply for ``future_id``; :class:`FlowTimeoutError` after ``timeout`` s.

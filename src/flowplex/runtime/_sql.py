@@ -69,6 +69,7 @@ RETURNING 1
         "WHERE flow_id = ? ORDER BY id"
     ),
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
+    "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
 }
 
 
@@ -175,6 +176,12 @@ class SQLBackend(Backend):
             else:
                 rows = conn.execute(self.sql["list_dead_flow"], (flow_id,)).fetchall()
         return [DeadLetter(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def peek_reply(self, future_id: str) -> str | None:
+        """The reply body for ``future_id`` without removing it, or None."""
+        with self._read() as conn:
+            row = conn.execute(self.sql["peek_reply"], (future_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def _has_reply(self, future_id: str) -> bool:
         with self._read() as conn:

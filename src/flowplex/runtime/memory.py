@@ -295,6 +295,10 @@ class MemoryBackend(Backend):
         with self._lock:
             return self._replies.pop(future_id, None)
 
+    def peek_reply(self, future_id: str) -> str | None:
+        with self._lock:
+            return self._replies.get(future_id)
+
     def pending_count(self, flow_id: str | None = None) -> int:
         with self._lock:
             if flow_id is not None:

@@ -273,6 +273,10 @@ class Dispatcher:
             self.node.answer_undeliverable(unknown, sent)
 
 
+#: How long a worker thread lets a helping thread go first (see Node.helpers).
+HELPER_GRACE = 0.005
+
+
 class DispatchWorker(threading.Thread):
     """A daemon thread running a :class:`Dispatcher` until :meth:`stop`.
 
@@ -299,6 +303,11 @@ class DispatchWorker(threading.Thread):
         )
         try:
             while not self._stop_event.is_set():
+                if node.helpers:
+                    # A thread waiting on a reply is running messages itself: give it the
+                    # first go, for a moment (it may be running a long one).
+                    with node.helpers_done:
+                        node.helpers_done.wait_for(lambda: not node.helpers, HELPER_GRACE)
                 try:
                     count = self.dispatcher.run_batch()
                 except Exception:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,11 @@ class Node:
         self._classes: dict[str, type[Flow]] = {}
         self._lock = threading.Lock()
         self.closed = False
+        # Threads that wait on a reply and run messages meanwhile (Client.wait_reply), while
+        # they are awake. Worker threads give them the first go at a new message: two threads
+        # racing for it cost more (GIL and lock hand-offs) than one running it.
+        self.helpers = 0
+        self.helpers_done = threading.Condition()
 
     @property
     def url(self) -> str:
@@ -88,6 +94,19 @@ class Node:
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
+
+    @contextlib.contextmanager
+    def helping(self) -> Iterator[None]:
+        """Count the calling thread among the helpers while the block runs."""
+        with self.helpers_done:
+            self.helpers += 1
+        try:
+            yield
+        finally:
+            with self.helpers_done:
+                self.helpers -= 1
+                if not self.helpers:
+                    self.helpers_done.notify_all()
 
     @property
     def workers(self) -> list[DispatchWorker]:
@@ -239,14 +258,20 @@ class Client:
         process runs on the node (same pools, same secrets): a request served in-process is
         then answered without a thread hand-off.
         """
+        if timeout is None and self.node.workers:
+            while True:
+                with self.node.helping():
+                    reply = self._help_until_reply(future_id)
+                if reply is not None:
+                    return reply
+                self.node.backend.wait_for_reply(future_id, 1.0)
+        # Helping runs a message of unknown length, so a bounded wait does not help: it must
+        # return when its timeout says.
         deadline = None if timeout is None else time.monotonic() + timeout
-        backend = self.node.backend
         while True:
-            body = backend.take_reply(future_id)
-            if body is not None:
-                return FlowMessage.from_json(body)
-            if self.node.closed:
-                raise MessagingError("the node was closed while waiting for a reply.")
+            reply = self._poll_open(future_id)
+            if reply is not None:
+                return reply
             wait = 1.0
             if deadline is not None:
                 wait = deadline - time.monotonic()
@@ -255,10 +280,22 @@ class Client:
                         f"no reply for future {future_id} within {timeout} s: is a dispatch "
                         f"worker running for the flow's dispatch point?"
                     )
-            # Helping runs a message of unknown length, so a bounded wait does not help: it
-            # must return when its timeout says.
-            if deadline is not None or not self._help():
-                backend.wait_for_reply(future_id, min(wait, 1.0))
+            self.node.backend.wait_for_reply(future_id, min(wait, 1.0))
+
+    def _poll_open(self, future_id: str) -> FlowMessage | None:
+        body = self.node.backend.take_reply(future_id)
+        if body is not None:
+            return FlowMessage.from_json(body)
+        if self.node.closed:
+            raise MessagingError("the node was closed while waiting for a reply.")
+        return None
+
+    def _help_until_reply(self, future_id: str) -> FlowMessage | None:
+        """Run claimable messages until the reply is in (returned), or none is left (None)."""
+        while True:
+            reply = self._poll_open(future_id)
+            if reply is not None or not self._help():
+                return reply
 
     def _help(self) -> bool:
         """Run one claimable message of an in-process worker's pool; False if there was none."""

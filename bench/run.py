@@ -36,7 +36,7 @@ from types import ModuleType
 from typing import Any
 
 import flowplex
-from _common import Result, Targets, measure
+from _common import Result, Targets, measure, postgres_url, scratch
 from flowplex import LocalRuntime, serving
 from flowplex.examples import ReverseNumberAtomicFlow, ReverseNumberBlockingSequentialFlow
 from flowplex.workers import run_dispatch_worker_thread
@@ -145,9 +145,7 @@ def backends(tmp: Path) -> list[tuple[str, str, bool]]:
         ("sqlite", f"sqlite:///{tmp}/one.db", False),
         ("sqlite 2 procs", f"sqlite:///{tmp}/two.db", True),
     ]
-    pg = os.environ.get("FLOWPLEX_BENCH_POSTGRES_URL") or os.environ.get(
-        "FLOWPLEX_TEST_POSTGRES_URL"
-    )
+    pg = postgres_url()
     if pg:
         out.append(("postgres", pg, False))
     return out
@@ -180,7 +178,7 @@ def served_results(n: int, only: str) -> list[Result]:
             if only and only not in label:
                 continue
             print(f"... {label}", file=sys.stderr)
-            with served_node(db, cross) as cl:
+            with scratch(db) as url, served_node(url, cross) as cl:
                 seq = measure(
                     f"{label}: sequential", served_sequential(cl, "reverse_number_atomic"), n, 100
                 )

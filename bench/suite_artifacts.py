@@ -20,13 +20,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import Result, Targets, measure
+from _common import Result, Targets, databases, measure, scratch
 
 #: scenario -> (metric, bound): lower bounds on per_sec (MB/s or registrations/s).
 TARGETS: Targets = {
@@ -104,32 +103,6 @@ def _http_scenarios(client: Any) -> dict[str, tuple[Callable[[], Any], bool]]:
     }
 
 
-def _backends(tmp: Path) -> list[tuple[str, str]]:
-    found = [("sqlite", f"sqlite:///{tmp}/bench-artifacts.db")]
-    pg = os.environ.get("FLOWPLEX_BENCH_POSTGRES_URL") or os.environ.get(
-        "FLOWPLEX_TEST_POSTGRES_URL"
-    )
-    if pg:
-        found.append(("postgres", pg))
-    return found
-
-
-@contextmanager
-def _pg_schema(url: str) -> Iterator[str]:
-    """A scratch schema on PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 def run(quick: bool, only: str) -> list[Result]:
     """Run the scenarios whose name contains ``only`` (all when empty)."""
     from flowplex.artifacts import FileSaver, OpStore
@@ -143,15 +116,12 @@ def run(quick: bool, only: str) -> list[Result]:
         return not only or only in name
 
     try:
-        for label, db in _backends(tmp):
+        for label, db in databases(tmp, "bench-artifacts"):
             prefix = f"artifacts {label}: "
             if not any(wanted(name) for name in TARGETS if name.startswith(prefix)):
                 continue
             print(f"... {prefix.rstrip(': ')}", file=sys.stderr)
-            scratch: AbstractContextManager[str] = (
-                _pg_schema(db) if label == "postgres" else nullcontext(db)
-            )
-            with scratch as url:
+            with scratch(db) as url:
                 store = OpStore(FileSaver(tmp / label), url)
                 try:
                     name = f"{prefix}in-process reg/s"

@@ -10,18 +10,16 @@ FLOWPLEX_TEST_POSTGRES_URL is set) on PostgreSQL, in a scratch schema.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import Result, Targets, measure
+from _common import Result, Targets, databases, measure, scratch
 from flowplex.engine import FlowEngine, FlowRunner, FlowStore, TaskFlow
 
 #: scenario -> (metric, bound): the issue's targets.
@@ -72,40 +70,10 @@ def persisted(store: FlowStore, spec: dict[str, Any]) -> Callable[[], Any]:
     return op
 
 
-def databases(tmp: Path) -> list[tuple[str, str]]:
-    found = [("sqlite", f"sqlite:///{tmp}/engine.db")]
-    pg = os.environ.get("FLOWPLEX_BENCH_POSTGRES_URL") or os.environ.get(
-        "FLOWPLEX_TEST_POSTGRES_URL"
-    )
-    if pg:
-        found.append(("postgres", pg))
-    return found
-
-
 @contextmanager
-def _pg_schema(url: str) -> Iterator[str]:
-    """A scratch schema on PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@contextmanager
-def _opened(label: str, url: str) -> Iterator[FlowStore]:
-    if label == "postgres":
-        with _pg_schema(url) as scoped, _store(scoped) as store:
-            yield store
-    else:
-        with _store(url) as store:
-            yield store
+def _opened(url: str) -> Iterator[FlowStore]:
+    with scratch(url) as scoped, _store(scoped) as store:
+        yield store
 
 
 @contextmanager
@@ -140,12 +108,12 @@ def run(quick: bool, only: str) -> list[Result]:
         results.extend([whole, per_task(whole, per_name, tasks)])
     tmp = Path(tempfile.mkdtemp(prefix="flowplex-bench-engine-"))
     try:
-        for label, url in databases(tmp):
+        for label, url in databases(tmp, "engine"):
             names = {shape: f"engine {label}: persisted {shape}" for shape in SHAPES}
             if only and not any(only in name for name in names.values()):
                 continue
             print(f"... engine {label}", file=sys.stderr)
-            with _opened(label, url) as store:
+            with _opened(url) as store:
                 for shape, (make, tasks) in SHAPES.items():
                     if only and only not in names[shape]:
                         continue

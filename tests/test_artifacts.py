@@ -153,6 +153,29 @@ def test_parse_accepts_seed_times_without_microseconds() -> None:
     assert v.creation_time == datetime(2026, 11, 22, 11, 15, 18, tzinfo=UTC)
 
 
+def test_str_parse_round_trip_keeps_four_digit_years() -> None:
+    early = Version(creation_time=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    assert str(early).endswith("_0999-01-02 03:04:05.000006")
+    assert Version.parse(str(early)).creation_time == early.creation_time
+
+
+def test_times_out_of_range_in_utc_are_invalid_requests() -> None:
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        Version.parse(f"{'a' * 40}.{'b' * 40}.{'c' * 40}_0001-01-01 00:00:00+05:00")
+
+
+def test_names_longer_than_a_file_name_are_refused(tmp_path: Path) -> None:
+    store = OpStore(FileSaver(tmp_path), "sqlite://")
+    try:
+        with pytest.raises(InvalidRequestError, match="400 bytes in UTF-8"):
+            store.register_valid_link(None, "é" * 200, Version())
+        store.register_valid_link(None, "é" * 127, Version())  # 254 bytes: fine
+        store.save_op_bytes("é" * 127, Version(), b"x")
+        assert store.get_op_bytes_for_version("é" * 127, Version()) == b"x"
+    finally:
+        store.close()
+
+
 def _prefixes(v: Version) -> tuple[str, str, str]:
     return v.major[:5], v.minor[:5], v.patch[:5]
 
@@ -260,6 +283,13 @@ def test_saver_contract(saver: art.Saver) -> None:
             saver.save(b"x", bad)
     with pytest.raises(InvalidRequestError):
         saver.save("text", "/models/op/v3")  # type: ignore[arg-type]
+    for chunk in (97, "text"):  # what iterating over bytes, or a str, gives
+        with (
+            pytest.raises(InvalidRequestError, match="must be bytes"),
+            saver.open_writer("/models/op/v1") as writer,
+        ):
+            writer.write(chunk)  # type: ignore[arg-type]
+    assert saver.load("/models/op/v1") == b"new bytes"
 
 
 def test_file_saver_layout_and_corruption(tmp_path: Path) -> None:
@@ -586,6 +616,15 @@ def test_failed_apply_restores_loaded_ops(store: OpStore) -> None:
     assert [op.count for op in target.ops] == [0, 0]  # type: ignore[attr-defined]
 
 
+def test_uploading_bytes_instead_of_chunks_is_refused(store: OpStore) -> None:
+    client = store.client()
+    client.register_valid_link(None, "op", Version())
+    client.save_op_bytes("op", Version(), b"old")
+    with pytest.raises(InvalidRequestError, match="iterable of bytes chunks"):
+        client.upload_op_bytes("op", Version(), b"abc")  # type: ignore[arg-type]
+    assert client.get_op_bytes_for_version("op", Version()) == b"old"
+
+
 def test_save_and_load_artifact_helpers(store: OpStore) -> None:
     client = store.client()
     v1 = art.save_artifact(client, "vocab", b"a b c")
@@ -596,6 +635,17 @@ def test_save_and_load_artifact_helpers(store: OpStore) -> None:
     assert art.load_artifact(client, "vocab", v1)[1] == b"a b c"
     with pytest.raises(NotRegisteredError):
         art.load_artifact(client, "nothing")
+    # Content saved before but replaced since comes back as a new version: the latest
+    # version is always what was saved last.
+    v3 = art.save_artifact(client, "vocab", b"a b c")
+    assert v3 not in (v1, v2)
+    assert art.load_artifact(client, "vocab") == (v3, b"a b c")
+    assert art.save_artifact(client, "vocab", b"a b c") == v3
+    assert [str(i.number) for i in client.get_version_numbers("vocab")] == [
+        "1.0.0",
+        "1.0.1",
+        "1.0.2",
+    ]
     model = art.save_artifact(client, "model", b"m", validated_with=[("vocab", v2)])
     assert client.get_validated_links("model", "vocab") == [v2]
     assert model.creation_time <= datetime.now(UTC) + timedelta(seconds=1)

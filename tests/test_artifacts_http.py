@@ -381,6 +381,8 @@ def test_interrupted_upload_keeps_the_old_bytes(
 
     with pytest.raises(RuntimeError, match="sender died"):
         client.upload_op_bytes("op", v, broken())
+    with pytest.raises(InvalidRequestError, match="iterable of bytes chunks"):
+        client.upload_op_bytes("op", v, b"abc")  # type: ignore[arg-type]
     folder = tmp_path / "ops" / "models" / "op"
     deadline = time.monotonic() + 10
     while len(list(folder.iterdir())) > 1:  # the server drops its temporary file
@@ -428,8 +430,28 @@ def test_client_uses_its_url(tmp_path: Path) -> None:
         pytest.raises(OpStoreUnavailableError, match=f"127.0.0.1:{closed_port}"),
     ):
         nobody.pipeline_exists("p")
-    with pytest.raises(ConfigurationError, match="invalid op store URL"):
-        OpStoreClient("127.0.0.1:8000")
+    for bad in ("127.0.0.1:8000", "http://[::1", "http://127.0.0.1:port", "http://\x00x"):
+        with pytest.raises(ConfigurationError, match="invalid op store URL"):
+            OpStoreClient(bad)
+
+
+def test_a_url_that_answers_something_else_is_a_typed_error() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def page(_request: Any) -> PlainTextResponse:
+        return PlainTextResponse("<html>not an op store</html>")
+
+    srv = Server(Starlette(routes=[Route("/{path:path}", page, methods=["GET", "POST", "PUT"])]))
+    try:
+        with OpStoreClient(srv.url) as client:
+            with pytest.raises(OpStoreUnavailableError, match="not JSON"):
+                client.pipeline_exists("p")
+            with pytest.raises(OpStoreUnavailableError, match="not JSON"):
+                client.upload_op_bytes("op", Version(), [b"x"])
+    finally:
+        srv.stop()
 
 
 def test_mounted_in_flowplex_server_and_as_a_router(tmp_path: Path) -> None:
@@ -515,6 +537,18 @@ GARBAGE: list[Any] = [
         f' "upstream_op_name": "op\\t", "upstream_op_version": "1.0.0",'
         f' "downstream_op_name": "op", "bytes": "%%%%", "pipeline_name": "{"p" * 100_000}",'
         f' "last_op_name": "x"}}'
+    ).encode(),
+    (  # a time that overflows when converted to UTC
+        f'{{"desired_op_name": "", "op_name": "op", "version": "{GOOD_VERSION[:121]}0001-01-01'
+        f' 00:00:00+05:00", "upstream_op_name": "op", "upstream_op_version":'
+        f' "{GOOD_VERSION[:121]}0001-01-01 00:00:00+05:00", "downstream_op_name": "",'
+        f' "bytes": "", "pipeline_name": "", "last_op_name": ""}}'
+    ).encode(),
+    (  # 200 characters but 400 bytes: too long for a file name
+        f'{{"desired_op_name": "{"é" * 200}", "op_name": "{"é" * 200}", "version":'
+        f' "{GOOD_VERSION}", "upstream_op_name": "{"é" * 200}", "upstream_op_version":'
+        f' "{GOOD_VERSION}", "downstream_op_name": "{"é" * 200}", "bytes": "",'
+        f' "pipeline_name": "{"é" * 200}", "last_op_name": "{"é" * 200}"}}'
     ).encode(),
 ]
 
@@ -653,3 +687,34 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 1 and "unsupported op store database URL" in bad.stderr
+
+
+def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "flowplex", "opstore", "serve"]
+    command += ["--db", f"sqlite:///{tmp_path}/cli.db", "--root", str(tmp_path / "bytes")]
+    proc = subprocess.Popen(
+        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        assert proc.stdout is not None
+        output = []
+        while not (output and output[-1].startswith("op store on ")):
+            output.append(proc.stdout.readline().decode())
+            assert output[-1], f"the server exited: {''.join(output)}"
+        line = output[-1]
+        assert line.startswith("op store on http://127.0.0.1:"), line
+        url = line.split()[3]
+        port = int(url.rsplit(":", 1)[1])
+        assert port != 0
+        with OpStoreClient(url) as client:
+            assert client.pipeline_exists("p") is False
+        taken = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, check=False
+        )
+        assert taken.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -39,16 +39,29 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
 ) -> None:
     """Serve an op store over HTTP (the seed's POST /v1/... routes) until interrupted."""
+    import socket
+
     import uvicorn
 
+    from ..errors import ConfigurationError
     from ._savers import FileSaver
     from ._store import OpStore
 
     store = OpStore(FileSaver(root), db)
-    _console.print(f"[green]op store[/] on http://{host}:{port} (db {db}, bytes in {root})")
+    # Bind before printing the URL, so that port 0 prints the port actually chosen.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        uvicorn.run(store.app, host=host, port=port, log_level="warning")
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        store.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc}") from None
+    url_host = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{url_host}:{sock.getsockname()[1]}"
+    _console.print(f"[green]op store[/] on {url} (db {db}, bytes in {root})", highlight=False)
+    try:
+        uvicorn.Server(uvicorn.Config(store.app, log_level="warning")).run(sockets=[sock])
     finally:
+        sock.close()
         store.close()
 
 

@@ -20,7 +20,7 @@ from ._errors import (
     OpStoreUnavailableError,
 )
 from ._names import check_name
-from ._savers import StoredArtifact
+from ._savers import StoredArtifact, check_chunk
 from ._store import OpStore
 from ._version import Version, VersionInfo, VersionNumber, VersionType
 
@@ -194,7 +194,11 @@ class OpStoreClient(OpStoreAPI):
 
         if not isinstance(url, str):
             raise ConfigurationError(f"the op store URL must be a string, got {url!r}")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            httpx.URL(url)  # what urlsplit lets through but no request could use: a bad port
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise ConfigurationError(f"invalid op store URL {url!r}: {exc}") from None
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ConfigurationError(
                 f"invalid op store URL {url!r}: expected http://host:port[/prefix]"
@@ -293,8 +297,9 @@ class OpStoreClient(OpStoreAPI):
         """See :class:`OpStoreAPI`."""
         check_name("op name", op_name)
         params = {"op_name": op_name, "version": _wire_version(version)}
-        response = self._send("PUT", "op_bytes", params=params, content=iter(chunks))
-        found = response.json()
+        content = (check_chunk(chunk) for chunk in chunks)
+        response = self._send("PUT", "op_bytes", params=params, content=content)
+        found = _json(response)
         return StoredArtifact(int(found["size"]), str(found["sha256"]))
 
     def download_op_bytes(self, op_name: str, version: Version, sink: IO[bytes]) -> StoredArtifact:
@@ -335,7 +340,7 @@ class OpStoreClient(OpStoreAPI):
         return f"{self.url}/v1/{route}"
 
     def _post(self, route: str, body: dict[str, Any]) -> Any:
-        return self._send("POST", route, json=body).json()
+        return _json(self._send("POST", route, json=body))
 
     def _send(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
         import httpx
@@ -355,6 +360,17 @@ def _wire_version(version: object) -> str:
     if not isinstance(version, Version):
         raise InvalidRequestError(f"expected a Version, got {type(version).__name__}")
     return str(version)
+
+
+def _json(response: httpx.Response) -> Any:
+    """The JSON body of a successful answer; anything else did not come from an op store."""
+    try:
+        return response.json()
+    except ValueError:
+        raise OpStoreUnavailableError(
+            f"the answer from {response.request.url} (HTTP {response.status_code}) is not "
+            f"JSON; is this the URL of a flowplex op store?"
+        ) from None
 
 
 def _error(response: httpx.Response) -> FlowplexError:
@@ -411,8 +427,10 @@ def save_artifact(
 ) -> Version:
     """Save ``data`` as artifact ``name`` through ``store`` and return its version.
 
-    Without a ``version``, the version is derived from the content (a PATCH change per
-    distinct content), so saving the same bytes twice registers one version. Each
+    Without a ``version``, the version is derived from the content (a PATCH change):
+    saving the bytes of the latest version again registers nothing new, and bytes saved
+    before but no longer the latest get a new version, so that the latest version is always
+    what was saved last. Each
     ``(upstream_name, upstream_version)`` in ``validated_with`` is recorded as a validated
     link from that upstream artifact to this one. For use in a flow's ``run``::
 
@@ -423,13 +441,27 @@ def save_artifact(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidRequestError(f"artifact data must be bytes, got {type(data).__name__}")
     if version is None:
-        digest = hashlib.sha256(data).hexdigest()
-        version = Version() + Version.atomic(VersionType.PATCH, digest)
+        version = _content_version(store, name, hashlib.sha256(data).hexdigest())
     store.register_valid_link(None, name, version)
     for upstream_name, upstream_version in validated_with:
         store.register_valid_link(name, upstream_name, upstream_version)
     store.save_op_bytes(name, version, bytes(data))
     return version
+
+
+def _content_version(store: OpStoreAPI, name: str, digest: str) -> Version:
+    """The version of content ``digest`` of artifact ``name``: the latest version if it holds
+    that content, else one never registered (content saved before, then replaced, must not
+    come back as an old version that ``load_artifact`` would not pick)."""
+    registered = store.get_all_versions_of_op(name) or []
+    latest = max(registered, key=lambda v: v.creation_time, default=None)
+    attempt = 0
+    while True:
+        tag = digest if attempt == 0 else f"{digest}#{attempt}"
+        candidate = Version() + Version.atomic(VersionType.PATCH, tag)
+        if candidate == latest or candidate not in registered:
+            return candidate
+        attempt += 1
 
 
 def load_artifact(

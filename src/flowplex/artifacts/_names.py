@@ -17,7 +17,7 @@ def check_name(kind: str, value: object) -> str:
     """``value`` if it is a usable op or pipeline name, else :class:`InvalidRequestError`.
 
     Op names become a path segment (``/models/<op>/<version>``), so slashes, control
-    characters, ``.`` and ``..`` are refused.
+    characters, ``.``, ``..`` and names longer than 255 bytes in UTF-8 are refused.
     """
     if not isinstance(value, str):
         raise InvalidRequestError(f"{kind} must be a string, got {type(value).__name__}")
@@ -27,11 +27,16 @@ def check_name(kind: str, value: object) -> str:
             f"or control character, and not '.' or '..'"
         )
     try:
-        value.encode("utf-8")
+        encoded = value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequestError(
             f"invalid {kind} {shown(value)}: not valid Unicode text"
         ) from None
+    # A file name holds at most 255 bytes, not characters.
+    if len(encoded) > _MAX_NAME:
+        raise InvalidRequestError(
+            f"invalid {kind} {shown(value)}: {len(encoded)} bytes in UTF-8, at most {_MAX_NAME}"
+        )
     return value
 
 

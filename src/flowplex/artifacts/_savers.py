@@ -197,6 +197,7 @@ class _FileWriter(ArtifactWriter):
     def write(self, chunk: bytes) -> None:
         if self._file is None:
             raise InvalidRequestError(f"the writer of {self._target} is already closed")
+        check_chunk(chunk)
         self._file.write(chunk)
         self._hash.update(chunk)
         self._size += len(chunk)
@@ -318,7 +319,7 @@ class _MemoryWriter(ArtifactWriter):
     def write(self, chunk: bytes) -> None:
         if self._chunks is None:
             raise InvalidRequestError(f"the writer of {'/'.join(self._key)} is already closed")
-        self._chunks.append(bytes(chunk))
+        self._chunks.append(bytes(check_chunk(chunk)))
 
     def commit(self) -> StoredArtifact:
         if self._result is not None:
@@ -358,6 +359,17 @@ class _MemoryReader(ArtifactReader):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def check_chunk(chunk: object) -> bytes | bytearray | memoryview:
+    """``chunk`` if it is bytes-like, else :class:`InvalidRequestError` (``bytes(3)`` would
+    silently be three zero bytes, and iterating over bytes gives ints)."""
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise InvalidRequestError(
+            f"a chunk of artifact bytes must be bytes, got {type(chunk).__name__} (pass an "
+            f"iterable of bytes chunks, e.g. [data])"
+        )
+    return chunk
 
 
 def _segments(path: str) -> tuple[str, ...]:

@@ -27,9 +27,6 @@ EMPTY_HASH = hashlib.sha1(b"").hexdigest()
 
 _HASH = re.compile(r"[0-9a-f]{40}")
 _VERSION = re.compile(r"([0-9a-f]{40})\.([0-9a-f]{40})\.([0-9a-f]{40})_(.+)", re.DOTALL)
-# The seed's format: str() of a naive UTC datetime, always with microseconds here so that
-# parse(str(v)) keeps the exact time.
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class VersionType(enum.Enum):
@@ -80,7 +77,12 @@ class Version:
             # Naive datetimes are read as UTC, like the seed's version strings.
             creation_time = creation_time.replace(tzinfo=UTC)
         else:
-            creation_time = creation_time.astimezone(UTC)
+            try:
+                creation_time = creation_time.astimezone(UTC)
+            except OverflowError:
+                raise InvalidRequestError(
+                    f"invalid creation_time {creation_time!r}: out of range in UTC"
+                ) from None
         self._major = major
         self._minor = minor
         self._patch = patch
@@ -182,7 +184,10 @@ class Version:
         return self == other or self < other
 
     def __str__(self) -> str:
-        when = self._creation_time.replace(tzinfo=None).strftime(_TIME_FORMAT)
+        # The seed's format, str() of a naive UTC datetime, but always with microseconds so
+        # that parse(str(v)) keeps the exact time (and, unlike strftime's "%Y", with 4-digit
+        # years, which parse needs).
+        when = self._creation_time.replace(tzinfo=None).isoformat(" ", "microseconds")
         return f"{self._major}.{self._minor}.{self._patch}_{when}"
 
     def __repr__(self) -> str:

@@ -56,6 +56,12 @@ def unstorable_handler(ctx: TaskContext) -> None:
     ctx.complete()
 
 
+def nan_handler(ctx: TaskContext) -> None:
+    """A handler that leaves a float no JSON database stores (PostgreSQL refuses NaN)."""
+    ctx.data["ratio"] = float("nan")
+    ctx.complete()
+
+
 class MyCustomTask(BaseTaskHandler):
     """Runs initial, then intermediate, then completes (recording each step in its data)."""
 

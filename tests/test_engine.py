@@ -17,6 +17,7 @@ import pytest
 import flowplex.engine
 from flowplex import FlowDefinitionError, FlowplexError
 from flowplex.engine import (
+    EngineError,
     FlowEngine,
     FlowFailedError,
     FlowSpecError,
@@ -252,6 +253,40 @@ def test_from_flow_dict_rejects_a_broken_graph() -> None:
         TaskFlow.from_flow_dict({"status": "SLEEPING"})
 
 
+def _dict_with(**changes: Any) -> dict[str, Any]:
+    """The two-print flow dict with top-level ``changes``; ``graph`` maps dot paths in it."""
+    d = TaskFlow.from_flow_spec(TWO_PRINTS).to_flow_dict()
+    graph_changes = changes.pop("graph", {})
+    d.update(changes)
+    for path, value in graph_changes.items():
+        *parents, last = path.split(".")
+        target = d["graph"]
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    ("flow_dict", "message"),
+    [
+        (_dict_with(graph={"tasks.task_1.precursors": 5}), "'precursors' must be a list"),
+        (_dict_with(graph={"tasks.task_1.precursors": [1]}), "'precursors' must be a list"),
+        (_dict_with(graph={"edges": 5}), "'graph.edges' must be a list"),
+        (_dict_with(graph={"edges": [1]}), "an edge is"),
+        (_dict_with(graph={"edges": [{"src_key": "ROOT"}]}), "an edge is"),
+        (_dict_with(graph={"tasks.ROOT.status": "PENDING"}), "ROOT task must be COMPLETED"),
+        (_dict_with(depth="1"), "'depth' must be a non-negative integer"),
+        (_dict_with(label=5), "'label' must be a string"),
+        (_dict_with(parent_key=["flow:x"]), "'parent_key' must be a string"),
+    ],
+)
+def test_from_flow_dict_rejects_malformed_dicts(flow_dict: dict[str, Any], message: str) -> None:
+    # MissionControl-era rows or hand-edited JSON: a clear FlowSpecError, not a TypeError.
+    with pytest.raises(FlowSpecError, match=message):
+        TaskFlow.from_flow_dict(flow_dict)
+
+
 def test_precursors_come_from_edges_when_a_task_lacks_them() -> None:
     d = TaskFlow.from_flow_spec(TWO_PRINTS).to_flow_dict()
     del d["graph"]["tasks"]["task_2"]["precursors"]
@@ -394,6 +429,29 @@ def test_a_handler_setting_a_bogus_status_fails_the_task() -> None:
     flow = engine.flow_spec_to_flow(spec({"key": "x", "task_type": "bogus"}))
     engine.tick_flow(flow)
     assert flow.status == "FAILED" and "invalid status 'DONE'" in flow.errors[0]
+
+
+def test_tick_methods_reject_what_they_cannot_tick() -> None:
+    engine = FlowEngine()
+    flow = engine.flow_spec_to_flow(TWO_PRINTS)
+    calls: list[Any] = [
+        (lambda: engine.tick_flow(TWO_PRINTS), "expected a TaskFlow"),  # type: ignore[arg-type]
+        (lambda: engine.run_flow(None), "expected a TaskFlow"),  # type: ignore[arg-type]
+        (lambda: engine.tick_flow(flow, ctx=[1]), "ctx must be a mapping"),  # type: ignore[arg-type]
+        (lambda: engine.run_flow(flow, max_ticks=0), "max_ticks must be a positive"),
+        (
+            lambda: engine.tick_flow_until_has_no_pending(flow, max_ticks="9"),  # type: ignore[arg-type]
+            "max_ticks must be a positive",
+        ),
+        (
+            lambda: engine.run_flow(flow, poll_interval="0.1"),  # type: ignore[arg-type]
+            "poll_interval",
+        ),
+    ]
+    for call, message in calls:
+        with pytest.raises(EngineError, match=message):
+            call()
+    assert flow.status == "PENDING" and "_tick_counter" not in flow.data
 
 
 def test_run_flow_gives_up_after_max_ticks() -> None:
@@ -787,6 +845,7 @@ def test_python_task() -> None:
     [
         ({"fn": "engineflows.explode", "args": ["boom"]}, "ValueError: boom"),
         ({"fn": "engineflows.not_json"}, "not JSON-serializable"),
+        ({"fn": "builtins.float", "args": ["nan"]}, "Out of range float values"),
         ({"fn": "engineflows.nothing_here"}, "nothing_here"),
         ({}, "needs 'fn'"),
         ({"fn": "engineflows.add", "args": "12"}, "'args' must be a list"),

@@ -82,6 +82,18 @@ def test_tick_all_until_finished_with_json(tmp_path: Path, db: str) -> None:
     assert "(no runs to tick)" in invoke("runs", "tick", "--db", db)
 
 
+def test_one_round_ticks_every_pending_run(tmp_path: Path, db: str) -> None:
+    # "one runner round (every claimable run ticked ...)": the runner's default of ten a
+    # round used to leave the rest untouched while listing them.
+    spec = {"tasks": [{"task_type": "noop"}]}
+    keys = [create(tmp_path, db, json.dumps(spec), f"s{i}.json") for i in range(12)]
+    out = invoke("runs", "tick", "--db", db)
+    assert out.count("COMPLETED") == 12
+    store = FlowStore(db)
+    assert {store.get_flow(k).status for k in keys} == {"COMPLETED"}
+    store.close()
+
+
 def test_tick_until_finished_runs_child_runs_too(tmp_path: Path, db: str) -> None:
     child = {"tasks": [{"task_type": "print", "task_params": {"msg": "in the child"}}]}
     spec = {
@@ -132,6 +144,10 @@ def test_the_default_database_is_the_embedded_one(tmp_path: Path) -> None:
 def test_bad_input(tmp_path: Path, db: str) -> None:
     result = runner.invoke(app, ["runs", "create", str(tmp_path / "missing.yaml"), "--db", db])
     assert result.exit_code == 2 and "no such file" in result.output
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n")
+    result = runner.invoke(app, ["runs", "create", str(empty), "--db", db])
+    assert result.exit_code == 2 and "empty flow spec file" in result.output
     broken = tmp_path / "broken.json"
     broken.write_text("{nope")
     result = runner.invoke(app, ["runs", "create", str(broken), "--db", db])
@@ -218,5 +234,41 @@ def test_call_tasks_use_a_client_of_the_same_node(tmp_path: Path) -> None:
         flow = json.loads(out)
         assert flow["status"] == "COMPLETED"
         assert flow["graph"]["tasks"]["call"]["data"]["reply"] == {"output_number": 4321}
+    finally:
+        cl.node.close()
+
+
+def test_a_single_tick_drops_the_reply_its_call_task_used(tmp_path: Path) -> None:
+    # `runs tick KEY` (no --until-finished) ran a FlowRunner's engine, which holds used replies
+    # until they are released, and never released them: each reply stayed in the node for ever.
+    import flowplex
+    from flowplex import serving
+    from flowplex.workers import run_dispatch_worker_thread
+
+    db = f"sqlite:///{tmp_path}/node.db"
+    cl = flowplex.start_node(path=tmp_path / "node", db=db)
+    try:
+        serving.serve_flow(cl, "flowplex.examples.ReverseNumberAtomicFlow", "reverse_number")
+        spec = {
+            "tasks": [
+                {
+                    "key": "call",
+                    "task_type": "call",
+                    "task_params": {"flow_endpoint": "reverse_number", "data": {"number": 12}},
+                }
+            ]
+        }
+        key = create(tmp_path, db, json.dumps(spec), "call.json")
+        assert "RUNNING" in invoke("runs", "tick", key, "--db", db)  # sent; no worker yet
+        store = FlowStore(db)
+        future_id = store.get_flow(key).tasks["call"]["data"]["call"]["future_id"]
+        store.close()
+        run_dispatch_worker_thread(cl)
+        deadline = time.monotonic() + DEADLINE
+        while cl.peek_reply(future_id) is None:
+            assert time.monotonic() < deadline, "no reply from the worker"
+            time.sleep(0.01)
+        assert f"{key} COMPLETED" in invoke("runs", "tick", key, "--db", db)
+        assert cl.peek_reply(future_id) is None
     finally:
         cl.node.close()

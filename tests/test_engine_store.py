@@ -156,10 +156,21 @@ def test_missing_flows(store: FlowStore) -> None:
         store.create_flow({"label": "x"})  # type: ignore[arg-type]
 
 
-def test_unserializable_data_is_refused_and_nothing_is_stored(store: FlowStore) -> None:
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (object(), "not JSON serializable"),
+        # SQLite took NaN and PostgreSQL refused it: every backend refuses it alike.
+        (float("nan"), "Out of range float values are not JSON compliant"),
+        (float("inf"), "Out of range float values are not JSON compliant"),
+    ],
+)
+def test_unserializable_data_is_refused_and_nothing_is_stored(
+    store: FlowStore, value: object, message: str
+) -> None:
     flow = chain("odd")
-    flow.data["when"] = object()
-    with pytest.raises(EngineError, match=r"cannot store the flow: .*not JSON serializable"):
+    flow.data["when"] = value
+    with pytest.raises(EngineError, match=f"cannot store the flow: .*{message}"):
         store.create_flow(flow)
     assert flow.key is None and store.query_flows() == []
 
@@ -288,8 +299,22 @@ def test_query_with_filters(populated: FlowStore) -> None:
         ({"filters": {"and": {"field": "label"}}}, "filter group"),
         ({"filters": "status=1"}, "mapping or a list"),
         ({"order_by": "graph"}, "cannot order by"),
-        ({"limit": "10"}, "limit must be an integer"),
+        ({"limit": "10"}, "limit must be a non-negative integer"),
         ({"created_after": "yesterday"}, "epoch seconds or a datetime"),
+        # Each of these reached the database: a BackendError on PostgreSQL, [] or a
+        # TypeError elsewhere.
+        ({"limit": -1}, "limit must be a non-negative integer"),
+        ({"status": 5}, "status must be one or a list of"),
+        ({"status": ["DONE"]}, "status must be one or a list of"),
+        ({"status": [{"is": "RUNNING"}]}, "status must be one or a list of"),
+        ({"label": 5}, "label must be a string"),
+        ({"parent_key": ["flow:a"]}, "parent_key must be a string"),
+        ({"filters": {"field": "depth", "arg": "x"}}, "'depth' compares with int values"),
+        ({"filters": {"field": "label", "arg": 5}}, "'label' compares with str values"),
+        ({"filters": {"field": "label", "arg": ["a"]}}, "'label' compares with str values"),
+        ({"filters": {"field": "key", "op": "IN", "arg": [{"k": 1}]}}, "compares with str"),
+        ({"filters": {"field": "depth", "op": "BETWEEN", "arg": [0, "9"]}}, "compares with int"),
+        ({"filters": {"field": "parent_key", "arg": None}}, "use op 'IS NULL'"),
     ],
 )
 def test_bad_queries_are_rejected(store: FlowStore, kwargs: dict[str, Any], message: str) -> None:
@@ -404,10 +429,15 @@ def test_runner_records_failures(store: FlowStore) -> None:
     assert "broke" in store.get_flow(key).errors[0]
 
 
-def test_a_run_that_cannot_be_saved_fails_instead_of_looping(store: FlowStore) -> None:
+@pytest.mark.parametrize("handler", ["unstorable_handler", "nan_handler"])
+def test_a_run_that_cannot_be_saved_fails_instead_of_looping(
+    store: FlowStore, handler: str
+) -> None:
+    # nan_handler: PostgreSQL refused the save with a BackendError, which crashed the runner
+    # (and every runner that reclaimed the run after it); SQLite stored it.
     key = store.create_flow(
         TaskFlow.from_flow_spec(
-            {"tasks": [{"task_type": "noop"}, {"task_type": "engineflows.unstorable_handler"}]}
+            {"tasks": [{"task_type": "noop"}, {"task_type": f"engineflows.{handler}"}]}
         )
     )
     assert FlowRunner(store).tick() == {"claimed": 1, "progressed": 1, "FAILED": 1}
@@ -438,11 +468,31 @@ def test_runner_stops_when_asked(store: FlowStore) -> None:
     assert not thread.is_alive()
 
 
+def test_the_runner_opens_no_client_without_call_tasks(store: FlowStore) -> None:
+    # The client factory (the CLI's opens a node and adds a user to it) is for call tasks
+    # only; releasing the (no) replies after each save used to call it for every run.
+    from flowplex.engine import FlowEngine
+
+    def no_client() -> Any:
+        raise AssertionError("the client factory was called")
+
+    store.create_flow(chain("plain"))
+    runner = FlowRunner(store, FlowEngine(store=store, client=no_client))
+    assert runner.tick() == {"claimed": 1, "progressed": 1, "COMPLETED": 1}
+
+
 def test_runner_rejects_bad_settings(store: FlowStore) -> None:
     with pytest.raises(EngineError, match="lease"):
         FlowRunner(store, lease=0)
     with pytest.raises(EngineError, match="at least 1"):
         FlowRunner(store, max_flows_per_tick=0)
+    # These failed only once a flow was ticked, crashing the runner mid-round.
+    with pytest.raises(EngineError, match="ctx must be a mapping"):
+        FlowRunner(store, ctx=[("who", "me")])  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="engine must be a FlowEngine"):
+        FlowRunner(store, engine="default")  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="needs a FlowStore"):
+        FlowRunner(store.url)  # type: ignore[arg-type]
 
 
 def test_nested_flow_task_runs_a_persisted_child(

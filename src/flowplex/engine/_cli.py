@@ -104,6 +104,8 @@ def create(
     """Store a new run from a flow spec; print its key."""
     if not file.is_file():
         raise typer.BadParameter(f"no such file: {file}")
+    if not file.read_bytes().strip():
+        raise typer.BadParameter(f"empty flow spec file: {file}")
     if file.suffix.lower() == ".json":
         try:
             spec = json.loads(file.read_text())
@@ -226,12 +228,16 @@ def tick(
     url, home = _url(db)
     store = _store(url)
     try:
-        runner = FlowRunner(store, _engine(store, url, home), lease=lease)
         if key is None:
             keys = [f.key for f in store.query_flows(status=["PENDING", "RUNNING"]) if f.key]
+            # One round takes every run listed (a runner's default would take only ten).
+            runner = FlowRunner(
+                store, _engine(store, url, home), lease=lease, max_flows_per_tick=max(1, len(keys))
+            )
             _run_all(runner, until_finished, max_ticks, interval)
         else:
             keys = [key]
+            runner = FlowRunner(store, _engine(store, url, home), lease=lease)
             _run_one(runner, key, until_finished, max_ticks, interval)
         flows = [store.get_flow(k) for k in keys]
     finally:
@@ -284,6 +290,8 @@ def _run_one(
             store.save_flow(claim.flow, claim=claim, release=True)
             saved = True
         finally:
+            # Drop the replies call tasks used only once the run that used them is saved.
+            runner.engine.release_replies(saved)
             if not saved:
                 store.release_claim(claim)
         return

@@ -47,9 +47,13 @@ _CHILD_SPEC_KEYS = frozenset({"flow_spec", "mapping_params"})
 class ChildFlowStore(Protocol):
     """What the ``flow`` task needs of a store (:class:`~flowplex.engine.FlowStore` has it)."""
 
-    def create_flow(self, flow: TaskFlow) -> str: ...
+    def create_flow(self, flow: TaskFlow) -> str:
+        """Store a new flow (a child run); return its key."""
+        ...
 
-    def get_flow(self, key: str) -> TaskFlow: ...
+    def get_flow(self, key: str) -> TaskFlow:
+        """The stored flow ``key``."""
+        ...
 
 
 class TaskContext:
@@ -197,8 +201,9 @@ class FlowEngine:
         with ``saved=False`` keep them in the runtime (the save failed: whoever ticks the flow
         next reads them again)."""
         held, self._held_replies = self._held_replies, []
-        client = self.client
-        if saved and client is not None:
+        # Only a call task holds replies, and it opened the client: never open one here.
+        client = self.client if saved and held else None
+        if client is not None:
             for future_id in held:
                 client.discard_reply(future_id)
 
@@ -220,6 +225,7 @@ class FlowEngine:
         A PENDING flow becomes RUNNING; a finished flow is left alone. Task failures never
         raise here: they are recorded (see the module docstring); :meth:`run_flow` raises.
         """
+        _check_tick_args(flow, ctx)
         self._tick(flow, ctx)
 
     def tick_flow_until_has_no_pending(
@@ -231,6 +237,7 @@ class FlowEngine:
         reply or a child run); later ticks pick it up. ``max_ticks`` bounds the loop
         (:class:`MaxTicksError`).
         """
+        _check_tick_args(flow, ctx, max_ticks)
         for _ in range(max_ticks):
             if not self._tick(flow, ctx)[1]:
                 return
@@ -249,6 +256,9 @@ class FlowEngine:
         A tick that only finds tasks waiting (``call``, ``flow``) sleeps ``poll_interval``
         seconds before the next. Raises :class:`MaxTicksError` after ``max_ticks`` ticks.
         """
+        _check_tick_args(flow, ctx, max_ticks)
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
+            raise EngineError(f"poll_interval must be a number of seconds, got {poll_interval!r}.")
         for _ in range(max_ticks):
             if flow.status in FINISHED:
                 break
@@ -370,6 +380,18 @@ class FlowEngine:
 
 
 _TASK_STATUSES = frozenset({PENDING, RUNNING, COMPLETED, FAILED})
+
+
+def _check_tick_args(flow: Any, ctx: Any, max_ticks: Any = 1) -> None:
+    """Raise :class:`EngineError` unless the public tick methods got what they can use."""
+    if not isinstance(flow, TaskFlow):
+        raise EngineError(
+            f"expected a TaskFlow (see FlowEngine.flow_spec_to_flow), got {type(flow).__name__}."
+        )
+    if ctx is not None and not isinstance(ctx, Mapping):
+        raise EngineError(f"ctx must be a mapping, got {type(ctx).__name__}.")
+    if isinstance(max_ticks, bool) or not isinstance(max_ticks, int) or max_ticks < 1:
+        raise EngineError(f"max_ticks must be a positive integer, got {max_ticks!r}.")
 
 
 def _interpolate_params(params: dict[str, Any], task_ctx: TaskContext) -> dict[str, Any]:

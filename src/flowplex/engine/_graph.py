@@ -138,13 +138,19 @@ class TaskFlow:
         status = d.get("status", PENDING)
         if status not in _STATUSES:
             raise FlowSpecError(f"invalid flow status {status!r}.")
+        for name in ("label", "key", "parent_key"):
+            if d.get(name) is not None and not isinstance(d[name], str):
+                raise FlowSpecError(f"flow {name!r} must be a string or null, got {d[name]!r}.")
+        depth = d.get("depth", 0)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise FlowSpecError(f"flow 'depth' must be a non-negative integer, got {depth!r}.")
         flow = cls(
             label=d.get("label"),
             key=d.get("key"),
             cfg=_mapping(d.get("cfg"), "'cfg'"),
             data=_mapping(d.get("data"), "'data'"),
             status=status,
-            depth=d.get("depth", 0),
+            depth=depth,
             parent_key=d.get("parent_key"),
         )
         graph = _mapping(d.get("graph"), "'graph'")
@@ -154,10 +160,19 @@ class TaskFlow:
         for key, task in tasks.items():
             if not isinstance(task, dict) or task.get("status") not in _STATUSES:
                 raise FlowSpecError(f"task {key!r} in the flow dict has no valid status.")
+        if tasks[ROOT_KEY]["status"] != COMPLETED:
+            raise FlowSpecError(f"the {ROOT_KEY} task must be COMPLETED.")
         flow.tasks = tasks
         # Precursor lists are the source of truth; edges only fill in tasks that lack one.
         derived: dict[str, list[str]] = {}
-        for edge in graph.get("edges", []):
+        edges = graph.get("edges") or []
+        if not isinstance(edges, list):
+            raise FlowSpecError(f"'graph.edges' must be a list, got {type(edges).__name__}.")
+        for edge in edges:
+            if not isinstance(edge, Mapping) or not all(
+                isinstance(edge.get(end), str) for end in ("src_key", "dest_key")
+            ):
+                raise FlowSpecError(f"an edge is {{'src_key', 'dest_key'}}, got {edge!r}.")
             derived.setdefault(edge["dest_key"], []).append(edge["src_key"])
         for key, task in tasks.items():
             if key != ROOT_KEY and "precursors" not in task:
@@ -172,7 +187,10 @@ class TaskFlow:
         for key, task in tasks.items():
             if key == ROOT_KEY:
                 continue
-            for precursor in task["precursors"]:
+            precursors = task["precursors"]
+            if not isinstance(precursors, list) or not all(isinstance(p, str) for p in precursors):
+                raise FlowSpecError(f"task {key!r}: 'precursors' must be a list of task keys.")
+            for precursor in precursors:
                 if precursor not in tasks:
                     raise FlowSpecError(
                         f"task {key!r} has precursor {precursor!r}, which is not a task of "

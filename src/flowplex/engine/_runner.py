@@ -48,6 +48,12 @@ class FlowRunner:
             raise EngineError(f"max_flows_per_tick must be an integer, got {max_flows_per_tick!r}.")
         if max_flows_per_tick < 1:
             raise EngineError(f"max_flows_per_tick must be at least 1, got {max_flows_per_tick}.")
+        if not isinstance(store, FlowStore):
+            raise EngineError(f"a FlowRunner needs a FlowStore, got {type(store).__name__}.")
+        if engine is not None and not isinstance(engine, FlowEngine):
+            raise EngineError(f"engine must be a FlowEngine, got {type(engine).__name__}.")
+        if ctx is not None and not isinstance(ctx, Mapping):
+            raise EngineError(f"ctx must be a mapping, got {type(ctx).__name__}.")
         self.store = store
         self.engine = engine if engine is not None else FlowEngine(store=store)
         # Replies of call tasks stay in the runtime until the flow that used them is saved.

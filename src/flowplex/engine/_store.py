@@ -14,6 +14,7 @@ so two runners never tick one flow at the same time.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 import uuid
@@ -47,7 +48,7 @@ from ..db.migrate import _sqlalchemy_url, ensure_schema, redact_url, sqlite_path
 from ..db.schema import engine_flows, metadata
 from ..errors import BackendError, ConfigurationError
 from ._errors import EngineError, FlowExistsError, FlowNotFoundError, LeaseLostError
-from ._graph import PENDING, RUNNING, TaskFlow
+from ._graph import COMPLETED, FAILED, PENDING, RUNNING, TaskFlow
 
 __all__ = ["Claim", "FlowRecord", "FlowStore", "new_flow_key"]
 
@@ -64,6 +65,9 @@ _COLUMNS = (
 )
 _UNFINISHED = (PENDING.value, RUNNING.value)
 _SQLITE_BUSY_TIMEOUT = 30.0
+# Strict JSON on every backend: PostgreSQL refuses NaN and Infinity, so SQLite must too (a run
+# that stored on one database and not on the other would crash a runner only on PostgreSQL).
+_JSON_DUMPS = functools.partial(json.dumps, allow_nan=False)
 
 
 def new_flow_key() -> str:
@@ -156,6 +160,14 @@ FILTER_FIELDS = frozenset(
     }
 )
 _OPS = frozenset({"=", "!=", "<", ">", "<=", ">=", "IN", "CONTAINS", "IS NULL", "BETWEEN"})
+_STATUSES = frozenset(s.value for s in (PENDING, RUNNING, COMPLETED, FAILED))
+# What each filterable column compares with (a value of another type is a client mistake that
+# PostgreSQL would only report as an operator error).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("key", "label", "status", "parent_key", "claimed_by"), (str,)),
+    **dict.fromkeys(("depth", "num_tickable_tasks"), (int,)),
+    **dict.fromkeys(("lease_until", "created_at", "modified_at"), (int, float)),
+}
 
 
 class FlowStore:
@@ -184,15 +196,18 @@ class FlowStore:
                 "sqlite://",
                 poolclass=StaticPool,
                 connect_args={"check_same_thread": False},
+                json_serializer=_JSON_DUMPS,
             )
         elif scheme == "sqlite":
             sqlite_path(db_url)  # validates the URL
             self.engine = create_engine(
-                _sqlalchemy_url(db_url), connect_args={"timeout": _SQLITE_BUSY_TIMEOUT}
+                _sqlalchemy_url(db_url),
+                connect_args={"timeout": _SQLITE_BUSY_TIMEOUT},
+                json_serializer=_JSON_DUMPS,
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         elif scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
-            self.engine = create_engine(_sqlalchemy_url(db_url))
+            self.engine = create_engine(_sqlalchemy_url(db_url), json_serializer=_JSON_DUMPS)
         else:
             raise ConfigurationError(
                 f"unsupported FlowStore URL {redact_url(db_url)!r}: use sqlite://, "
@@ -299,12 +314,22 @@ class FlowStore:
         if filters is not None:
             conditions.append(_condition(filters))
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            conditions.append(_T.c.status.in_(statuses))
-        if label is not None:
-            conditions.append(_T.c.label == label)
-        if parent_key is not None:
-            conditions.append(_T.c.parent_key == parent_key)
+            statuses = [status] if isinstance(status, str) else status
+            if not isinstance(statuses, Sequence) or not all(
+                isinstance(s, str) and s in _STATUSES for s in statuses
+            ):
+                raise EngineError(
+                    f"status must be one or a list of {sorted(_STATUSES)}, got {status!r}."
+                )
+            conditions.append(_T.c.status.in_(list(statuses)))
+        for name, column, value in (
+            ("label", _T.c.label, label),
+            ("parent_key", _T.c.parent_key, parent_key),
+        ):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise EngineError(f"{name} must be a string, got {value!r}.")
+                conditions.append(column == value)
         for column, bound, after in (
             (_T.c.created_at, created_after, True),
             (_T.c.created_at, created_before, False),
@@ -316,8 +341,10 @@ class FlowStore:
                 conditions.append(column >= t if after else column < t)
         if order_by not in FILTER_FIELDS:
             raise EngineError(f"cannot order by {order_by!r}: use one of {sorted(FILTER_FIELDS)}.")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise EngineError(f"limit must be an integer, got {limit!r}.")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise EngineError(f"limit must be a non-negative integer, got {limit!r}.")
         order = _T.c[order_by].desc() if descending else _T.c[order_by].asc()
         stmt = select(*_COLUMNS).where(*conditions).order_by(order, _T.c.key).limit(limit)
         with self._begin() as conn:
@@ -561,6 +588,8 @@ def _condition(spec: Any) -> ColumnElement[bool]:
         arg = [_epoch(a) for a in arg] if op == "BETWEEN" and isinstance(arg, list) else arg
         if op != "BETWEEN":
             arg = _epoch(arg)
+    if op != "IS NULL":
+        _check_filter_values(field, op, arg)
     cond: ColumnElement[bool]
     if op == "IS NULL":
         cond = column.is_(None)
@@ -586,3 +615,16 @@ def _condition(spec: Any) -> ColumnElement[bool]:
             ">=": column >= arg,
         }[op]
     return not_(cond) if negate else cond
+
+
+def _check_filter_values(field: str, op: str, arg: Any) -> None:
+    """Raise :class:`EngineError` unless ``arg`` (or each item of a list ``arg``) is a value
+    of ``field``'s type."""
+    values = arg if op in {"IN", "BETWEEN"} and isinstance(arg, list | tuple) else [arg]
+    kinds = _FIELD_TYPES[field]
+    for value in values:
+        if value is None:
+            raise EngineError(f"filter on {field!r} got null: use op 'IS NULL' or '!IS NULL'.")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise EngineError(f"filter on {field!r} compares with {names} values, got {value!r}.")

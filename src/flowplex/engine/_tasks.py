@@ -234,10 +234,10 @@ def _python(ctx: TaskContext) -> None:
         kwargs = {**kwargs, "ctx": ctx}
     result = fn(*args, **kwargs)
     try:
-        json.dumps(result)
-    except (TypeError, ValueError):
+        json.dumps(result, allow_nan=False)  # as strict as the flow store
+    except (TypeError, ValueError) as exc:
         raise EngineError(
-            f"fn {path!r} returned {type(result).__name__}, which is not JSON-serializable."
+            f"fn {path!r} returned {type(result).__name__}, which is not JSON-serializable ({exc})."
         ) from None
     ctx.data["result"] = result
     ctx.complete()

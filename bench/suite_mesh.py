@@ -52,6 +52,8 @@ def populate(state: MeshState, nodes: int = 1_000, flows: int = 10) -> None:
 
 
 def listing_op(state: MeshState) -> Callable[[], Any]:
+    """An op listing page 3 of ``state``'s rows, rebuilt each time."""
+
     def op() -> Any:
         # A state change forces the rows to be rebuilt, as after a registration.
         state.version += 1
@@ -61,6 +63,7 @@ def listing_op(state: MeshState) -> Callable[[], Any]:
 
 
 def route_op(params: dict[str, Any], changed: bool) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """An op GETting ``/flows?params`` in-process from a 10,000-flow registry, and its cleanup."""
     service = MeshService(REGISTRY, node=False, registry=True)
     populate(service.state)
     app = create_app(mesh=service)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -218,6 +219,20 @@ def test_html_listing_is_a_styled_escaped_table(registry: AppClient) -> None:
     assert json_page.json()["total"] == 1
 
 
+def test_html_timestamps_are_compact_and_text_columns_wrap(registry: AppClient) -> None:
+    # Full ISO timestamps (32 characters each, three of them) pushed the flow's own columns off
+    # a 1280-px screen; the cell shows seconds, the tooltip the stored value.
+    register(registry, {"url": "http://n:1", "flows": [{"name": "x", "description": "d"}]})
+    created = registry.get("/flows").json()["items"][0]["created"]
+    page = registry.get("/flows", params={"format": "html"}).text
+    (row,) = html_rows(page)
+    assert row[3:6] == [created[:19].replace("T", " ")] * 3
+    assert f'title="{created}"' in page
+    # Only description and tags wrap (with a minimum width); the other cells stay on one line.
+    assert '<td class="wrap">d</td>' in page
+    assert "td.wrap {" in page and "white-space: nowrap" in page
+
+
 def test_html_paging_links_keep_the_query(registry: AppClient) -> None:
     flows = [{"url": f"/f{i}", "name": f"flow {i:02d}"} for i in range(25)]
     register(registry, {"url": "http://n:1", "flows": flows})
@@ -309,6 +324,8 @@ def test_run_service_serves_mounted_apps_beside_the_mesh() -> None:
         ({"url": REGISTRY, "reload": True}, "reload=True is not supported"),
         ({"url": REGISTRY, "connect": [REGISTRY]}, "cannot connect to itself"),
         ({"url": REGISTRY, "connect": ["nowhere"]}, "connect url"),
+        ({"url": REGISTRY, "connect": 3366}, "connect must be a list of registry URLs"),
+        ({"url": REGISTRY, "node": False, "registry": True, "cache": 5}, "cache must be a path"),
         ({"url": REGISTRY, "loader": "no_such_module:f"}, "cannot import"),
         ({"url": REGISTRY, "loader": "mesh_helpers:nothing"}, "no function 'nothing'"),
         ({"url": REGISTRY, "loader": 42}, "callable or a 'module:function'"),
@@ -326,6 +343,21 @@ def test_run_service_rejects_bad_arguments_before_serving(
         run_service(**kwargs)
 
 
+def test_run_service_on_a_taken_port_raises_a_flowplex_error() -> None:
+    # uvicorn itself calls sys.exit when it cannot bind; run_service must not leak that.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        url = f"http://127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ConfigurationError, match=f"the service at {url} did not start"):
+            run_service(url, node=False, registry=True, log_level="critical")
+
+
+def test_connect_none_means_no_registries() -> None:
+    assert MeshService(REGISTRY, connect=None).targets == []
+    assert MeshService(REGISTRY, connect="http://127.0.0.1:1/").targets == ["http://127.0.0.1:1"]
+
+
 def test_bad_cache_file_is_a_clear_error(tmp_path: Path) -> None:
     cache = tmp_path / "reg.json"
     cache.write_text('{"nodes": 5}')
@@ -333,6 +365,19 @@ def test_bad_cache_file_is_a_clear_error(tmp_path: Path) -> None:
         MeshService(REGISTRY, node=False, registry=True, cache=str(cache))
     # reset=True starts empty and does not even read it.
     MeshService(REGISTRY, node=False, registry=True, cache=str(cache), reset=True)
+
+
+def test_shutdown_closes_the_client_even_when_the_last_cache_write_fails(tmp_path: Path) -> None:
+    cache = tmp_path / "state" / "reg.json"
+    service = MeshService(REGISTRY, node=False, registry=True, cache=str(cache))
+    client = AppClient(create_app(mesh=service))
+    client.__enter__()
+    (tmp_path / "state").rename(tmp_path / "moved")
+    (tmp_path / "state").write_text("a file where the cache's directory was")
+    service.state.version += 1  # a change the shutdown wants to write
+    with pytest.raises(OSError):
+        client.__exit__(None, None, None)
+    assert service._client is not None and service._client.is_closed
 
 
 def test_loader_as_module_function_string() -> None:

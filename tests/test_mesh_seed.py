@@ -295,6 +295,16 @@ def test_node_started_before_its_registry_registers_once_it_is_up() -> None:
         assert [r["url"] for r in items(registry)] == ["/mytest"]
 
 
+def test_connecting_to_a_service_that_is_no_registry_gives_up() -> None:
+    other, node = free_url(), free_url()
+    with services() as procs:
+        procs.append(start(url=other, loader=loader1))  # a node: its /register is 404
+        procs.append(start(url=node, connect=[other], loader=loader2))
+        # A 404 stops the retries (kodo's rule): the node settles, unconnected.
+        wait_idle(node)
+        assert get(node)["connection"] == {other: None}
+
+
 def test_node_re_registers_with_a_registry_that_started_afresh() -> None:
     registry, node = free_url(), free_url()
     with services() as procs:

@@ -26,7 +26,12 @@ CacheOption = Annotated[
 ]
 ResetOption = Annotated[bool, typer.Option("--reset", help="Ignore the cache and start empty.")]
 HeartbeatOption = Annotated[
-    float, typer.Option("--heartbeat", min=0.05, help="Seconds between heartbeats.")
+    float,
+    typer.Option(
+        "--heartbeat",
+        min=0.05,
+        help="Heartbeat interval in seconds; a node silent for three intervals is listed offline.",
+    ),
 ]
 
 

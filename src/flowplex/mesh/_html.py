@@ -41,14 +41,15 @@ button { padding: 6px 14px; border: 0; border-radius: 6px; background: var(--acc
          font: inherit; cursor: pointer; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 10px; overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: 8px 12px; text-align: left; vertical-align: top;
+th, td { padding: 8px 12px; text-align: left; vertical-align: baseline; white-space: nowrap;
          border-bottom: 1px solid var(--line); }
+td.wrap { white-space: normal; min-width: 16em; max-width: 36em; }
+td.tags { white-space: normal; min-width: 8em; }
 th { position: sticky; top: 0; background: #f1f3f6; font-size: 12px; font-weight: 600;
      text-transform: uppercase; letter-spacing: .03em; color: #4b5563; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 tbody tr:hover { background: #eef4ff; }
-td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px;
-          white-space: nowrap; }
+td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
 td.missing { color: var(--muted); font-style: italic; }
 .tag { display: inline-block; margin: 0 4px 2px 0; padding: 0 8px; border-radius: 999px;
        background: #e8eefc; color: #1e40af; font-size: 12px; }
@@ -62,19 +63,28 @@ nav a { color: var(--accent); text-decoration: none; }
 """
 
 _MONO = {"registry", "node", "created", "modified", "heartbeat", "url"}
+_STAMPS = {"created", "modified", "heartbeat"}
 _MISSING = {"missing author", "missing description"}
 
 
 def _cell(column: str, value: Any) -> str:
     if column == "tags":
         tags = "".join(f'<span class="tag">{escape(str(t))}</span>' for t in value or ())
-        return f"<td>{tags}</td>"
+        return f'<td class="tags">{tags}</td>'
     if column == "status":
         state = value if value in {"online", "offline"} else "unknown"
         return f'<td><span class="status {state}">{escape(str(value))}</span></td>'
     text = "" if value is None else str(value)
+    if column in _STAMPS and text:
+        # To the second in the cell (three full ISO stamps crowd out the flow's own columns);
+        # the stored value in the tooltip.
+        short = text[:19].replace("T", " ")
+        return f'<td class="mono" title="{escape(text)}">{escape(short)}</td>'
     if column in _MONO:
         return f'<td class="mono">{escape(text)}</td>'
+    if column == "description":  # the one long text: it wraps, every other cell keeps one line
+        missing = " missing" if text in _MISSING else ""
+        return f'<td class="wrap{missing}">{escape(text)}</td>'
     if text in _MISSING:
         return f'<td class="missing">{escape(text)}</td>'
     return f"<td>{escape(text)}</td>"

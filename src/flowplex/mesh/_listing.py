@@ -19,6 +19,9 @@ DEFAULT_BY = "name, node, url"
 #: The fields the full-text fallback searches.
 FULLTEXT_FIELDS = ("organization", "name", "author", "description", "tags")
 
+#: How many sort orders a :class:`RowSet` memoizes (each is a list as long as the rows).
+MAX_ORDERS = 32
+
 
 class SortError(QueryError):
     """A ``by`` that names an unknown field or direction."""
@@ -27,7 +30,8 @@ class SortError(QueryError):
 def parse_by(by: str | None) -> list[tuple[str, bool]]:
     """``"author, name:d"`` -> ``[("author", False), ("name", True)]`` (field, descending).
 
-    A direction is any prefix of ``ascending`` or ``descending``; none means ascending.
+    A direction is any prefix of ``ascending`` or ``descending``; none means ascending. A field
+    named again is dropped: its first occurrence already decides every tie it could break.
     """
     text = DEFAULT_BY if by is None or not by.strip() else by
     keys = []
@@ -44,7 +48,10 @@ def parse_by(by: str | None) -> list[tuple[str, bool]]:
             keys.append((name, False))
         else:
             raise SortError(f"unknown sort direction {direction!r} for {name} (use asc or desc)")
-    return keys
+    first: dict[str, bool] = {}
+    for name, desc in keys:
+        first.setdefault(name, desc)
+    return list(first.items())
 
 
 def _format_by(keys: Sequence[tuple[str, bool]]) -> str:
@@ -98,6 +105,8 @@ class RowSet:
             else:  # mixed directions: stable sorts from the last key to the first
                 for name, desc in reversed(keys):
                     order.sort(key=self.column(name).__getitem__, reverse=desc)
+            if len(self._orders) >= MAX_ORDERS:  # forget the oldest: `by` comes from clients
+                del self._orders[next(iter(self._orders))]
             self._orders[memo] = order
         return order
 

@@ -22,7 +22,7 @@ def run_service(
     node: bool = True,
     registry: bool = False,
     provider: bool = False,
-    connect: Sequence[str] | str = (),
+    connect: Sequence[str] | str | None = (),
     cache: str | None = None,
     reset: bool = False,
     loader: Loader | str | None = None,
@@ -82,6 +82,13 @@ def run_service(
         timeout_graceful_shutdown=3,
     )
     server = uvicorn.Server(config)
-    server.run()
-    if not server.started:
+    try:
+        server.run()
+    except SystemExit as exc:
+        # uvicorn exits the process when the port is taken (and, in recent versions, when the
+        # lifespan fails to start); a caller of this function gets a flowplex error instead.
+        raise ConfigurationError(
+            f"the service at {base} did not start (see the log above)."
+        ) from exc
+    if not server.started:  # older uvicorn returns after a failed lifespan startup
         raise ConfigurationError(f"the service at {base} did not start (see the log above).")

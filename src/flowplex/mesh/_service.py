@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,8 +76,8 @@ class MeshService:
         node: bool = True,
         registry: bool = False,
         provider: bool = False,
-        connect: Sequence[str] | str = (),
-        cache: str | None = None,
+        connect: Sequence[str] | str | None = (),
+        cache: str | os.PathLike[str] | None = None,
         reset: bool = False,
         loader: Loader | str | None = None,
         *,
@@ -112,8 +113,14 @@ class MeshService:
             provider=provider,
             offline_after=offline_after,
         )
-        if isinstance(connect, str):
+        if connect is None:
+            connect = ()
+        elif isinstance(connect, str):
             connect = [connect]
+        elif not isinstance(connect, Iterable):
+            raise ConfigurationError(f"connect must be a list of registry URLs, got {connect!r}.")
+        if cache is not None and not isinstance(cache, str | os.PathLike):
+            raise ConfigurationError(f"cache must be a path to a JSON file, got {cache!r}.")
         # dict.fromkeys: one connection per registry, even when listed twice
         self.targets = list(dict.fromkeys(normalize_service_url(c, "connect url") for c in connect))
         if self.state.url in self.targets:
@@ -220,10 +227,12 @@ class MeshService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.save()
-            await self._client.aclose()
-            if self._endpoints is not None:
-                self._endpoints.close()
+            try:
+                self.save()
+            finally:  # a cache that cannot be written must not leak the client or the database
+                await self._client.aclose()
+                if self._endpoints is not None:
+                    self._endpoints.close()
             logger.info("%s shutdown now", self.state.url)
 
     def _spawn(self, coro: Any, pending: bool = True) -> asyncio.Task[None]:

@@ -468,6 +468,38 @@ def test_runner_stops_when_asked(store: FlowStore) -> None:
     assert not thread.is_alive()
 
 
+def test_the_runner_rides_out_lost_database_connections(pg_url: str) -> None:
+    """The database drops every connection of a running runner (as in a server restart): the
+    runner logs, retries, and runs a flow created afterwards; it does not die."""
+    import psycopg
+
+    app = f"flowplex-runner-{os.getpid()}-{time.monotonic_ns()}"
+    store = FlowStore(f"{pg_url}&application_name={app}")
+    store.ensure_tables()
+    stop = threading.Event()
+    thread = threading.Thread(target=FlowRunner(store).run, args=(stop,), kwargs={"interval": 0.01})
+    thread.start()
+    try:
+        first = store.create_flow(chain("before"))
+        wait_for(lambda: store.get_flow(first).status == "COMPLETED", "the first run")
+        base = pg_url.split("?", 1)[0]
+        with psycopg.connect(base, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (app,),
+            ).fetchall()
+        assert killed and all(row[0] for row in killed)
+        second = store.create_flow(chain("after"))
+        wait_for(lambda: store.get_flow(second).status == "COMPLETED", "the run after the drop")
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+        store.close()
+    assert not thread.is_alive()
+
+
 def test_the_runner_opens_no_client_without_call_tasks(store: FlowStore) -> None:
     # The client factory (the CLI's opens a node and adds a user to it) is for call tasks
     # only; releasing the (no) replies after each save used to call it for every run.

@@ -9,12 +9,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import BackendError
 from ._engine import FlowEngine
 from ._errors import EngineError, LeaseLostError
 from ._graph import FAILED, FINISHED, TaskFlow
 from ._store import Claim, FlowStore
 
-__all__ = ["FlowRunner"]
+__all__ = ["MAX_BACKOFF", "FlowRunner"]
+
+#: The longest pause between retries of :meth:`FlowRunner.run` while the database fails.
+MAX_BACKOFF = 30.0
 
 logger = logging.getLogger("flowplex.engine.runner")
 
@@ -137,16 +141,27 @@ class FlowRunner:
         """Tick until ``stop`` is set (or, with ``until_finished``, until no stored flow is
         PENDING or RUNNING). Sleeps ``interval`` seconds after a round that changed nothing.
 
-        ``on_tick`` gets each round's counts (for progress output).
+        ``on_tick`` gets each round's counts (for progress output). When the database fails
+        (a restart, a dropped connection) the round is logged and retried after a growing pause
+        (up to ``MAX_BACKOFF`` seconds); what the failed round had claimed is claimable again
+        once its lease runs out, so nothing is lost.
         """
         stop = stop or threading.Event()
+        backoff = interval
         while not stop.is_set():
-            counts = self.tick()
-            if on_tick is not None:
-                on_tick(counts)
-            if until_finished and not self.store.query_flows(
-                status=["PENDING", "RUNNING"], limit=1
-            ):
-                return
+            try:
+                counts = self.tick()
+                if on_tick is not None:
+                    on_tick(counts)
+                if until_finished and not self.store.query_flows(
+                    status=["PENDING", "RUNNING"], limit=1
+                ):
+                    return
+            except BackendError as exc:
+                logger.warning("database error, retrying in %.1f s: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(max(backoff, 0.05) * 2, MAX_BACKOFF)
+                continue
+            backoff = interval
             if not counts["progressed"]:
                 stop.wait(interval)

@@ -474,10 +474,13 @@ def test_the_runner_rides_out_lost_database_connections(pg_url: str) -> None:
     import psycopg
 
     app = f"flowplex-runner-{os.getpid()}-{time.monotonic_ns()}"
-    store = FlowStore(f"{pg_url}&application_name={app}")
-    store.ensure_tables()
+    runner_store = FlowStore(f"{pg_url}&application_name={app}")
+    runner_store.ensure_tables()
+    store = FlowStore(pg_url)  # this test's own connections, which the drop spares
     stop = threading.Event()
-    thread = threading.Thread(target=FlowRunner(store).run, args=(stop,), kwargs={"interval": 0.01})
+    thread = threading.Thread(
+        target=FlowRunner(runner_store).run, args=(stop,), kwargs={"interval": 0.01}
+    )
     thread.start()
     try:
         first = store.create_flow(chain("before"))
@@ -497,6 +500,7 @@ def test_the_runner_rides_out_lost_database_connections(pg_url: str) -> None:
         stop.set()
         thread.join(DEADLINE)
         store.close()
+        runner_store.close()
     assert not thread.is_alive()
 
 

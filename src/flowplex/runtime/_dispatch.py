@@ -273,10 +273,6 @@ class Dispatcher:
             self.node.answer_undeliverable(unknown, sent)
 
 
-#: How long a worker thread lets a helping thread go first (see Node.helpers).
-HELPER_GRACE = 0.005
-
-
 class DispatchWorker(threading.Thread):
     """A daemon thread running a :class:`Dispatcher` until :meth:`stop`.
 
@@ -303,11 +299,12 @@ class DispatchWorker(threading.Thread):
         )
         try:
             while not self._stop_event.is_set():
-                if node.helpers:
-                    # A thread waiting on a reply is running messages itself: give it the
-                    # first go, for a moment (it may be running a long one).
-                    with node.helpers_done:
-                        node.helpers_done.wait_for(lambda: not node.helpers, HELPER_GRACE)
+                defer = node.help_deferral()
+                if defer > 0:
+                    # A thread waiting on a reply runs messages itself (or just sent one and
+                    # is about to): give it the first go, for a moment only (it may be running
+                    # a long one), so a message it leaves waits that moment at most.
+                    self._stop_event.wait(defer)
                 try:
                     count = self.dispatcher.run_batch()
                 except Exception:

@@ -33,6 +33,13 @@ _NODES: dict[str, Node] = {}
 _NODES_LOCK = threading.Lock()
 
 
+#: How long after sending a request its sender is expected to start running it (see
+#: Node.helpers): long enough to get from ``get_reply_future`` to ``get_data``.
+HELP_EXPECTED = 0.002
+#: How long worker threads leave new messages to a thread that is helping.
+HELPER_GRACE = 0.005
+
+
 class Node:
     """One node: a backend (its database) plus what runs on it in this process.
 
@@ -52,7 +59,9 @@ class Node:
         # they are awake. Worker threads give them the first go at a new message: two threads
         # racing for it cost more (GIL and lock hand-offs) than one running it.
         self.helpers = 0
-        self.helpers_done = threading.Condition()
+        self._helpers_lock = threading.Lock()
+        # Until when a thread that just sent a request is expected to start helping.
+        self.help_expected_until = 0.0
 
     @property
     def url(self) -> str:
@@ -95,18 +104,27 @@ class Node:
             if worker in self._workers:
                 self._workers.remove(worker)
 
+    def help_deferral(self) -> float:
+        """How long a worker thread should leave new messages to helpers (0: not at all)."""
+        if self.helpers:
+            return HELPER_GRACE
+        return max(0.0, self.help_expected_until - time.monotonic())
+
     @contextlib.contextmanager
     def helping(self) -> Iterator[None]:
         """Count the calling thread among the helpers while the block runs."""
-        with self.helpers_done:
+        with self._helpers_lock:
             self.helpers += 1
         try:
             yield
         finally:
-            with self.helpers_done:
+            with self._helpers_lock:
                 self.helpers -= 1
-                if not self.helpers:
-                    self.helpers_done.notify_all()
+
+    @property
+    def has_workers(self) -> bool:
+        """Whether worker threads run on this node in this process (no lock: a hint)."""
+        return bool(self._workers)
 
     @property
     def workers(self) -> list[DispatchWorker]:
@@ -230,7 +248,12 @@ class Client:
 
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
         """Queue ``message`` for ``target`` (committed before this returns)."""
-        self.node.deliver(requests=[(target, message)])
+        node = self.node
+        if node.has_workers:
+            # The sender usually waits on the reply next, running the message itself: the
+            # worker threads woken by this message leave it that moment.
+            node.help_expected_until = time.monotonic() + HELP_EXPECTED
+        node.deliver(requests=[(target, message)])
 
     def send_reply(self, reply: FlowMessage) -> None:
         """Route a reply (user code rarely sends one; flows do, through their worker)."""

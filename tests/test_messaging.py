@@ -238,6 +238,25 @@ def test_a_subflow_error_reaches_the_caller_of_a_non_blocking_composite(cl: Clie
     assert ask(composite, {"number": 1234}) == {"output_number": 1234}
 
 
+def test_a_worker_thread_runs_other_messages_while_the_waiting_caller_runs_one(
+    cl: Client,
+) -> None:
+    """The caller waiting on a reply runs messages itself, and worker threads leave new ones to
+    it for a moment; but not for longer: while the caller is stuck in one run (at a barrier)
+    the worker thread runs the other message, so both pass the barrier."""
+    run_dispatch_worker_thread(cl)
+    first = mount(cl, "servingflows.BarrierFlow", "barrier")
+    second = serving.get_flow_instance(cl, "barrier")
+    key = uuid.uuid4().hex
+    servingflows.BARRIERS[key] = threading.Barrier(2)
+    data = {"barrier": key, "timeout": TIMEOUT}
+    futures = [p.get_reply_future(p.package_input_message(data)) for p in (first, second)]
+    replies = [future.get_data() for future in futures]  # no timeout: this thread helps
+    assert {r["runs"] for r in replies} == {1}
+    threads = {r["thread"] for r in replies}
+    assert len(threads) == 2 and threading.current_thread().name in threads
+
+
 def test_get_data_times_out_without_a_worker_then_resolves_when_one_starts(cl: Client) -> None:
     """No worker: get_data(timeout=0.2) raises FlowTimeoutError promptly. Messages sent before
     any worker runs wait in the queue and are answered once one starts, through the same

@@ -314,10 +314,15 @@ class Client:
         return None
 
     def _help_until_reply(self, future_id: str) -> FlowMessage | None:
-        """Run claimable messages until the reply is in (returned), or none is left (None)."""
+        """Run claimable messages until the reply is in (returned), or none is left (None).
+
+        It runs a message before it first looks for the reply: a caller usually waits just
+        after sending, when the reply cannot be in yet, and the look costs a round trip.
+        """
         while True:
+            helped = self._help()
             reply = self._poll_open(future_id)
-            if reply is not None or not self._help():
+            if reply is not None or not helped:
                 return reply
 
     def _help(self) -> bool:

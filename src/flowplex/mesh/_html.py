@@ -7,23 +7,12 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from ._query import FIELDS
+
 __all__ = ["COLUMNS", "render_flows"]
 
-#: The table's columns, in the seed's order (plus the liveness ``status``).
-COLUMNS = (
-    "registry",
-    "node",
-    "organization",
-    "created",
-    "modified",
-    "heartbeat",
-    "url",
-    "name",
-    "author",
-    "description",
-    "tags",
-    "status",
-)
+#: The table's columns: every row field, in the seed's order (plus the liveness ``status``).
+COLUMNS = FIELDS
 
 _STYLE = """
 :root { color-scheme: light; --line: #e3e6ea; --muted: #6b7280; --accent: #2563eb; }

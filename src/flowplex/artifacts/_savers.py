@@ -214,6 +214,7 @@ class _FileWriter(ArtifactWriter):
             os.fsync(file.fileno())
             file.close()
             os.replace(self._tmp, self._target)
+            _fsync_directory(self._target.parent)  # so the rename survives a power cut too
         except BaseException:
             file.close()
             _unlink(self._tmp)
@@ -226,6 +227,16 @@ class _FileWriter(ArtifactWriter):
             self._file.close()
             self._file = None
             _unlink(self._tmp)
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _FileReader(ArtifactReader):

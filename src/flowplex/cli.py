@@ -17,9 +17,12 @@ import typer
 from rich.console import Console
 
 from . import __version__, serving
+from .artifacts._cli import register_commands as _register_artifacts_commands
 from .config import Settings, load_yaml
+from .engine._cli import register as _register_engine_commands
 from .errors import FlowplexError
 from .flows import FlowProxy, InstanceAddress, LocalRuntime
+from .mesh._cli import register_commands as _register_mesh_commands
 from .runtime._dispatch import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_DELIVERIES,
@@ -278,18 +281,9 @@ def local_demo(
     console.print(f"[green]done[/]: {len(rt.instance_ids)} flow instances mounted in-process.")
 
 
-# -- subcommand groups of other subsystems (each registers its Typer app here) ----------------
-# engine: runs, runner
-from .engine._cli import register as _register_engine_commands  # noqa: E402
-
+# The other subsystems' command groups, after flowplex's own commands in --help.
 _register_engine_commands(app)
-# mesh: registry, up
-from .mesh._cli import register_commands as _register_mesh_commands  # noqa: E402
-
 _register_mesh_commands(app)
-# artifacts: opstore
-from .artifacts._cli import register_commands as _register_artifacts_commands  # noqa: E402
-
 _register_artifacts_commands(app)
 
 

@@ -112,18 +112,22 @@ class RunContext:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         backend = self._dispatcher.node.backend
+        dispatcher = self._dispatcher
         while True:
+            # The worker running this flow is blocked here, so it runs other messages
+            # meanwhile (otherwise a blocking composite on one worker waits for ever). A
+            # helped message runs to its end, so a deadline is checked between messages. It
+            # runs one before its first look for the reply, which cannot be in yet just after
+            # the request was sent.
+            helped = 0 if dispatcher.stopping else dispatcher.run_batch(limit=1)
             reply = self.poll_reply(future_id)
             if reply is not None:
                 return reply
             if deadline is not None and time.monotonic() >= deadline:
                 raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.")
-            if self._dispatcher.stopping:
+            if dispatcher.stopping:
                 raise MessagingError("the worker is stopping; giving up waiting for a reply.")
-            # The worker running this flow is blocked here, so it runs other messages
-            # meanwhile (otherwise a blocking composite on one worker waits for ever). A
-            # helped message runs to its end, so a deadline is checked between messages.
-            if self._dispatcher.run_batch(limit=1) == 0:
+            if not helped:
                 wait = (
                     0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
                 )

@@ -687,6 +687,16 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 1 and "unsupported op store database URL" in bad.stderr
+    missing = tmp_path / "typo.db"
+    command = [sys.executable, "-m", "flowplex", "opstore", "versions", "op"]
+    typo = subprocess.run(
+        [*command, "--db", f"sqlite:///{missing}", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert typo.returncode == 1 and "no op store database at" in typo.stderr
+    assert not missing.exists()  # a read never creates the database
 
 
 def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> None:

@@ -72,9 +72,14 @@ def versions(
     root: RootOption,
 ) -> None:
     """List the registered versions of an op with their numbers."""
+    from ..db.migrate import sqlite_path
+    from ..errors import ConfigurationError
     from ._savers import FileSaver
     from ._store import OpStore
 
+    # A read: a mistyped SQLite path must not quietly create an empty database.
+    if db.startswith("sqlite:///") and not sqlite_path(db).exists():
+        raise ConfigurationError(f"no op store database at {sqlite_path(db)}.")
     store = OpStore(FileSaver(root), db)
     try:
         infos = store.get_version_numbers(op_name)

@@ -306,12 +306,11 @@ class Client:
             self.node.backend.wait_for_reply(future_id, min(wait, 1.0))
 
     def _poll_open(self, future_id: str) -> FlowMessage | None:
-        body = self.node.backend.take_reply(future_id)
-        if body is not None:
-            return FlowMessage.from_json(body)
-        if self.node.closed:
+        """:meth:`poll_reply`, raising once the node is closed (no reply can come then)."""
+        reply = self.poll_reply(future_id)
+        if reply is None and self.node.closed:
             raise MessagingError("the node was closed while waiting for a reply.")
-        return None
+        return reply
 
     def _help_until_reply(self, future_id: str) -> FlowMessage | None:
         """Run claimable messages until the reply is in (returned), or none is left (None).

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import flowplex
 from flowplex import FlowFuture, serving
 from flowplex.workers import run_dispatch_worker_thread
+from waiting import wait_for
 
 TESTS_DIR = Path(__file__).parent
 
@@ -26,15 +26,6 @@ def durable_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/node.db"
     url: str = request.getfixturevalue("pg_url")
     return url
-
-
-def _wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _worker_process(db: str, *args: str) -> subprocess.Popen[str]:
@@ -107,7 +98,7 @@ def test_a_worker_killed_mid_message_loses_nothing(
 
         first = _worker_process(durable_db, "--lease", "1")
         processes.append(first)
-        _wait_for(marker.exists, 30, "the first worker to start the run")
+        wait_for(marker.exists, "the first worker to start the run", 30)
         assert marker.read_text() == str(first.pid)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)

@@ -17,6 +17,7 @@ import flowplex
 from flowplex import Client, serving
 from flowplex.engine import FlowEngine, FlowRunner, FlowStore, TaskFlow
 from flowplex.workers import run_dispatch_worker_thread
+from waiting import wait_for
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
 DEADLINE = 30.0
@@ -95,13 +96,6 @@ def test_a_saved_call_is_collected_by_another_engine(cl: Client, tmp_path: Path)
     store.close()
 
 
-def wait_until(predicate: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_a_reply_read_by_a_runner_that_dies_before_saving_is_not_lost(
     cl: Client, tmp_path: Path
 ) -> None:
@@ -113,7 +107,7 @@ def test_a_reply_read_by_a_runner_that_dies_before_saving_is_not_lost(
     FlowRunner(store, FlowEngine(store=store, client=cl)).tick()  # sends, saves RUNNING
     future_id = store.get_flow(key).tasks["call"]["data"]["call"]["future_id"]
     run_dispatch_worker_thread(cl)
-    wait_until(lambda: cl.peek_reply(future_id) is not None, "the reply")
+    wait_for(lambda: cl.peek_reply(future_id) is not None, "the reply")
     doomed = FlowEngine(store=store, client=cl, hold_replies=True)
     [claim] = store.claim_flows(1, lease=0.2)
     doomed.tick_flow(claim.flow)
@@ -125,7 +119,7 @@ def test_a_reply_read_by_a_runner_that_dies_before_saving_is_not_lost(
         second.tick()
         return bool(store.get_flow(key).status == "COMPLETED")
 
-    wait_until(finished, "the second runner to finish the run")
+    wait_for(finished, "the second runner to finish the run")
     assert store.get_flow(key).data["out"] == 4321
     assert cl.peek_reply(future_id) is None  # dropped once the run that used it was saved
     store.close()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from flowplex.engine import (
     LeaseLostError,
     TaskFlow,
 )
+from waiting import wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent
 DEADLINE = 30.0  # every wait is bounded: a bug fails the test instead of hanging it
@@ -62,17 +63,6 @@ def store(store_url: str) -> Iterator[FlowStore]:
     s.ensure_tables()
     yield s
     s.close()
-
-
-def wait_for(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- seed 003 ------------------------------------------------------------------------------------

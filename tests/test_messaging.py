@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from flowplex import (
 )
 from flowplex.runtime._dispatch import Dispatcher
 from flowplex.workers import run_dispatch_worker_thread, run_dispatch_worker_threads
+from waiting import wait_for
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
 SEQUENTIAL = "flowplex.examples.ReverseNumberSequentialFlow"
@@ -45,15 +46,6 @@ def cl(tmp_path: Path, db_url: str) -> Iterator[Client]:
     client = flowplex.start_node(path=tmp_path, db=db_url)
     yield client
     client.node.close()
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def ask(proxy: FlowProxy, data: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +133,7 @@ def test_parallel_dispatch_runs_messages_to_one_instance_concurrently(cl: Client
     ]
     run_dispatch_worker_threads(cl, 2)
     # Both runs end (replied or failed) before anything is asserted.
-    wait_for(lambda: all(outcome(f) is not None for f in futures), "both replies")
+    wait_for(lambda: all(outcome(f) is not None for f in futures), "both replies", TIMEOUT)
     replies = [future.get_data(timeout=TIMEOUT) for future in futures]
     assert len({reply["thread"] for reply in replies}) == 2
     assert [reply["runs"] for reply in replies] == [1, 1]
@@ -356,9 +348,11 @@ def test_push_replies_let_the_non_blocking_composite_finish_on_one_worker(cl: Cl
     assert serving.serve_flow(cl, ATOMIC, "reverse_number_atomic")
     composite = mount(cl, SEQUENTIAL, "reverse_number_sequential")
     future = composite.get_reply_future(composite.package_input_message({"id": 0, "number": 1234}))
-    wait_for(future.done, "the composite's reply")  # polling: this thread runs no messages
+    wait_for(future.done, "the composite's reply", TIMEOUT)  # polling: this thread runs no messages
     assert future.get_data(timeout=TIMEOUT) == {"output_number": 1234}
-    wait_for(lambda: worker.processed == 5, f"5 processed messages (got {worker.processed})")
+    wait_for(
+        lambda: worker.processed == 5, f"5 processed messages (got {worker.processed})", TIMEOUT
+    )
     state = serving.get_flow_state(cl, composite.get_instance_id())
     assert state == {"current_call": "first_reverse_flow", "waiting": []}
 
@@ -384,7 +378,7 @@ def test_the_blocking_composite_finishes_on_one_worker(cl: Client) -> None:
     assert serving.serve_flow(cl, ATOMIC, "reverse_number_atomic")
     composite = mount(cl, BLOCKING, "reverse_number_blocking")
     future = composite.get_reply_future(composite.package_input_message({"number": 1234}))
-    wait_for(future.done, "the blocking composite's reply")
+    wait_for(future.done, "the blocking composite's reply", TIMEOUT)
     assert future.get_data(timeout=TIMEOUT) == {"output_number": 1234}
     assert ask(composite, {"number": 1200}) == {"output_number": 12}
 
@@ -400,8 +394,14 @@ def test_send_message_is_fire_and_forget(cl: Client) -> None:
         {"i": 1}, reply_data={"mode": "future", "future_id": future_id}
     )
     assert counter.send_message(message) is None
-    wait_for(lambda: serving.get_flow_state(cl, flow_id)["count"] == 1, "the fire-and-forget run")
-    wait_for(lambda: cl.node.backend.pending_count(flow_id) == 0, "the message to be acked")
+    wait_for(
+        lambda: serving.get_flow_state(cl, flow_id)["count"] == 1,
+        "the fire-and-forget run",
+        TIMEOUT,
+    )
+    wait_for(
+        lambda: cl.node.backend.pending_count(flow_id) == 0, "the message to be acked", TIMEOUT
+    )
     assert cl.node.backend.take_reply(future_id) is None
     assert serving.get_flow_state(cl, flow_id) == {"count": 1, "seen": [1]}
 
@@ -414,6 +414,7 @@ def test_a_failure_nobody_waits_for_is_logged(cl: Client, caplog: pytest.LogCapt
     wait_for(
         lambda: any("boom on 3" in r.getMessage() for r in caplog.records),
         "the failure to be logged",
+        TIMEOUT,
     )
     assert any(r.levelno == logging.ERROR for r in caplog.records)
     assert serving.get_flow_state(cl, failing.get_instance_id()) == {"touched": False}
@@ -430,7 +431,7 @@ def test_messages_queued_for_a_deleted_instance_get_an_error_reply(cl: Client) -
         future.get_data(timeout=TIMEOUT)
     assert excinfo.value.remote_type == "UnknownInstanceError"
     assert flow_id in excinfo.value.remote_message
-    wait_for(lambda: cl.node.backend.pending_count() == 0, "the queue to drain")
+    wait_for(lambda: cl.node.backend.pending_count() == 0, "the queue to drain", TIMEOUT)
 
 
 # -- dispatch points ---------------------------------------------------------------------------
@@ -518,7 +519,7 @@ def claim_after_lease_expires(cl: Client, lease: float) -> Any:
         claimed.extend(cl.node.backend.claim("default", None, lease, 10))
         return bool(claimed)
 
-    wait_for(claim, "the message to be claimable")
+    wait_for(claim, "the message to be claimable", TIMEOUT)
     assert len(claimed) == 1
     return claimed[0]
 
@@ -532,7 +533,7 @@ def test_a_message_whose_worker_died_is_delivered_again(cl: Client) -> None:
     dead = claim_after_lease_expires(cl, lease=0.1)
     assert dead.deliveries == 1
     dispatcher = Dispatcher(cl.node, "default", lease_seconds=0.1, max_deliveries=2)
-    wait_for(lambda: dispatcher.run_batch() == 1, "the redelivery")
+    wait_for(lambda: dispatcher.run_batch() == 1, "the redelivery", TIMEOUT)
     assert future.get_data(timeout=TIMEOUT) == {"count": 1}
     assert servingflows.RUN_LOG[log] == [1]
     assert cl.node.backend.list_dead_letters() == []
@@ -554,7 +555,7 @@ def test_after_max_deliveries_the_caller_gets_an_error_and_a_dead_letter_is_kept
     assert (first.deliveries, second.deliveries) == (1, 2)
 
     dispatcher = Dispatcher(cl.node, "default", lease_seconds=0.1, max_deliveries=2)
-    wait_for(lambda: dispatcher.run_batch() == 1, "the third delivery")
+    wait_for(lambda: dispatcher.run_batch() == 1, "the third delivery", TIMEOUT)
     with pytest.raises(FlowError) as excinfo:
         future.get_data(timeout=TIMEOUT)
     assert "max_deliveries=2" in excinfo.value.remote_message
@@ -615,7 +616,7 @@ def test_a_redelivered_message_runs_on_the_stored_state_not_on_a_run_in_flight(
     second = counter.get_reply_future(counter.package_input_message({"gate": key}))
 
     def run_once_claimable() -> None:
-        wait_for(lambda: dispatcher.run_batch() == 1, "a claimable message")
+        wait_for(lambda: dispatcher.run_batch() == 1, "a claimable message", TIMEOUT)
 
     stale = threading.Thread(target=run_once_claimable)  # counts, then outlives its lease
     stale.start()

@@ -281,7 +281,7 @@ class Client:
         process runs on the node (same pools, same secrets): a request served in-process is
         then answered without a thread hand-off.
         """
-        if timeout is None and self.node.workers:
+        if timeout is None and self.node.has_workers:
             while True:
                 with self.node.helping():
                     reply = self._help_until_reply(future_id)

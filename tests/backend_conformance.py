@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from flowplex.errors import DuplicateKeyError
 from flowplex.runtime import (
     Backend,
     DeadLetter,
@@ -140,11 +141,11 @@ def check_users_oldest_first(open_backend: Opener) -> None:
 
 
 def check_duplicate_user_rejected(open_backend: Opener) -> None:
-    """Adding a user id twice is a ValueError and keeps the first key."""
+    """Adding a user id twice is a DuplicateKeyError and keeps the first key."""
     with opened(open_backend) as b:
         first = UserRecord("c3" * 32, b"k" * 32, _t())
         b.add_user(first)
-        with pytest.raises(ValueError, match="exists already"):
+        with pytest.raises(DuplicateKeyError, match="exists already"):
             b.add_user(UserRecord(first.user_id, b"x" * 32, _t()))
         assert b.list_users() == [first]
 
@@ -242,10 +243,10 @@ def check_instances(open_backend: Opener) -> None:
 
 
 def check_add_instances_all_or_nothing(open_backend: Opener) -> None:
-    """A batch with an id that exists already raises ValueError and adds nothing."""
+    """A batch with an id that exists already raises DuplicateKeyError and adds nothing."""
     with opened(open_backend) as b:
         b.add_instances([instance("f1")])
-        with pytest.raises(ValueError, match="f1"):
+        with pytest.raises(DuplicateKeyError, match="f1"):
             b.add_instances([instance("new1"), instance("f1"), instance("new2")])
         assert b.get_instance("new1") is None
         assert b.get_instance("new2") is None

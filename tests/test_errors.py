@@ -12,6 +12,7 @@ from flowplex.errors import (
     BackendError,
     ClassPathError,
     ConfigurationError,
+    DuplicateKeyError,
     FlowDefinitionError,
     FlowError,
     FlowInstanceError,
@@ -39,7 +40,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         if isinstance(value, type) and issubclass(value, FlowplexError)
     }
     assert defined == set(errors.__all__)
-    assert len(errors.__all__) == 12
+    assert len(errors.__all__) == 13
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         (FlowError, MessagingError),
         (FlowTimeoutError, FlowplexError),
         (BackendError, FlowplexError),
+        (DuplicateKeyError, BackendError),
     ],
     ids=lambda c: c.__name__,
 )

@@ -132,6 +132,10 @@ class CrashOnceFlow(AtomicFlow):
         self.flow_state["runs"] += 1
         marker = Path(input_message.data["marker"])
         if not marker.exists():
-            marker.write_text(str(os.getpid()))
+            # Written whole, then renamed: the test polls for the file and must never read it
+            # half-written.
+            partial = marker.with_name(marker.name + ".partial")
+            partial.write_text(str(os.getpid()))
+            partial.rename(marker)
             time.sleep(120)  # the test kills the worker process here
         return {"runs": self.flow_state["runs"], "pid": os.getpid()}

@@ -18,6 +18,7 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
      │    └── FlowError             the flow that handled a message raised (an error reply)
      ├── FlowTimeoutError           a wait ran out of time (also a builtin TimeoutError)
      ├── BackendError               the storage backend failed or cannot be reached
+     │    ├── DuplicateKeyError     a row whose key exists already (a user, an instance id)
      │    └── OpStoreUnavailableError  [artifacts] the op store cannot be reached
      ├── EngineError                [engine] a task-graph run cannot go on
      │    ├── FlowSpecError         [engine] a spec with unknown precursors, cycles, ...
@@ -50,6 +51,7 @@ __all__ = [
     "BackendError",
     "ClassPathError",
     "ConfigurationError",
+    "DuplicateKeyError",
     "FlowDefinitionError",
     "FlowError",
     "FlowInstanceError",
@@ -144,3 +146,11 @@ class FlowTimeoutError(FlowplexError, TimeoutError):
 
 class BackendError(FlowplexError):
     """The storage backend failed, or cannot be reached."""
+
+
+class DuplicateKeyError(BackendError):
+    """A row could not be stored because its key exists already (a user id, an instance id).
+
+    Raised at the storage seam only; callers that race to create the same row (two mounts of
+    one singleton) catch it and read the winner's row instead.
+    """

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ensure_json_serializable
-from .errors import FlowInstanceError, FlowplexError, UnknownInstanceError
+from .errors import DuplicateKeyError, FlowInstanceError, FlowplexError, UnknownInstanceError
 from .flows import CompositeFlow, FlowProxy, subflow_specs
 from .flows._transport import InstanceAddress
 from .identity import is_user_id
@@ -306,7 +306,7 @@ def get_flow_instance(
                 dispatch_point_override,
                 plan,
             )
-        except ValueError:
+        except DuplicateKeyError:
             if not plan.singletons:
                 raise
             continue

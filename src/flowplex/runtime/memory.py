@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._json import dumps
+from ..errors import DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
     Backend,
@@ -74,7 +75,7 @@ class MemoryBackend(Backend):
     def add_user(self, user: UserRecord) -> None:
         with self._lock:
             if any(u.user_id == user.user_id for u in self._users):
-                raise ValueError(f"user {user.user_id} exists already")
+                raise DuplicateKeyError(f"user {user.user_id} exists already")
             self._users.append(user)
 
     def list_users(self) -> list[UserRecord]:
@@ -135,7 +136,7 @@ class MemoryBackend(Backend):
         with self._lock:
             for row in rows:
                 if row.record.flow_id in self._instances:
-                    raise ValueError(f"instance {row.record.flow_id} exists already")
+                    raise DuplicateKeyError(f"instance {row.record.flow_id} exists already")
             for row in rows:
                 self._instances[row.record.flow_id] = row
 

@@ -38,7 +38,7 @@ from psycopg import pq
 
 from .._json import dumps
 from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, redact_url
-from ..errors import BackendError
+from ..errors import BackendError, DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
     DeadLetter,
@@ -299,13 +299,13 @@ class PostgresBackend(SQLBackend):
     # -- users ------------------------------------------------------------------------------
 
     def add_user(self, user: UserRecord) -> None:
-        """Store a new user; ``ValueError`` if the id exists already."""
+        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
         try:
             with self._use() as conn:
                 conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
         except _Wrapped as exc:
             if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise ValueError(f"user {user.user_id} exists already") from None
+                raise DuplicateKeyError(f"user {user.user_id} exists already") from None
             raise
 
     # -- endpoints --------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class PostgresBackend(SQLBackend):
     # -- instances --------------------------------------------------------------------------
 
     def add_instances(self, instances: Sequence[InstanceRecord]) -> None:
-        """Store new instances, all or none; ``ValueError`` if an id exists already."""
+        """Store new instances, all or none; ``DuplicateKeyError`` if an id exists already."""
         if not instances:
             return
         rows = [instance_params(record) for record in instances]
@@ -332,7 +332,7 @@ class PostgresBackend(SQLBackend):
                 for record in instances:
                     if record.flow_id not in added or record.flow_id in seen:
                         # Raising inside the transaction rolls back the rows that did go in.
-                        raise ValueError(f"instance {record.flow_id} exists already")
+                        raise DuplicateKeyError(f"instance {record.flow_id} exists already")
                     seen.add(record.flow_id)
 
     # -- messages ---------------------------------------------------------------------------

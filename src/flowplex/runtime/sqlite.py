@@ -32,7 +32,7 @@ from typing import Any
 
 from .._json import dumps
 from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, sqlite_path
-from ..errors import BackendError
+from ..errors import BackendError, DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
     DeadLetter,
@@ -207,12 +207,12 @@ class SQLiteBackend(SQLBackend):
     # -- users ------------------------------------------------------------------------------
 
     def add_user(self, user: UserRecord) -> None:
-        """Store a new user; ``ValueError`` if the id exists already."""
+        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
         with self._write() as conn:
             try:
                 conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
             except sqlite3.IntegrityError:
-                raise ValueError(f"user {user.user_id} exists already") from None
+                raise DuplicateKeyError(f"user {user.user_id} exists already") from None
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class SQLiteBackend(SQLBackend):
     # -- instances --------------------------------------------------------------------------
 
     def add_instances(self, instances: Sequence[InstanceRecord]) -> None:
-        """Store new instances, all or none; ``ValueError`` if an id exists already."""
+        """Store new instances, all or none; ``DuplicateKeyError`` if an id exists already."""
         rows = [instance_params(record) for record in instances]
         if not rows:
             return
@@ -238,7 +238,7 @@ class SQLiteBackend(SQLBackend):
                 # Undo the rows inserted before the clash, then name the id that clashed.
                 conn.execute("ROLLBACK")
                 taken = _first_taken(conn, [row[0] for row in rows])
-                raise ValueError(f"instance {taken} exists already") from None
+                raise DuplicateKeyError(f"instance {taken} exists already") from None
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from .flows import (
     run_local,
 )
 from .messages import FlowMessage, ReplyMode
-from .runtime._node import Client, start_node, start_node_with_users
+from .runtime import Client, start_node, start_node_with_users
 
 __all__ = [
     "AtomicFlow",

@@ -23,13 +23,14 @@ from .engine._cli import register as _register_engine_commands
 from .errors import FlowplexError
 from .flows import FlowProxy, InstanceAddress, LocalRuntime
 from .mesh._cli import register_commands as _register_mesh_commands
-from .runtime._dispatch import (
+from .runtime import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_DELIVERIES,
+    Client,
     Dispatcher,
     DispatchWorker,
+    start_node_with_users,
 )
-from .runtime._node import Client, start_node_with_users
 from .workers import run_dispatch_worker_thread
 
 app = typer.Typer(

@@ -35,8 +35,7 @@ from .flows import CompositeFlow, FlowProxy, subflow_specs
 from .flows._transport import InstanceAddress
 from .identity import is_user_id
 from .messages import new_id
-from .runtime._backend import EndpointRecord, InstanceRecord
-from .runtime._node import Client
+from .runtime import Client, EndpointRecord, InstanceRecord
 
 __all__ = [
     "delete_all_flow_endpoints",

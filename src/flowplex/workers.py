@@ -21,13 +21,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .runtime._dispatch import (
+from .runtime import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_DELIVERIES,
+    Client,
     Dispatcher,
     DispatchWorker,
 )
-from .runtime._node import Client
 
 __all__ = [
     "DispatchWorker",

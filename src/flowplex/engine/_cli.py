@@ -29,7 +29,7 @@ from ._errors import EngineError
 from ._graph import COMPLETED, FAILED, FINISHED, ROOT_KEY, RUNNING, TaskFlow
 
 if TYPE_CHECKING:
-    from ..runtime._node import Client
+    from ..runtime import Client
     from ._runner import FlowRunner
     from ._store import FlowStore
 
@@ -79,7 +79,7 @@ def _store(url: str) -> FlowStore:
 
 def _engine(store: FlowStore, url: str, home: Path | None) -> FlowEngine:
     def client() -> Client:
-        from ..runtime._node import start_node_with_users
+        from ..runtime import start_node_with_users
 
         return start_node_with_users(1, path=home, db=url)[0]
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from ..config import resolve_class_path
 from ..errors import FlowplexError
-from ..runtime._node import Client
+from ..runtime import Client
 from ._context import interpolate
 from ._errors import EngineError, FlowFailedError, MaxTicksError
 from ._graph import COMPLETED, FAILED, FINISHED, PENDING, ROOT_KEY, RUNNING, TaskFlow

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from .. import serving
 from ..config import Settings
 from ..errors import FlowplexError
-from ..runtime._node import start_node_with_users
+from ..runtime import start_node_with_users
 from ..workers import run_dispatch_worker_thread
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"

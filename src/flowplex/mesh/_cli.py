@@ -94,8 +94,7 @@ def up(
     FLOWPLEX_HOME/artifacts, its rows in the node database) answers at /opstore/v1/....
     """
     from ..artifacts import FileSaver, OpStore
-    from ..runtime._dispatch import Dispatcher, DispatchWorker
-    from ..runtime._node import open_node
+    from ..runtime import Dispatcher, DispatchWorker, open_node
     from ._run import run_service
 
     settings = Settings.from_env()

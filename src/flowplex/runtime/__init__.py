@@ -1,12 +1,12 @@
-"""The serving runtime's storage: the :class:`Backend` seam and its implementations.
+"""The serving runtime: nodes and client handles, dispatch, and the storage seam.
 
-Backends are chosen by URL with :func:`open_backend`; the SQL ones are imported only when asked
-for, so ``import flowplex`` loads no database driver.
+What other packages use is exported here; the modules behind it are private. Backends are
+chosen by URL with :func:`open_backend`; the SQL ones are imported only when asked for, so
+``import flowplex`` loads no database driver.
 """
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
 from ._backend import (
     Backend,
     DeadLetter,
@@ -17,50 +17,32 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._dispatch import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_DELIVERIES,
+    Dispatcher,
+    DispatchWorker,
+)
+from ._node import Client, Node, open_node, start_node, start_node_with_users
+from ._open import open_backend
 
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_DELIVERIES",
     "Backend",
+    "Client",
     "DeadLetter",
     "Delivery",
+    "DispatchWorker",
+    "Dispatcher",
     "EndpointRecord",
     "Envelope",
     "InstanceRecord",
+    "Node",
     "ReplyRecord",
     "UserRecord",
     "open_backend",
+    "open_node",
+    "start_node",
+    "start_node_with_users",
 ]
-
-
-def open_backend(url: str) -> Backend:
-    """Open the backend a URL names, creating or migrating its schema as needed.
-
-    ``memory://`` (in-process, volatile), ``sqlite:///path/to/file.db`` (the embedded default)
-    or ``postgresql://user@host:port/db`` (needs the ``postgres`` extra).
-    """
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(
-            f"invalid database URL {url!r}: expected memory://, sqlite:///<file> or "
-            f"postgresql://..."
-        )
-    scheme = url.split("://", 1)[0].lower()
-    if scheme == "memory":
-        from .memory import MemoryBackend
-
-        return MemoryBackend(url)
-    if scheme == "sqlite":
-        from .sqlite import SQLiteBackend
-
-        return SQLiteBackend(url)
-    if scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
-        try:
-            from .postgres import PostgresBackend
-        except ImportError as exc:  # pragma: no cover - depends on the installed extras
-            raise ConfigurationError(
-                f"PostgreSQL support needs the postgres extra: pip install 'flowplex[postgres]' "
-                f"({exc})"
-            ) from exc
-        return PostgresBackend(url)
-    raise ConfigurationError(
-        f"unsupported database URL scheme {scheme!r} in {url!r}: use memory://, sqlite:/// "
-        f"or postgresql://"
-    )

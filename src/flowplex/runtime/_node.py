@@ -19,13 +19,13 @@ from ..flows import Flow
 from ..flows._transport import InstanceAddress
 from ..identity import generate_key_pair
 from ..messages import FlowMessage, ReplyMode
-from . import open_backend
 from ._backend import Backend, Envelope, ReplyRecord, UserRecord
+from ._open import open_backend
 
 if TYPE_CHECKING:
     from ._dispatch import DispatchWorker
 
-__all__ = ["Client", "Node", "start_node", "start_node_with_users"]
+__all__ = ["Client", "Node", "open_node", "start_node", "start_node_with_users"]
 
 logger = logging.getLogger("flowplex.node")
 

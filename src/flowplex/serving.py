@@ -89,15 +89,8 @@ def serve_flow(
     not import or is not a Flow. ``parallel_dispatch=True`` lets an instance handle several
     messages at once; its state is then not persisted between messages.
     """
-    cl = _check_serve_arguments(cl, flow_class_name, flow_endpoint, dispatch_point)
-    return cl.node.serve(
-        cl.get_user_id(),
-        flow_class_name,
-        flow_endpoint,
-        dispatch_point=dispatch_point,
-        parallel_dispatch=parallel_dispatch,
-        singleton=singleton,
-    )
+    options = (dispatch_point, parallel_dispatch, singleton)
+    return _serve(cl, flow_class_name, flow_endpoint, *options, with_subflows=False)
 
 
 def recursive_serve_flow(
@@ -115,20 +108,20 @@ def recursive_serve_flow(
     Returns False (logging why) if a subflow lacks ``flow_endpoint`` or ``flow_class_name``;
     otherwise what :func:`serve_flow` returns for the top flow.
     """
-    cl = _check_serve_arguments(cl, flow_class_name, flow_endpoint, dispatch_point)
-    return cl.node.serve_with_subflows(
-        cl.get_user_id(),
-        flow_class_name,
-        flow_endpoint,
-        dispatch_point=dispatch_point,
-        parallel_dispatch=parallel_dispatch,
-        singleton=singleton,
-    )
+    options = (dispatch_point, parallel_dispatch, singleton)
+    return _serve(cl, flow_class_name, flow_endpoint, *options, with_subflows=True)
 
 
-def _check_serve_arguments(
-    cl: Any, flow_class_name: Any, flow_endpoint: Any, dispatch_point: Any
-) -> Client:
+def _serve(
+    cl: Any,
+    flow_class_name: Any,
+    flow_endpoint: Any,
+    dispatch_point: Any,
+    parallel_dispatch: bool,
+    singleton: bool,
+    *,
+    with_subflows: bool,
+) -> bool:
     client = _check_client(cl)
     _check_endpoint(flow_endpoint)
     _check_dispatch_point(dispatch_point)
@@ -136,7 +129,15 @@ def _check_serve_arguments(
         raise FlowplexError(
             f"flow_class_name must be a dotted class path, got {flow_class_name!r}."
         )
-    return client
+    return client.node.serve(
+        client.get_user_id(),
+        flow_class_name,
+        flow_endpoint,
+        dispatch_point=dispatch_point,
+        parallel_dispatch=parallel_dispatch,
+        singleton=singleton,
+        with_subflows=with_subflows,
+    )
 
 
 def is_flow_served(cl: Client, flow_endpoint: str) -> bool:

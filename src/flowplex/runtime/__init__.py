@@ -27,7 +27,6 @@ from ._dispatch import (
     DispatchWorker,
 )
 from ._local import FlowRef, LocalRuntime, run_local
-from ._mount import MountRequest
 from ._node import Client, Node, open_node, start_node, start_node_with_users
 from ._open import open_backend
 
@@ -45,7 +44,6 @@ __all__ = [
     "FlowRef",
     "InstanceRecord",
     "LocalRuntime",
-    "MountRequest",
     "Node",
     "ReplyRecord",
     "UserRecord",

@@ -54,14 +54,8 @@ _SINGLETON_NAMESPACE = uuid.UUID("5b7e6f1c-3d0a-4c55-9a51-8f3e2d9c6a10")
 
 @dataclass(frozen=True)
 class MountRequest:
-    """What to mount: ``serving_user``'s ``endpoint``, for ``requester``.
-
-    ``compose_locally`` is how a :class:`~flowplex.LocalRuntime` composes: every subflow is the
-    serving user's, whatever its ``user_id`` says, at its ``flow_endpoint`` (or, lacking one, its
-    key), and an endpoint nobody serves yet is served on first use from the subflow's
-    ``flow_class_name``, at the composite's dispatch point (the first entry naming an endpoint
-    defines it).
-    """
+    """What to mount: ``serving_user``'s ``endpoint``, for ``requester`` (see
+    :meth:`Node.mount <flowplex.runtime.Node.mount>`, which builds it)."""
 
     requester: str
     serving_user: str
@@ -102,7 +96,8 @@ def mount(node: Node, request: MountRequest) -> str:
             compose_locally=request.compose_locally,
         )
         try:
-            node.backend.add_instances(plan.records)
+            if plan.records:  # none when the asked-for singleton exists already
+                node.backend.add_instances(plan.records)
         except DuplicateKeyError:
             if not plan.singletons:
                 raise
@@ -286,13 +281,9 @@ def _serve_on_first_use(
 def serve_local_subflows(
     node: Node, user_id: str, flow_class_name: str, dispatch_point: str
 ) -> bool:
-    """Serve, depth first, the subflows of ``flow_class_name`` that ``user_id`` serves itself.
-
-    Subflows with ``user_id`` absent or ``"local"`` are served at their ``flow_endpoint`` with
-    their ``flow_class_name``, ``singleton``, ``parallel_dispatch`` and ``dispatch_point`` (else
-    ``dispatch_point``). Returns False (logging why) if one lacks ``flow_endpoint`` or
-    ``flow_class_name``.
-    """
+    """Serve, depth first, the subflows of ``flow_class_name`` that ``user_id`` serves itself
+    (see :meth:`Node.serve`); False (logged) if one lacks ``flow_endpoint`` or
+    ``flow_class_name``."""
     cls = node.flow_class(flow_class_name)
     if not issubclass(cls, CompositeFlow):
         return True
@@ -303,16 +294,14 @@ def serve_local_subflows(
             missing = "flow_endpoint" if spec.flow_endpoint is None else "flow_class_name"
             logger.error("Subflow %s has no %s; cannot serve it.", spec.key, missing)
             return False
-        point = spec.dispatch_point or dispatch_point
-        if not serve_local_subflows(node, user_id, spec.flow_class_name, point):
-            return False
         served = node.serve(
             user_id,
             spec.flow_class_name,
             spec.flow_endpoint,
-            dispatch_point=point,
+            dispatch_point=spec.dispatch_point or dispatch_point,
             parallel_dispatch=spec.parallel_dispatch,
             singleton=spec.singleton,
+            with_subflows=True,
         )
         if not served:
             logger.info("Subflow %s already served.", spec.key)

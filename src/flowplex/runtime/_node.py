@@ -154,12 +154,22 @@ class Node:
         dispatch_point: str = "default",
         parallel_dispatch: bool = False,
         singleton: bool = False,
+        with_subflows: bool = False,
     ) -> bool:
         """Serve ``flow_class_name`` at ``user_id``'s ``endpoint``; False if already served.
 
         The class is imported now, so a bad path fails here rather than at the first mount.
+        ``with_subflows`` first serves, depth first, every subflow the same user serves (entries
+        with ``user_id`` absent or ``"local"``) at its ``flow_endpoint`` with its own
+        ``flow_class_name``, ``singleton``, ``parallel_dispatch`` and ``dispatch_point``; it
+        returns False (logging why, serving nothing more) if one lacks ``flow_endpoint`` or
+        ``flow_class_name``.
         """
         self.flow_class(flow_class_name)
+        if with_subflows and not serve_local_subflows(
+            self, user_id, flow_class_name, dispatch_point
+        ):
+            return False
         record = EndpointRecord(
             user_id=user_id,
             endpoint=endpoint,
@@ -182,34 +192,6 @@ class Node:
             singleton,
         )
         return True
-
-    def serve_with_subflows(
-        self,
-        user_id: str,
-        flow_class_name: str,
-        endpoint: str,
-        *,
-        dispatch_point: str = "default",
-        parallel_dispatch: bool = False,
-        singleton: bool = False,
-    ) -> bool:
-        """Serve a flow and, depth first, every subflow of it that ``user_id`` serves itself.
-
-        Subflows with ``user_id`` absent or ``"local"`` are served at their ``flow_endpoint``
-        with their own ``flow_class_name``, ``singleton``, ``parallel_dispatch`` and
-        ``dispatch_point``. Returns False (logging why) if a subflow lacks ``flow_endpoint`` or
-        ``flow_class_name``; otherwise what :meth:`serve` returns for the flow itself.
-        """
-        if not serve_local_subflows(self, user_id, flow_class_name, dispatch_point):
-            return False
-        return self.serve(
-            user_id,
-            flow_class_name,
-            endpoint,
-            dispatch_point=dispatch_point,
-            parallel_dispatch=parallel_dispatch,
-            singleton=singleton,
-        )
 
     def is_served(self, user_id: str, endpoint: str) -> bool:
         """True if ``user_id`` serves ``endpoint`` (and has not unserved it)."""
@@ -290,9 +272,12 @@ class Node:
         ``config_overrides`` are deep-merged over the class's default config; ``initial_state``
         over the state ``set_up_flow_state`` builds; ``dispatch_point_override`` moves the
         instance to another worker pool. Subflows of a composite are mounted first, and
-        everything is committed in one transaction, or nothing. ``compose_locally`` is how a
-        :class:`~flowplex.LocalRuntime` finds subflows (see
-        :class:`~flowplex.runtime.MountRequest`).
+        everything is committed in one transaction, or nothing.
+
+        ``compose_locally`` is how a :class:`~flowplex.LocalRuntime` composes: every subflow is
+        ``serving_user``'s, whatever its ``user_id`` says, at its ``flow_endpoint`` (or, lacking
+        one, its key), and an endpoint nobody serves yet is served on first use from the
+        subflow's ``flow_class_name`` (so the first entry naming an endpoint defines it).
 
         Raises :class:`~flowplex.FlowInstanceError` with the reason for any failure of the
         flow or its subflows ("Not serving at {endpoint}.", "Failed to get instance of

@@ -20,6 +20,7 @@ import inspect
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,16 +215,32 @@ def _plan_mount(
 def _construct(
     cls: type[Flow], config: dict[str, Any], initial_state: Mapping[str, Any] | None
 ) -> Flow:
-    try:
-        inspect.signature(cls).bind(config, initial_state)
-    except TypeError as exc:
+    mismatch = _signature_mismatch(cls)
+    if mismatch is not None:
         raise FlowDefinitionError(
             f"{cls.__qualname__} cannot be built as {cls.__qualname__}(flow_config, flow_state): "
-            f"{exc}. A flow's constructor must accept the flow config and the initial state."
-        ) from exc
-    except ValueError:  # no signature to check (a C-implemented __init__): just try
-        pass
+            f"{mismatch}. A flow's constructor must accept the flow config and the initial state."
+        )
     return cls(config, initial_state)
+
+
+def _signature_mismatch(cls: type[Flow]) -> str | None:
+    """Why ``cls(flow_config, flow_state)`` cannot be called, or None if it can (or cannot be
+    told: a constructor without a signature is simply tried). Cached per class."""
+    if cls in _MISMATCHES:
+        return _MISMATCHES[cls]
+    mismatch = None
+    try:
+        inspect.signature(cls).bind({}, None)
+    except TypeError as exc:
+        mismatch = str(exc)
+    except ValueError:
+        pass
+    _MISMATCHES[cls] = mismatch
+    return mismatch
+
+
+_MISMATCHES: weakref.WeakKeyDictionary[type[Flow], str | None] = weakref.WeakKeyDictionary()
 
 
 def _plan_subflow(

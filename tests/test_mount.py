@@ -18,6 +18,7 @@ import flowplex
 import testflows
 from flowplex import Client, FlowInstanceError, LocalRuntime, serving
 from flowplex.runtime import EndpointRecord
+from flowplex.workers import run_dispatch_worker_thread
 
 PREFIX = "Failed to get flow instance at {endpoint} served by user {user}.\nMessage: "
 
@@ -153,3 +154,13 @@ def test_a_subflow_that_cannot_be_mounted(cl: Client) -> None:
         "subflow 'first_reverse_flow' has no flow_class_name, and nothing here serves endpoint "
         "'reverse_number_atomic'."
     )
+
+
+def test_a_constructor_taking_exactly_config_and_state_mounts_and_runs(cl: Client) -> None:
+    """The signature a mount checks is the one a worker calls."""
+    run_dispatch_worker_thread(cl)
+    serving.serve_flow(cl, "testflows.BothArgumentsFlow", "both")
+    proxy = serving.get_flow_instance(cl, "both")
+    future = proxy.get_reply_future(proxy.package_input_message({}))
+    assert future.get_data(timeout=30) == {"ok": True}
+    assert flowplex.run_local("testflows.BothArgumentsFlow", {}) == {"ok": True}

@@ -197,3 +197,15 @@ class SingletonBesideFailingFlow(CompositeFlow):
 
     def run(self, input_message: FlowMessage) -> dict[str, Any]:
         return {}
+
+
+class BothArgumentsFlow(AtomicFlow):
+    """A constructor that requires both (flow_config, flow_state): the contract, exactly."""
+
+    default_config = {"name": "BothArguments", "description": "No defaults in __init__."}
+
+    def __init__(self, flow_config: dict[str, Any], flow_state: Any) -> None:
+        super().__init__(flow_config, flow_state)
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        return {"ok": True}

@@ -249,7 +249,7 @@ class Dispatcher:
         config = instance.config
         if _has_placeholder(config):
             config = fill_secrets(config, self.secrets, f"flow instance {instance.flow_id}")
-        flow = cls(config)
+        flow = cls(config, None)  # the (flow_config, flow_state) a mount checked
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state

@@ -20,6 +20,7 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._client import Client
 from ._dispatch import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_DELIVERIES,
@@ -27,7 +28,7 @@ from ._dispatch import (
     DispatchWorker,
 )
 from ._local import FlowRef, LocalRuntime, run_local
-from ._node import Client, Node, open_node, start_node, start_node_with_users
+from ._node import Node, open_node, start_node, start_node_with_users
 from ._open import open_backend
 
 __all__ = [

@@ -24,7 +24,8 @@ from ..flows import Flow, error_reply, run_message
 from ..flows._transport import InstanceAddress
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import DeadLetter, Delivery, InstanceRecord
-from ._node import Node, build_outgoing, never_arrives
+from ._client import never_arrives
+from ._node import Node, build_outgoing
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", "Dispatcher"]
 

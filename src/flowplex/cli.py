@@ -21,7 +21,7 @@ from .artifacts._cli import register_commands as _register_artifacts_commands
 from .config import Settings, load_yaml
 from .engine._cli import register as _register_engine_commands
 from .errors import FlowplexError
-from .flows import FlowProxy, InstanceAddress, LocalRuntime
+from .flows import FlowProxy, InstanceAddress
 from .mesh._cli import register_commands as _register_mesh_commands
 from .runtime import (
     DEFAULT_LEASE_SECONDS,
@@ -29,6 +29,7 @@ from .runtime import (
     Client,
     Dispatcher,
     DispatchWorker,
+    LocalRuntime,
     start_node_with_users,
 )
 from .workers import run_dispatch_worker_thread

@@ -197,7 +197,8 @@ class Backend(ABC):
         """Queue messages and store replies in one transaction.
 
         Messages to instances that do not exist are not queued; their flow ids are returned
-        (in order) so the caller can answer them with an error.
+        (in order) so the caller can answer them with an error. A future keeps the first reply
+        stored for it (in this batch or before): a flow that replies twice is answered once.
         """
 
     @abstractmethod

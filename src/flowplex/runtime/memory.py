@@ -196,7 +196,7 @@ class MemoryBackend(Backend):
             )
             points.add(rec.dispatch_point)
         for reply in replies:
-            self._replies[reply.future_id] = reply.body
+            self._replies.setdefault(reply.future_id, reply.body)  # the first reply wins
         return unknown
 
     def _notify(self, points: set[str], replies: Sequence[ReplyRecord]) -> None:

@@ -31,8 +31,7 @@ from typing import Any
 
 from .config import ensure_json_serializable
 from .errors import DuplicateKeyError, FlowInstanceError, FlowplexError, UnknownInstanceError
-from .flows import CompositeFlow, FlowProxy, subflow_specs
-from .flows._transport import InstanceAddress
+from .flows import CompositeFlow, FlowProxy, InstanceAddress, subflow_specs
 from .identity import is_user_id
 from .messages import new_id
 from .runtime import Client, EndpointRecord, InstanceRecord

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..config import resolve_class_path
 from ..errors import FlowDefinitionError, FlowTimeoutError, MessagingError
-from ..flows import Flow
-from ..flows._transport import InstanceAddress
+from ..flows import Flow, InstanceAddress
 from ..identity import generate_key_pair
 from ..messages import FlowMessage, ReplyMode
 from ._backend import Backend, Envelope, ReplyRecord, UserRecord

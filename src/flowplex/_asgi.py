@@ -8,7 +8,9 @@ without importing each other.
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -109,6 +111,12 @@ def serve(app: ASGIApp, sock: socket.socket, *, log_level: str = "warning") -> N
     )
     server = uvicorn.Server(config)
     where = "{}:{}".format(*sock.getsockname()[:2])
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again into the
+    # handler it found: with the default ones the process would die (or raise
+    # KeyboardInterrupt) before the caller's clean-up runs. Found, ours just let it return.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
     except SystemExit as exc:
@@ -117,5 +125,11 @@ def serve(app: ASGIApp, sock: socket.socket, *, log_level: str = "warning") -> N
         ) from exc
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:  # older uvicorn returns after a failed lifespan startup
         raise ConfigurationError(f"the service on {where} did not start (see the log above).")
+
+
+def _stopped(signum: int, frame: object) -> None:
+    """The server already shut down on this signal: nothing more to do."""

@@ -6,7 +6,6 @@ It composes its app with the shared HTTP pieces (``flowplex._asgi``), not with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,8 +14,6 @@ from ._loader import Loader
 from ._records import normalize_service_url
 
 __all__ = ["run_service"]
-
-logger = logging.getLogger("flowplex.mesh")
 
 
 def run_service(
@@ -48,9 +45,10 @@ def run_service(
 
     ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`
     (``heartbeat_interval``, ``offline_after``, ``refresh_interval``, ``retry_initial``,
-    ``retry_max``, ``request_timeout``). ``reload`` exists for seed compatibility and must be
-    False. Run it in a ``multiprocessing.Process`` to keep going meanwhile; terminating the
-    process shuts it down cleanly (the cache is written on the way out).
+    ``retry_max``, ``request_timeout``). ``reload`` is accepted for compatibility with the
+    original API and must be False. Run it in a ``multiprocessing.Process`` to keep going
+    meanwhile; terminating the process shuts it down cleanly (the cache is written on the way
+    out).
     """
     if reload:
         raise ConfigurationError("reload=True is not supported: restart the service instead.")

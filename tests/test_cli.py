@@ -352,6 +352,13 @@ def test_server_help_names_no_other_system() -> None:
             assert word not in text, (command, word)
 
 
+@pytest.mark.parametrize("command", ["up", "registry"])
+def test_mesh_services_need_a_real_port(command: str) -> None:
+    result = runner.invoke(app, [command, "--url", "http://127.0.0.1:0"])
+    text = " ".join(result.output.replace("│", " ").split())  # Rich boxes and wraps usage errors
+    assert result.exit_code == 2 and "give a real port" in text
+
+
 def test_up_serves_the_node_it_was_given(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -44,6 +45,17 @@ HeartbeatOption = Annotated[
 ]
 
 
+def _advertised(url: str) -> str:
+    """``url``, refused when its port is 0: the mesh advertises it, so it must be the real one."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return url  # the mesh names what is wrong with it
+    if port == 0:
+        raise typer.BadParameter(f"{url}: peers reach this service at its URL; give a real port.")
+    return url
+
+
 def _cache_path(cache: Path | None, resolved: Settings) -> str:
     return str(cache if cache is not None else resolved.home / "registry.json")
 
@@ -68,7 +80,7 @@ def registry(
     resolved = settings(home)
     path = _cache_path(cache, resolved)
     service = MeshService(
-        url,
+        _advertised(url),
         organization,
         node=False,
         registry=True,
@@ -115,7 +127,7 @@ def up(
     add_import_paths(path or ())
     resolved = settings(home, db)
     with NodeServer(
-        url,
+        _advertised(url),
         resolved.db_url,
         resolved.home,
         organization=organization,

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from .. import serving
+from .. import LocalRuntime, serving
 from ..config import load_yaml
-from ..flows import FlowProxy, InstanceAddress, LocalRuntime
+from ..flows import FlowProxy, InstanceAddress
 from ..runtime import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_DELIVERIES
 from ..workers import run_dispatch_worker_thread
 from ._common import (

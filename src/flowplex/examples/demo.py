@@ -58,7 +58,7 @@ def run_demo(
         show = _Show(console)
         show.step("Node")
         where = "a temporary node, removed at the end" if scratch is not None else "the node"
-        say(f"{where}: database {url}", highlight=False)
+        say(f"{where}: database {url}", highlight=False, soft_wrap=True)
         say(f"user 0: {u0.get_user_id()}\nuser 1: {u1.get_user_id()}")
         run_dispatch_worker_thread(u0)
         run_dispatch_worker_thread(u1)

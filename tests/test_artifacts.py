@@ -82,7 +82,7 @@ def test_exports_are_pinned_and_documented() -> None:
 
 def test_import_is_light_until_the_store_is_used() -> None:
     code = (
-        "import sys, flowplex.artifacts as a, flowplex.artifacts._cli\n"
+        "import sys, flowplex.artifacts as a, flowplex.cli\n"
         "heavy = ('sqlalchemy', 'fastapi', 'httpx', 'uvicorn')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "a.OpStore\n"

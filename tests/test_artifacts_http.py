@@ -624,8 +624,8 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
             db,
             "--root",
             str(tmp_path / "bytes"),
-            "--port",
-            str(port),
+            "--url",
+            f"http://127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -695,7 +695,7 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert typo.returncode == 1 and "no op store database at" in typo.stderr
+    assert typo.returncode == 1 and f"no database at {missing}" in typo.stderr
     assert not missing.exists()  # a read never creates the database
 
 
@@ -703,7 +703,7 @@ def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> No
     command = [sys.executable, "-m", "flowplex", "opstore", "serve"]
     command += ["--db", f"sqlite:///{tmp_path}/cli.db", "--root", str(tmp_path / "bytes")]
     proc = subprocess.Popen(
-        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*command, "--url", "http://127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         assert proc.stdout is not None
@@ -719,10 +719,17 @@ def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> No
         with OpStoreClient(url) as client:
             assert client.pipeline_exists("p") is False
         taken = subprocess.run(
-            [*command, "--port", str(port)], capture_output=True, text=True, check=False
+            [*command, "--url", url], capture_output=True, text=True, check=False
         )
         assert taken.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+        # The old --port still works (deprecated): it names the same address.
+        alias = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, check=False
+        )
+        assert alias.returncode == 1
+        assert "--host and --port are deprecated" in alias.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in alias.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -61,7 +61,12 @@ def test_all_is_pinned_and_every_name_resolves() -> None:
         assert getattr(mesh, name) is not None
     import flowplex.server
 
-    assert flowplex.server.__all__ == ["Lifespan", "create_app"]
+    assert flowplex.server.__all__ == [
+        "Lifespan",
+        "NodeServer",
+        "create_app",
+        "start_dispatch_workers",
+    ]
 
 
 def test_errors_are_flowplex_errors() -> None:

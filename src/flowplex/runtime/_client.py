@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import FlowTimeoutError, MessagingError
-from ..flows._transport import InstanceAddress
+from ..flows import InstanceAddress
 from ..messages import FlowMessage
 
 if TYPE_CHECKING:

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
-from ..flows import Flow, error_reply, run_message
-from ..flows._transport import InstanceAddress
+from ..flows import Flow, InstanceAddress, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import DeadLetter, Delivery, InstanceRecord
 from ._client import never_arrives

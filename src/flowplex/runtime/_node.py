@@ -19,8 +19,7 @@ from ..errors import (
     MessagingError,
     UnknownInstanceError,
 )
-from ..flows import Flow
-from ..flows._transport import InstanceAddress
+from ..flows import Flow, InstanceAddress
 from ..identity import generate_key_pair
 from ..messages import FlowMessage, ReplyMode
 from ._backend import (

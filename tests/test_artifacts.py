@@ -153,6 +153,13 @@ def test_parse_accepts_seed_times_without_microseconds() -> None:
     assert v.creation_time == datetime(2026, 11, 22, 11, 15, 18, tzinfo=UTC)
 
 
+def test_str_leaves_out_zero_microseconds_like_the_reference() -> None:
+    # The reference names artifact files with str() of the naive datetime: no ".000000".
+    whole = Version(creation_time=datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert str(whole).endswith("_2020-01-02 03:04:05")
+    assert Version.parse(str(whole)).creation_time == whole.creation_time
+
+
 def test_str_parse_round_trip_keeps_four_digit_years() -> None:
     early = Version(creation_time=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
     assert str(early).endswith("_0999-01-02 03:04:05.000006")
@@ -190,21 +197,76 @@ def test_reference_hash_prefix_table() -> None:
     class Five(art.Versioned):
         foo = VersionedField(5, VersionType.MINOR)
 
-    def params(**overrides: Any) -> VersionedFieldDict:
-        fields: dict[str, Any] = {"foo": 1, "bar": 2, "blu": VersionedField(3, VersionType.MAJOR)}
-        fields.update(overrides)
-        return VersionedFieldDict(VersionType.PATCH, fields)
-
     assert _prefixes(Empty.__version__) == ("da39a", "da39a", "da39a")
     assert _prefixes(Three.__version__) == ("94e72", "36d3c", "94e72")
     assert _prefixes(Five.__version__) == ("94e72", "72101", "94e72")
-    assert _prefixes(params().version) == ("ddf7a", "1b365", "68722")
-    assert _prefixes(params(foo=10).version) == ("ddf7a", "1b365", "18615")
-    assert _prefixes(params(blu=VersionedField(10, VersionType.MAJOR)).version) == (
-        "d5abf",
-        "1b365",
-        "68722",
-    )
+
+
+def _class_with_dict(**overrides: Any) -> type[art.Versioned]:
+    fields: dict[str, Any] = {"foo": 1, "bar": 2, "blu": VersionedField(3, VersionType.MAJOR)}
+    fields.update(overrides)
+
+    class MyVersionedClass(art.Versioned):
+        versioned_dict = VersionedFieldDict(VersionType.PATCH, fields)
+
+    return MyVersionedClass
+
+
+def test_a_class_holding_a_versioned_dict_has_the_documented_hashes() -> None:
+    # The reference documentation's example: each entry of the dict counts in the class's
+    # version under its own key, exactly like a field of that name.
+    assert _prefixes(_class_with_dict().__version__) == ("ddf7a", "1b365", "68722")
+    assert _prefixes(_class_with_dict(foo=10).__version__) == ("ddf7a", "1b365", "18615")
+    blu10 = _class_with_dict(blu=VersionedField(10, VersionType.MAJOR))
+    assert _prefixes(blu10.__version__) == ("d5abf", "1b365", "68722")
+    assert _class_with_dict().versioned_dict["foo"] == 1
+    # The dict's own version is that of a class holding only it.
+    assert _class_with_dict().versioned_dict.version == _class_with_dict().__version__
+
+    class Fields(art.Versioned):
+        foo = VersionedField(1, VersionType.PATCH)
+        bar = VersionedField(2, VersionType.PATCH)
+        blu = VersionedField(3, VersionType.MAJOR)
+
+    assert Fields.__version__ == _class_with_dict().__version__
+
+
+def test_dict_entries_and_fields_are_summed_together_in_name_order() -> None:
+    class Mixed(art.Versioned):
+        b_field = VersionedField("x", VersionType.MINOR)
+        params = VersionedFieldDict(VersionType.MAJOR, {"c": 3, "a": 1})
+
+    atomic = {
+        "a": Version.atomic(VersionType.MAJOR, 1),
+        "b_field": Version.atomic(VersionType.MINOR, "x"),
+        "c": Version.atomic(VersionType.MAJOR, 3),
+    }
+    assert Mixed.__version__ == Version() + atomic["a"] + atomic["b_field"] + atomic["c"]
+    assert Mixed.params.version_dict == {"c": atomic["c"], "a": atomic["a"]}
+
+
+def test_version_dict_gives_each_entry_its_atomic_version() -> None:
+    d = VersionedFieldDict(VersionType.MINOR, {"n": 3, "m": VersionedField(4, VersionType.PATCH)})
+    assert d.version_dict == {
+        "n": Version.atomic(VersionType.MINOR, 3),
+        "m": Version.atomic(VersionType.PATCH, 4),
+    }
+    # As in the reference: MAJOR by default, entries also as keyword arguments.
+    assert VersionedFieldDict(n=3).version_dict == {"n": Version.atomic(VersionType.MAJOR, 3)}
+
+
+def test_a_dict_key_repeating_a_field_name_is_refused() -> None:
+    with pytest.raises(TypeError, match="'foo' is defined twice"):
+
+        class Clash(art.Versioned):
+            foo = VersionedField(1, VersionType.MAJOR)
+            params = VersionedFieldDict(VersionType.PATCH, {"foo": 2})
+
+    with pytest.raises(TypeError, match="'x' is defined twice"):
+
+        class TwoDicts(art.Versioned):
+            a = VersionedFieldDict(x=1)
+            b = VersionedFieldDict(x=2)
 
 
 def test_field_changes_touch_only_their_part_and_inherited_fields_count() -> None:

@@ -356,23 +356,92 @@ def test_saver_contract(saver: art.Saver) -> None:
 
 def test_file_saver_layout_and_corruption(tmp_path: Path) -> None:
     saver = FileSaver(tmp_path)
-    saver.save(b"x" * 5000, "/models/op/v")
+    data = b"x" * 5000
+    saver.save(data, "/models/op/v")
     with pytest.raises(RuntimeError), saver.open_writer("/models/op/v") as writer:
         writer.write(b"half")
         raise RuntimeError("crash mid-write")
-    assert [p.name for p in (tmp_path / "models" / "op").iterdir()] == ["v"]  # no temp file
-    path = tmp_path / "models" / "op" / "v"
-    raw = bytearray(path.read_bytes())
+    folder = tmp_path / "models" / "op"
+    assert sorted(p.name for p in folder.iterdir()) == ["v", "v.sha256"]  # no temp file
+    path, sums = folder / "v", folder / "v.sha256"
+    # The bytes exactly as given; the checksum beside them, in sha256sum's format.
+    assert path.read_bytes() == data
+    assert sums.read_text() == f"{hashlib.sha256(data).hexdigest()}  v\n"
+    raw = bytearray(data)
     raw[10] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptArtifactError, match="do not match"):
         saver.load("/models/op/v")
-    path.write_bytes(b"tiny")
-    with pytest.raises(CorruptArtifactError, match="shorter"):
+    path.write_bytes(b"tiny")  # truncated
+    with pytest.raises(CorruptArtifactError, match="do not match"):
         saver.load("/models/op/v")
-    path.write_bytes(b"y" * 100)
-    with pytest.raises(CorruptArtifactError, match="trailer"):
+    path.write_bytes(data)
+    assert saver.load("/models/op/v") == data
+    for damaged in ("", "not a checksum\n", "ab" * 31 + "\n", "0" * 64 + "\n" * 5000):
+        sums.write_text(damaged)
+        with pytest.raises(CorruptArtifactError, match=r"checksum file .* is damaged"):
+            saver.load("/models/op/v")
+    sums.write_text(hashlib.sha256(b"other bytes").hexdigest() + "  v\n")
+    with pytest.raises(CorruptArtifactError, match="do not match"):
         saver.load("/models/op/v")
+    with pytest.raises(InvalidRequestError, match="hold checksums"):
+        saver.save(b"x", "/models/op/v.sha256")
+
+
+def test_file_saver_reads_files_without_a_checksum(tmp_path: Path) -> None:
+    # A folder the reference's FileSaver wrote: bare files, no checksums beside them.
+    folder = tmp_path / "models" / "op"
+    folder.mkdir(parents=True)
+    (folder / "legacy").write_bytes(b"written elsewhere")
+    saver = FileSaver(tmp_path)
+    assert saver.exists("/models/op/legacy")
+    with saver.open_reader("/models/op/legacy") as reader:
+        assert reader.info.sha256 == hashlib.sha256(b"written elsewhere").hexdigest()
+        assert reader.info.size == len(b"written elsewhere")
+        assert b"".join(reader) == b"written elsewhere"
+    # Saving again adds the checksum, and from then on reads are checked.
+    saver.save(b"written here", "/models/op/legacy")
+    (folder / "legacy").write_bytes(b"written HERE")
+    with pytest.raises(CorruptArtifactError, match="do not match"):
+        saver.load("/models/op/legacy")
+
+
+def test_file_saver_escapes_names_like_sha256sum(tmp_path: Path) -> None:
+    saver = FileSaver(tmp_path)
+    saver.save(b"odd", "/models/a\\b")
+    line = (tmp_path / "models" / "a\\b.sha256").read_text()
+    assert line == f"\\{hashlib.sha256(b'odd').hexdigest()}  a\\\\b\n"
+    assert saver.load("/models/a\\b") == b"odd"
+
+
+def test_file_saver_readers_never_see_a_checksum_of_other_bytes(tmp_path: Path) -> None:
+    """Replacing bytes while other threads read them: each read gets the old bytes or the new
+    ones, always with their own checksum (never a false corruption report)."""
+    saver = FileSaver(tmp_path)
+    versions = [bytes([i]) * (64 * 1024 + i) for i in range(4)]
+    saver.save(versions[0], "/models/op/v")
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                assert saver.load("/models/op/v") in versions
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(200):
+            saver.save(versions[i % len(versions)], "/models/op/v")
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert failures == []
 
 
 def test_memory_saver_checks_hashes_too() -> None:
@@ -420,6 +489,31 @@ def test_numbering_is_relative_to_the_latest_version(store: OpStore) -> None:
         "1.1.0",
         "2.0.0",
     ]
+
+
+def test_the_store_shares_its_artifact_folder_layout_with_the_reference(tmp_path: Path) -> None:
+    """Op bytes sit at ``<root>/models/<op>/<str(version)>`` holding exactly the bytes, as the
+    reference's FileSaver writes them: each system reads what the other wrote."""
+    store = OpStore(FileSaver(tmp_path), "sqlite://")
+    try:
+        ours = Version(creation_time=datetime(2020, 3, 4, 5, 6, 7, 890, tzinfo=UTC))
+        theirs = Version.atomic(VersionType.MAJOR, "theirs")
+        theirs = Version(theirs.major, theirs.minor, theirs.patch, datetime(2020, 3, 4, 5, 6, 8))
+        store.register_valid_link(None, "op", ours)
+        store.register_valid_link(None, "op", theirs)
+        store.save_op_bytes("op", ours, b"saved by flowplex")
+        folder = tmp_path / "models" / "op"
+        empty = art.EMPTY_HASH
+        mine = folder / f"{empty}.{empty}.{empty}_2020-03-04 05:06:07.000890"
+        assert mine.read_bytes() == b"saved by flowplex"
+        # Written the reference's way: a bare file at str(version), no checksum beside it.
+        (folder / f"{theirs.major}.{theirs.minor}.{theirs.patch}_2020-03-04 05:06:08").write_bytes(
+            b"saved by the reference"
+        )
+        assert store.get_op_bytes_for_version("op", theirs) == b"saved by the reference"
+        assert store.get_op_bytes_for_version("op", ours) == b"saved by flowplex"
+    finally:
+        store.close()
 
 
 def test_concurrent_registrations_number_uniquely(tmp_path: Path) -> None:

@@ -123,8 +123,8 @@ def version_of(cls: type) -> Version:
     def add(name: str, version: Version, origin: str) -> None:
         if name in versions:
             raise TypeError(
-                f"{cls.__qualname__}: the versioned field {name!r} is defined twice ({origins[name]} "
-                f"and {origin}); rename one of them"
+                f"{cls.__qualname__}: the versioned field {name!r} is defined twice "
+                f"({origins[name]} and {origin}); rename one of them"
             )
         versions[name] = version
         origins[name] = origin

@@ -130,7 +130,7 @@ class Saver(ABC):
         """Whether bytes were saved at ``path``."""
 
     def save(self, serialized_object: bytes, path: str) -> StoredArtifact:
-        """Store ``serialized_object`` at ``path`` (the seed's argument order)."""
+        """Store ``serialized_object`` at ``path``."""
         if not isinstance(serialized_object, (bytes, bytearray, memoryview)):
             raise InvalidRequestError(
                 f"a saver stores bytes, got {type(serialized_object).__name__}"
@@ -156,7 +156,7 @@ class FileSaver(Saver):
     Writes go to temporary files in the same directory, are flushed to disk, then renamed over
     the targets, so readers see the old bytes or the new ones, never a mix. Publishing and
     opening happen under a lock on the directory, so a reader always gets a checksum that
-    belongs to the bytes it opened. A file without a checksum beside it (a folder Chariots
+    belongs to the bytes it opened. A file without a checksum beside it (one another tool
     wrote) is read too: its sha256 is computed when it is opened. Paths whose last segment ends
     in ``.sha256`` are refused, since they name checksum files.
     """

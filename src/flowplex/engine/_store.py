@@ -82,7 +82,7 @@ class _Base(DeclarativeBase):
 class FlowRecord(_Base):
     """The ORM model of a stored flow (``store.model``), for ad-hoc queries and inserts.
 
-    Built like MissionControl's ``Flow`` model, from a flow dict:
+    Built from a flow dict:
     ``FlowRecord(**flow.to_flow_dict())`` gets a ``flow:<uuid>`` key and timestamps by default.
     """
 

@@ -516,6 +516,42 @@ def test_the_store_shares_its_artifact_folder_layout_with_the_reference(tmp_path
         store.close()
 
 
+def test_the_migration_page_examples_run(tmp_path: Path) -> None:
+    from docsnippets import python_blocks
+
+    before, after, recipe = python_blocks("From Chariots")
+    assert "chariots" in before
+    namespace: dict[str, Any] = {}
+    exec(after.replace("/srv", str(tmp_path)), namespace)  # the page's own code
+    namespace["store"].close()
+    scaler = namespace["Scaler"]
+    atomic = {
+        "clip": Version.atomic(VersionType.PATCH, 1),
+        "factor": Version.atomic(VersionType.MINOR, 3),
+        "mode": Version.atomic(VersionType.MAJOR, "log"),
+    }
+    assert scaler.__version__ == Version() + atomic["clip"] + atomic["factor"] + atomic["mode"]
+
+    # A folder as the reference writes it: bare files named by str(version).
+    old = Version(creation_time=datetime(2020, 1, 1, 12, 0, 0, tzinfo=UTC))
+    new = Version.atomic(VersionType.MAJOR, "retrained")
+    new = Version(new.major, new.minor, new.patch, datetime(2020, 2, 1, 8, 30, 1, 5, tzinfo=UTC))
+    folder = tmp_path / "chariots" / "ops" / "models" / "scaler"
+    folder.mkdir(parents=True)
+    for version, data in ((new, b"new"), (old, b"old")):
+        (folder / str(version)).write_bytes(data)
+    (tmp_path / "flowplex").mkdir()
+    namespace = {}
+    exec(recipe.replace("/srv", str(tmp_path)), namespace)  # the page's own code
+    store = namespace["store"]
+    try:
+        assert [str(i.number) for i in store.get_version_numbers("scaler")] == ["1.0.0", "2.0.0"]
+        assert store.get_op_bytes_for_version("scaler", old) == b"old"
+        assert store.get_op_bytes_for_version("scaler", new) == b"new"
+    finally:
+        store.close()
+
+
 def test_concurrent_registrations_number_uniquely(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ops.db"
     stores = [OpStore(FileSaver(tmp_path), url) for _ in range(4)]

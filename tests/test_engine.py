@@ -21,6 +21,7 @@ from flowplex.engine import (
     FlowEngine,
     FlowFailedError,
     FlowSpecError,
+    FlowStore,
     MaxTicksError,
     TaskFlow,
 )
@@ -589,6 +590,30 @@ def test_reference_module_names_of_builtin_types_are_aliases(
 
     # An alias follows an override of the type it names.
     assert _ran(FlowEngine(handlers={"flow": nested}), "mc.tasks.flow") == "override"
+
+
+def test_the_migration_page_example_runs(
+    tmp_path: Any, monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from docsnippets import python_blocks
+
+    before, after = python_blocks("From MissionControl")
+    assert "from mc." in before
+    # The handler class the example defines lives in fetch_task_handler.py.
+    handler_module, _, _ = after.partition("\nspec = ")
+    (tmp_path / "fetch_task_handler.py").write_text(handler_module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path}/flows.db"
+    with FlowStore(url) as earlier:
+        earlier.ensure_tables()
+        for label in ("report", "other"):
+            earlier.create_flow(TaskFlow.from_flow_spec({"label": label, "tasks": []}))
+    namespace: dict[str, Any] = {}
+    exec(after.replace("sqlite:///flows.db", url), namespace)  # the page's own code
+    namespace["store"].close()
+    assert capsys.readouterr().out == "42\n"
+    assert namespace["flow"].status == "COMPLETED"
+    assert [f.label for f in namespace["found"]] == ["other"]
 
 
 def test_a_handler_setting_a_bogus_status_fails_the_task() -> None:

@@ -406,6 +406,23 @@ def test_file_saver_reads_files_without_a_checksum(tmp_path: Path) -> None:
         saver.load("/models/op/legacy")
 
 
+def test_file_saver_reads_files_it_wrote_with_a_trailing_checksum(tmp_path: Path) -> None:
+    # Earlier flowplex versions ended each file with a marker and the sha256 of the bytes.
+    folder = tmp_path / "models" / "op"
+    folder.mkdir(parents=True)
+    data = b"kept from before" * 1000
+    earlier = data + b"\x00flowplex-sha256" + hashlib.sha256(data).digest()
+    (folder / "v").write_bytes(earlier)
+    # A file that merely ends like a trailer keeps all its bytes.
+    lookalike = b"payload" + b"\x00flowplex-sha256" + b"\x01" * 32
+    (folder / "w").write_bytes(lookalike)
+    saver = FileSaver(tmp_path)
+    assert saver.load("/models/op/v") == data
+    with saver.open_reader("/models/op/v") as reader:
+        assert reader.info == art.StoredArtifact(len(data), hashlib.sha256(data).hexdigest())
+    assert saver.load("/models/op/w") == lookalike
+
+
 def test_file_saver_escapes_names_like_sha256sum(tmp_path: Path) -> None:
     saver = FileSaver(tmp_path)
     saver.save(b"odd", "/models/a\\b")

@@ -342,18 +342,48 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+# Files written by flowplex before checksums moved beside them end with this marker and the
+# sha256 of the bytes before it. A file without a checksum beside it that ends so (and whose
+# hash matches) is read without its trailer.
+_EARLIER_MAGIC = b"\x00flowplex-sha256"
+_TRAILER = len(_EARLIER_MAGIC) + 32
+
+
+def _earlier_trailer(handle: IO[bytes], size: int) -> bytes | None:
+    """The sha256 an earlier-format trailer holds, if the file ends with one."""
+    if size < _TRAILER:
+        return None
+    handle.seek(size - _TRAILER)
+    tail = handle.read(_TRAILER)
+    return tail[len(_EARLIER_MAGIC) :] if tail.startswith(_EARLIER_MAGIC) else None
+
+
+def _sha256_of(handle: IO[bytes], size: int) -> bytes:
+    handle.seek(0)
+    digest = hashlib.sha256()
+    remaining = size
+    while remaining > 0 and (piece := handle.read(min(CHUNK_SIZE, remaining))):
+        digest.update(piece)
+        remaining -= len(piece)
+    return digest.digest()
+
+
 class _FileReader(ArtifactReader):
     def __init__(self, handle: IO[bytes], target: Path, expected: bytes | None) -> None:
         self._handle = handle
         self._target = target
         size = os.fstat(handle.fileno()).st_size
         if expected is None:
+            trailer = _earlier_trailer(handle, size)
+            if trailer is not None:
+                size -= _TRAILER
             # No checksum beside the file: hash it now, so that ``info`` is known before the
             # bytes are streamed and a change while they are read is still noticed.
-            digest = hashlib.sha256()
-            while piece := handle.read(CHUNK_SIZE):
-                digest.update(piece)
-            expected = digest.digest()
+            expected = _sha256_of(handle, size)
+            if trailer is not None and trailer != expected:
+                # The trailer's end looked right but the hash does not: the bytes are whole.
+                size += _TRAILER
+                expected = _sha256_of(handle, size)
         self._expected = expected
         self.info = StoredArtifact(size, expected.hex())
 

@@ -43,6 +43,7 @@ from flowplex.artifacts import (
 from flowplex.db import schema
 from flowplex.db.migrate import _sqlalchemy_url
 from flowplex.errors import ConfigurationError
+from waiting import wait_for
 
 
 class Server:
@@ -384,10 +385,12 @@ def test_interrupted_upload_keeps_the_old_bytes(
     with pytest.raises(InvalidRequestError, match="iterable of bytes chunks"):
         client.upload_op_bytes("op", v, b"abc")  # type: ignore[arg-type]
     folder = tmp_path / "ops" / "models" / "op"
-    deadline = time.monotonic() + 10
-    while len(list(folder.iterdir())) > 1:  # the server drops its temporary file
-        assert time.monotonic() < deadline, sorted(p.name for p in folder.iterdir())
-        time.sleep(0.02)
+    name = str(store.registered_version("op", v))
+    wait_for(  # the server drops its temporary file
+        lambda: sorted(p.name for p in folder.iterdir()) == [name, f"{name}.sha256"],
+        "only the bytes and their checksum to remain",
+        timeout=10,
+    )
     assert client.get_op_bytes_for_version("op", v) == b"old bytes"
 
 

@@ -376,7 +376,10 @@ def test_a_peer_joining_late_gets_the_catalog_and_spreads_it() -> None:
     m.register(0, NODE)
     m.connect(2, 1)  # r2 connects to r1: it gets r0's node in r1's offer, with r0 as its home
     assert m.listed()[2] == [("http://node:1", "/f")]
-    assert "http://node:1" in m.states[m.urls[2]].map()["providers"][m.urls[0]]["nodes"]
+    # The map lists direct peers only, each with the nodes it sent (and their home registry).
+    mapped = m.states[m.urls[2]].map()["providers"]
+    assert list(mapped) == [m.urls[1]]
+    assert mapped[m.urls[1]]["nodes"]["http://node:1"]["registry"] == m.urls[0]
 
 
 def test_unknown_sender_is_refused_and_duplicates_are_ignored() -> None:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ._loader import Loader
-from ._records import normalize_service_url
+from ._records import normalize_service_url, service_port
 
 __all__ = ["run_service"]
 
@@ -31,7 +31,7 @@ def run_service(
     db: str | None = None,
     mounts: Mapping[str, Any] | None = None,
     log_level: str = "info",
-    **tuning: float,
+    **tuning: Any,
 ) -> None:
     """Serve a mesh node and/or registry at ``url`` (``http://host:port``) until SIGTERM/SIGINT.
 
@@ -76,7 +76,7 @@ def run_service(
     config = uvicorn.Config(
         app,
         host=host,
-        port=parts.port or 0,
+        port=service_port(base),
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=3,

@@ -1,6 +1,6 @@
 """The mesh's records: flows, nodes and providers, URL normalization and timestamps.
 
-Pure data and functions (no I/O). Every record converts to and from the JSON shapes of seed 002
+Pure data and functions (no I/O). Every record converts to and from the registry wire format
 (``to_json`` / ``from_json``); ``from_json`` validates and raises :class:`MeshInputError` naming
 what is wrong, so the HTTP layer and the loaders share one set of rules.
 """

@@ -1,4 +1,4 @@
-"""The mesh's HTTP routes (seed 002's shapes) as a FastAPI router over a :class:`MeshService`.
+"""The mesh's HTTP routes as a FastAPI router over a :class:`MeshService`.
 
 Client mistakes get 4xx with a JSON ``detail``: 404 for registry routes on a node, 422 for a
 malformed body (pydantic's shape checks, then the records' own rules), 403 for an update from a

@@ -30,14 +30,15 @@ from flowplex.server import create_app
 
 REGISTRY = "http://127.0.0.1:3366"
 
-#: name -> (metric, bound): a page over 10,000 flows within 50 ms.
+#: name -> (metric, bound): a page over 10,000 flows within 50 ms; registering a 500-flow node
+#: within 50 ms at 10,000 listed; GET / at 100 per second or more while registrations run.
 TARGETS: Targets = {
     "mesh: 10k page, changed (listing)": ("p50_us", 50_000.0),
     "mesh: 10k page, changed (route)": ("p50_us", 50_000.0),
     "mesh: 10k page, cached (route)": ("p50_us", 50_000.0),
     "mesh: 10k query page, changed (route)": ("p50_us", 50_000.0),
     "mesh: register 500 flows at 10k listed": ("p50_us", 50_000.0),
-    "mesh: GET / during registrations": ("p50_us", 5_000.0),
+    "mesh: GET / during registrations": ("per_sec", 100.0),
 }
 
 #: Registry knobs for the registration scenarios: no rate limit on the benchmark's own client.

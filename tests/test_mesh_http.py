@@ -334,6 +334,12 @@ def test_run_service_serves_mounted_apps_beside_the_mesh() -> None:
             {"url": REGISTRY, "heartbeat_interval": 0},
             "heartbeat_interval must be a positive number",
         ),
+        (
+            {"url": REGISTRY, "registry": True, "offline_remove_after": 0},
+            "offline_remove_after must be a positive number",
+        ),
+        ({"url": REGISTRY, "registry": True, "max_peers": 2.5}, "max_peers must be a whole"),
+        ({"url": REGISTRY, "registry": True, "write_burst": 0.5}, "write_burst must be at least"),
     ],
 )
 def test_run_service_rejects_bad_arguments_before_serving(

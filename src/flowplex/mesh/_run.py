@@ -43,9 +43,12 @@ def run_service(
       offers its nodes but asks for no feed back.
     - ``cache``: the registry's JSON state file; ``reset=True`` ignores it and starts empty.
 
-    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`
-    (``heartbeat_interval``, ``offline_after``, ``refresh_interval``, ``retry_initial``,
-    ``retry_max``, ``request_timeout``). ``reload`` exists for seed compatibility and must be
+    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`: liveness
+    (``heartbeat_interval``, ``offline_after``, ``offline_remove_after``, ``clock_skew``),
+    retries (``refresh_interval``, ``retry_initial``, ``retry_max``), peer limits
+    (``request_timeout``, ``max_peers``, ``peer_concurrency``, ``peer_failures``,
+    ``peer_queue``), write limits (``write_rate``, ``write_burst``, ``max_register_bytes``,
+    ``max_peer_bytes``) and ``cache_interval``. ``reload`` exists for seed compatibility and must be
     False. Run it in a ``multiprocessing.Process`` to keep going meanwhile; terminating the
     process shuts it down cleanly (the cache is written on the way out).
     """

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ._loader import Loader
-from ._records import normalize_service_url
+from ._records import normalize_service_url, service_port
 
 __all__ = ["run_service"]
 
@@ -31,7 +32,7 @@ def run_service(
     db: str | None = None,
     mounts: Mapping[str, Any] | None = None,
     log_level: str = "info",
-    **tuning: float,
+    **tuning: Any,
 ) -> None:
     """Serve a mesh node and/or registry at ``url`` (``http://host:port``) until SIGTERM/SIGINT.
 
@@ -43,12 +44,15 @@ def run_service(
       offers its nodes but asks for no feed back.
     - ``cache``: the registry's JSON state file; ``reset=True`` ignores it and starts empty.
 
-    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`
-    (``heartbeat_interval``, ``offline_after``, ``refresh_interval``, ``retry_initial``,
-    ``retry_max``, ``request_timeout``). ``reload`` is accepted for compatibility with the
-    original API and must be False. Run it in a ``multiprocessing.Process`` to keep going
-    meanwhile; terminating the process shuts it down cleanly (the cache is written on the way
-    out).
+    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`: liveness
+    (``heartbeat_interval``, ``offline_after``, ``offline_remove_after``, ``clock_skew``),
+    retries (``refresh_interval``, ``retry_initial``, ``retry_max``), peer limits
+    (``request_timeout``, ``max_peers``, ``peer_concurrency``, ``peer_failures``,
+    ``peer_queue``), write limits (``write_rate``, ``write_burst``, ``max_register_bytes``,
+    ``max_peer_bytes``) and ``cache_interval``. ``reload`` is accepted for compatibility
+    with the original API and must be False. Run it in a ``multiprocessing.Process`` to keep
+    going meanwhile; terminating the process shuts it down cleanly (the cache is written on the
+    way out).
     """
     if reload:
         raise ConfigurationError("reload=True is not supported: restart the service instead.")
@@ -71,5 +75,7 @@ def run_service(
         **tuning,
     )
     app = compose_app(routers=[mesh_router(service)], mounts=mounts, lifespans=[service.lifespan])
-    sock, _ = listen(base)
+    # A canonical URL leaves out its scheme's default port; the socket needs it spelled out.
+    parts = urlsplit(base)
+    sock, _ = listen(f"{parts.scheme}://{parts.hostname}:{service_port(base)}")
     serve(app, sock, log_level=log_level)

@@ -392,4 +392,5 @@ def test_up_serves_the_node_it_was_given(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert f"dashboard: {url}/flows?format=html".encode() in err
+    # The banner names the URL as the mesh lists it: loopback is spelled localhost.
+    assert f"dashboard: http://localhost:{port}/flows?format=html".encode() in err

@@ -15,7 +15,9 @@ from mesh_helpers import AppClient
 from waiting import wait_for
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
-URL = "http://127.0.0.1:3399"  # advertised only: requests go through the app in-process
+# Advertised only: requests go through the app in-process. Loopback is listed as localhost.
+URL = "http://127.0.0.1:3399"
+LISTED = "http://localhost:3399"
 
 
 def test_the_app_serves_listing_op_store_and_workers(tmp_path: Path) -> None:
@@ -27,7 +29,7 @@ def test_the_app_serves_listing_op_store_and_workers(tmp_path: Path) -> None:
         assert all(w.is_alive() for w in server.dispatch_workers)
         rows = wait_for(lambda: client.get("/flows").json()["items"], "the node's flows listed")
         assert [(r["node"], r["url"], r["name"]) for r in rows] == [
-            (URL, "/reverse", "ReverseNumber")
+            (LISTED, "/reverse", "ReverseNumber")
         ]
         status = client.get("/").json()
         assert (status["node"], status["registry"]) == (True, True)

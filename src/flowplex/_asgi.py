@@ -71,6 +71,9 @@ def compose_app(
     return app
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def listen(url: str, what: str = "the service") -> tuple[socket.socket, str]:
     """A socket listening where ``url`` (``http://host:port``) says, and the URL it serves.
 
@@ -80,10 +83,11 @@ def listen(url: str, what: str = "the service") -> tuple[socket.socket, str]:
     """
     parts = urlsplit(url)
     try:
-        port = parts.port
+        # A URL may leave out its scheme's default port (canonical mesh URLs do).
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         port = None
-    if parts.scheme not in {"http", "https"} or not parts.hostname or port is None:
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or port is None:
         raise ConfigurationError(f"{what}: {url!r} is not a URL like http://127.0.0.1:8765.")
     host = parts.hostname
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

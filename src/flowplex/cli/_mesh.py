@@ -43,6 +43,18 @@ HeartbeatOption = Annotated[
         help="Heartbeat interval in seconds; a node silent for three intervals is listed offline.",
     ),
 ]
+OfflineRemoveOption = Annotated[
+    float,
+    typer.Option(
+        "--offline-remove-after",
+        min=0,
+        help="Seconds after which an offline node leaves the listing (0: keep it).",
+    ),
+]
+
+
+def _remove_after(seconds: float) -> float | None:
+    return seconds or None
 
 
 def _advertised(url: str) -> str:
@@ -70,6 +82,7 @@ def registry(
         bool, typer.Option("--provider", help="Offer this registry's nodes, take no feed back.")
     ] = False,
     heartbeat: HeartbeatOption = 10.0,
+    offline_remove_after: OfflineRemoveOption = 86400.0,
     home: HomeOption = None,
 ) -> None:
     """Run a mesh registry: nodes register their flows, peers exchange updates."""
@@ -89,6 +102,7 @@ def registry(
         cache=path,
         reset=reset,
         heartbeat_interval=heartbeat,
+        offline_remove_after=_remove_after(offline_remove_after),
     )
     sock, _ = listen(service.state.url, "flowplex registry")
     err_console.print(
@@ -106,6 +120,7 @@ def up(
     cache: CacheOption = None,
     reset: ResetOption = False,
     heartbeat: HeartbeatOption = 10.0,
+    offline_remove_after: OfflineRemoveOption = 86400.0,
     workers: Annotated[
         int, typer.Option(min=0, help="Dispatch worker threads running the node's messages.")
     ] = 1,
@@ -137,6 +152,7 @@ def up(
         workers=workers,
         opstore=opstore,
         heartbeat_interval=heartbeat,
+        offline_remove_after=_remove_after(offline_remove_after),
     ) as server:
         sock, base = listen(server.url, "flowplex up")
         err_console.print(

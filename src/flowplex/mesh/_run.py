@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ._loader import Loader
-from ._records import normalize_service_url, service_port
+from ._records import normalize_service_url
 
 __all__ = ["run_service"]
 
@@ -75,7 +74,5 @@ def run_service(
         **tuning,
     )
     app = compose_app(routers=[mesh_router(service)], mounts=mounts, lifespans=[service.lifespan])
-    # A canonical URL leaves out its scheme's default port; the socket needs it spelled out.
-    parts = urlsplit(base)
-    sock, _ = listen(f"{parts.scheme}://{parts.hostname}:{service_port(base)}")
+    sock, _ = listen(base)
     serve(app, sock, log_level=log_level)

@@ -91,7 +91,7 @@ class NodeServer:
         reset: bool = False,
         workers: int = 1,
         opstore: bool = True,
-        **tuning: float,
+        **tuning: Any,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigurationError(f"workers must be 0 or more, got {workers!r}.")

@@ -40,6 +40,7 @@ __all__ = [
     "endpoints",
     "engine_flows",
     "instances",
+    "message_log",
     "messages",
     "metadata",
     "opstore_links",
@@ -146,6 +147,24 @@ dead_letters = Table(
     Column("deliveries", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# The last messages each instance processed, for the dashboard (migration 0004_dashboard):
+# written with the completion, pruned to the backend's log_limit per instance. The id orders an
+# instance's entries; the newest is never deleted, so ids only grow.
+message_log = Table(
+    "message_log",
+    metadata,
+    Column("id", _Serial, Identity(), primary_key=True),
+    Column("flow_id", String, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("outcome", String, nullable=False),
+    Column("reply", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("deliveries", Integer, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Index(None, "flow_id", "id"),
 )
 
 

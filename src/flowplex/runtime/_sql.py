@@ -9,16 +9,26 @@ the two databases (connections, claims, batched writes, wake-ups across processe
 from __future__ import annotations
 
 import json
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from .._json import dumps
-from ._backend import Backend, DeadLetter, EndpointRecord, InstanceRecord, UserRecord
+from ._backend import (
+    Backend,
+    DeadLetter,
+    EndpointRecord,
+    InstanceRecord,
+    InstanceStats,
+    LogEntry,
+    UserRecord,
+    cut,
+)
 from ._signals import Signals
 
-__all__ = ["INSTANCE_COLUMNS", "SQLBackend", "instance_from_row", "instance_params"]
+__all__ = ["INSTANCE_COLUMNS", "SQLBackend", "instance_from_row", "instance_params", "write_log"]
 
 #: The ``instances`` columns in the order :func:`instance_from_row` reads them.
 INSTANCE_COLUMNS = (
@@ -67,6 +77,31 @@ RETURNING 1
     "list_dead_flow": (
         "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters "
         "WHERE flow_id = ? ORDER BY id"
+    ),
+    # The message log: written with a completion, then pruned to the newest entries (a walk of
+    # at most log_limit index entries of one instance).
+    "add_log": (
+        "INSERT INTO message_log (flow_id, body, outcome, reply, error, deliveries, duration, "
+        "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "prune_log": (
+        "DELETE FROM message_log WHERE flow_id = ? AND id <= ("
+        "SELECT id FROM message_log WHERE flow_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+    ),
+    "read_log": (
+        "SELECT flow_id, body, outcome, reply, error, deliveries, duration, finished_at "
+        "FROM message_log WHERE flow_id = ? ORDER BY id DESC LIMIT ?"
+    ),
+    "forget_log": "DELETE FROM message_log WHERE flow_id = ?",
+    "queue_stats": (
+        "SELECT flow_id, count(*), sum(CASE WHEN lease_until > ? THEN 1 ELSE 0 END) "
+        "FROM messages GROUP BY flow_id"
+    ),
+    "dead_stats": "SELECT flow_id, count(*) FROM dead_letters GROUP BY flow_id",
+    "activity_stats": "SELECT flow_id, max(finished_at) FROM message_log GROUP BY flow_id",
+    "error_stats": (
+        "SELECT flow_id, error, finished_at FROM message_log WHERE id IN ("
+        "SELECT max(id) FROM message_log WHERE outcome <> 'ok' GROUP BY flow_id)"
     ),
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
     "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
@@ -157,6 +192,7 @@ class SQLBackend(Backend):
     def delete_instance(self, flow_id: str) -> bool:
         """Delete an instance; False if there was none. Its queued messages stay claimable."""
         with self._write() as conn:
+            conn.execute(self.sql["forget_log"], (flow_id,))
             return bool(conn.execute(self.sql["delete_instance"], (flow_id,)).rowcount > 0)
 
     def pending_count(self, flow_id: str | None = None) -> int:
@@ -183,6 +219,32 @@ class SQLBackend(Backend):
             row = conn.execute(self.sql["peek_reply"], (future_id,)).fetchone()
         return None if row is None else str(row[0])
 
+    def instance_stats(self, flow_ids: Sequence[str] | None = None) -> dict[str, InstanceStats]:
+        """Queue depth, in-flight messages, dead letters and last error, by flow id."""
+        with self._read() as conn:
+            queues = conn.execute(self.sql["queue_stats"], (time.time(),)).fetchall()
+            dead = conn.execute(self.sql["dead_stats"]).fetchall()
+            activity = conn.execute(self.sql["activity_stats"]).fetchall()
+            errors = conn.execute(self.sql["error_stats"]).fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for flow_id, queued, in_flight in queues:
+            found.setdefault(flow_id, {}).update(queued=int(queued), in_flight=int(in_flight or 0))
+        for flow_id, count in dead:
+            found.setdefault(flow_id, {})["dead_letters"] = int(count)
+        for flow_id, at in activity:
+            found.setdefault(flow_id, {})["last_activity"] = at
+        for flow_id, error, at in errors:
+            found.setdefault(flow_id, {}).update(last_error=error, last_error_at=at)
+        wanted = found.keys() if flow_ids is None else flow_ids
+        return {f: InstanceStats(f, **found.get(f, {})) for f in wanted}
+
+    def message_log(self, flow_id: str, limit: int | None = None) -> list[LogEntry]:
+        """The instance's logged messages, newest first (at most ``limit``)."""
+        count = self.log_limit if limit is None else limit
+        with self._read() as conn:
+            rows = conn.execute(self.sql["read_log"], (flow_id, max(0, count))).fetchall()
+        return [LogEntry(*row) for row in rows]
+
     def _has_reply(self, future_id: str) -> bool:
         with self._read() as conn:
             return conn.execute(self.sql["has_reply"], (future_id,)).fetchone() is not None
@@ -190,6 +252,17 @@ class SQLBackend(Backend):
     def wake(self) -> None:
         """Make this process's current waits return now."""
         self._signals.everything()
+
+
+def write_log(conn: Any, sql: dict[str, str], entry: LogEntry, limit: int, now: float) -> None:
+    """Add ``entry`` to its instance's log and prune the log to ``limit`` entries, inside the
+    caller's transaction (nothing when ``limit`` is 0)."""
+    if limit <= 0:
+        return
+    e = entry
+    params = (e.flow_id, cut(e.body), e.outcome, cut(e.reply), cut(e.error), e.deliveries)
+    conn.execute(sql["add_log"], (*params, e.duration, now))
+    conn.execute(sql["prune_log"], (e.flow_id, e.flow_id, limit))
 
 
 def instance_from_row(row: Sequence[Any], at: int = 0) -> InstanceRecord:

@@ -45,11 +45,12 @@ from ._backend import (
     Delivery,
     Envelope,
     InstanceRecord,
+    LogEntry,
     ReplyRecord,
     UserRecord,
 )
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params
+from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params, write_log
 
 __all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
 
@@ -85,6 +86,10 @@ WITH gone AS (
     RETURNING flow_id, created_at
 ), endpoint AS (
     DELETE FROM endpoints WHERE user_id = %(user)s AND endpoint = %(endpoint)s
+), logs AS (
+    DELETE FROM message_log WHERE flow_id IN (
+        SELECT flow_id FROM instances WHERE user_id = %(user)s AND endpoint = %(endpoint)s
+    )
 )
 SELECT flow_id FROM gone ORDER BY created_at, flow_id
 """
@@ -389,6 +394,7 @@ class PostgresBackend(SQLBackend):
         envelopes: Sequence[Envelope] = (),
         replies: Sequence[ReplyRecord] = (),
         dead_letter: DeadLetter | None = None,
+        log: LogEntry | None = None,
     ) -> tuple[bool, list[str]]:
         """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
         was lost (then nothing changes)."""
@@ -413,6 +419,8 @@ class PostgresBackend(SQLBackend):
                 if dead_letter is not None:
                     d = dead_letter
                     conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
+                if log is not None:
+                    write_log(conn, self.sql, log, self.log_limit, time.time())
                 put = _Put(conn, envelopes, replies, locked)
         except _Rollback:
             return False, []

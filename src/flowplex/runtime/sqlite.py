@@ -39,12 +39,13 @@ from ._backend import (
     Delivery,
     Envelope,
     InstanceRecord,
+    LogEntry,
     ReplyRecord,
     UserRecord,
 )
 from ._doorbell import Doorbell
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params
+from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params, write_log
 
 __all__ = ["DOORBELL_POLL_SECONDS", "EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
 
@@ -220,6 +221,7 @@ class SQLiteBackend(SQLBackend):
         """Delete the endpoint and every instance mounted on it; returns the instance ids."""
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(_ENDPOINT_INSTANCES, (user_id, endpoint))]
+            conn.executemany(self.sql["forget_log"], [(flow_id,) for flow_id in ids])
             conn.execute(_DELETE_ENDPOINT_INSTANCES, (user_id, endpoint))
             conn.execute(_DELETE_ENDPOINT, (user_id, endpoint))
         return ids
@@ -321,6 +323,7 @@ class SQLiteBackend(SQLBackend):
         envelopes: Sequence[Envelope] = (),
         replies: Sequence[ReplyRecord] = (),
         dead_letter: DeadLetter | None = None,
+        log: LogEntry | None = None,
     ) -> tuple[bool, list[str]]:
         """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
         was lost (then nothing changes)."""
@@ -338,6 +341,8 @@ class SQLiteBackend(SQLBackend):
             if dead_letter is not None:
                 d = dead_letter
                 conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
+            if log is not None:
+                write_log(conn, self.sql, log, self.log_limit, time.time())
             unknown = _put(conn, envelopes, replies, points)
         self._notify(points, replies)
         return True, unknown

@@ -41,8 +41,12 @@ def compose_app(
     mounts: Mapping[str, ASGIApp] | None = None,
     lifespans: Sequence[Lifespan] = (),
     title: str = "flowplex",
+    docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app serving ``routers`` and ``mounts``, living as long as its ``lifespans``.
+
+    With ``docs=False`` the app serves no ``/docs`` or ``/redoc`` of its own (FastAPI's load
+    their assets from a CDN; a caller that ships its own passes a router for them).
 
     ``mounts`` maps a path prefix (``"/name"``) to any ASGI app. Starlette does not run a
     mounted app's lifespan, so pass it in ``lifespans``; they are entered in order and exited in
@@ -62,7 +66,13 @@ def compose_app(
                 await stack.enter_async_context(item(app))
             yield
 
-    app = FastAPI(title=title, version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.add_exception_handler(FlowplexError, _flowplex_error)
     for router in routers:
         app.include_router(router)

@@ -158,6 +158,20 @@ class OpStore:
             found = conn.execute(select(p.c.id).where(p.c.pipeline_name == pipeline_name))
             return found.first() is not None
 
+    def list_ops(self) -> list[str]:
+        """The names of every op with a registered version, sorted."""
+        o, v = opstore_ops, opstore_versions
+        query = select(o.c.op_name).where(o.c.id.in_(select(v.c.op_id))).order_by(o.c.op_name)
+        with self._transaction() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def list_pipelines(self) -> dict[str, str]:
+        """Every registered pipeline and the name of its last op."""
+        p, o = opstore_pipelines, opstore_ops
+        query = select(p.c.pipeline_name, o.c.op_name).join(o, o.c.id == p.c.last_op_id)
+        with self._transaction() as conn:
+            return {row[0]: row[1] for row in conn.execute(query)}
+
     def registered_version(self, op_name: str, version: Version) -> Version:
         """The registered ``version`` of ``op_name``, with the creation time the store keeps
         (raises :class:`NotRegisteredError` if the op or the version is unknown)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 import flowplex
 from flowplex import serving
@@ -86,10 +87,8 @@ def build_scene(home: Path) -> Scene:
     for i in range(3):
         counter.get_reply_future(counter.package_input_message({"i": i})).get_data(timeout=30)
     failing = serving.get_flow_instance(cl, "failing")
-    try:
+    with pytest.raises(FlowError, match="boom on 7"):
         failing.get_reply_future(failing.package_input_message({"x": 7})).get_data(timeout=30)
-    except FlowError:
-        pass
     reverse = serving.get_flow_instance(cl, "reverse")
     scene.counter_id = counter.get_instance_id()
     scene.failing_id = failing.get_instance_id()

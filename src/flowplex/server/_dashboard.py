@@ -75,7 +75,8 @@ _NAV = [
 
 def wants_html(request: Request) -> bool:
     """True when the client asks for a page (a browser's ``Accept: text/html,...``)."""
-    return "text/html" in request.headers.get("accept", "")
+    headers = request.headers
+    return "text/html" in headers.get("accept", "") or "x-flowplex-fragment" in headers
 
 
 class Dashboard:
@@ -109,6 +110,9 @@ class Dashboard:
             lstrip_blocks=True,
         )
         self.env.globals.update(ago=_views.ago, stamp=_views.stamp)
+        # The macros are globals, so a page's live region renders alone with them too.
+        macros = self.env.get_template("_macros.html").module
+        self.env.globals.update({name: getattr(macros, name) for name in ("badge", "short", "who")})
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@
   function refresh() {
     if (busy || document.hidden) { return; }
     busy = true;
-    fetch(live.dataset.refresh, { headers: { "X-Flowplex-Fragment": "live" }, cache: "no-store" })
+    fetch(live.dataset.refresh, {
+      headers: { "Accept": "text/html", "X-Flowplex-Fragment": "live" }, cache: "no-store"
+    })
       .then(function (response) {
         if (!response.ok) { throw new Error(response.status); }
         return response.text();

@@ -209,3 +209,16 @@ class BothArgumentsFlow(AtomicFlow):
 
     def run(self, input_message: FlowMessage) -> dict[str, Any]:
         return {"ok": True}
+
+
+class SlowFlow(AtomicFlow):
+    """Takes ``data["seconds"]`` to answer: a message a worker is still running when it is
+    told to stop (the Ctrl-C tests)."""
+
+    default_config = {"name": "Slow", "description": "Sleeps, then replies."}
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        import time
+
+        time.sleep(float(input_message.data.get("seconds", 30)))
+        return {"slept": True}

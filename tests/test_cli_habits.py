@@ -272,3 +272,16 @@ def test_one_ctrl_c_on_an_idle_process_exits_cleanly(tmp_path: Path, command: li
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert "stopping:" in log.read_text()
+
+
+def test_the_api_docs_speak_flowplex_words(tmp_path: Path) -> None:
+    from flowplex.server import NodeServer
+
+    with NodeServer("http://127.0.0.1:3399", f"sqlite:///{tmp_path}/n.db", tmp_path) as server:
+        schemas = [json.dumps(server.app.openapi())]
+        assert server.opstore is not None
+        schemas.append(json.dumps(server.opstore.app.openapi()))
+    for schema in schemas:
+        lowered = schema.lower()
+        for word in JARGON:
+            assert word not in lowered, f"the API docs say {word!r}"

@@ -1,6 +1,6 @@
 """The op store: versions, validated links, op bytes and pipelines on SQL (SQLAlchemy Core).
 
-Semantics are Chariots' ``OpStoreServer`` with its bugs fixed (see the package docstring):
+Semantics are the original ``OpStoreServer`` with its bugs fixed (see the package docstring):
 versions are numbered against the latest one, the names are unique, registering a pipeline
 twice changes nothing, and every client mistake raises an :class:`ArtifactError` subclass.
 """
@@ -56,7 +56,7 @@ class OpStore:
 
     ``saver`` keeps the bytes; ``db_url`` keeps the rest: ``"sqlite://"`` (in memory, for one
     process), ``"sqlite:///path.db"`` or ``"postgresql://..."`` (migrated to the schema head on
-    open, shareable by many processes). ``.app`` is an ASGI (FastAPI) app serving the seed's
+    open, shareable by many processes). ``.app`` is an ASGI (FastAPI) app serving the
     ``POST /v1/...`` routes plus streaming ``/v1/op_bytes``; ``.client()`` an in-process
     client. Methods raise :class:`ArtifactError` subclasses for client mistakes and
     :class:`OpStoreUnavailableError` when the database fails.

@@ -11,7 +11,7 @@ from ._query import FIELDS
 
 __all__ = ["COLUMNS", "render_flows"]
 
-#: The table's columns: every row field, in the seed's order (plus the liveness ``status``).
+#: The table's columns: every row field, in the protocol's order (plus the liveness ``status``).
 COLUMNS = FIELDS
 
 _STYLE = """

@@ -259,10 +259,11 @@ def test_read_only_commands_read_an_existing_node(tmp_path: Path) -> None:
     home = ["--home", str(tmp_path / "node")]
     assert runner.invoke(app, ["serve", ATOMIC, "ep", *home]).exit_code == 0
     sent = runner.invoke(app, ["send", "ep", '{"number": 12}', *home])
-    assert json.loads(sent.output) == {"output_number": 21}
+    assert json.loads(sent.stdout) == {"output_number": 21}
     assert "ep/" in runner.invoke(app, ["flows", *home]).output
-    listed = runner.invoke(app, ["instances", *home]).output.split()
-    assert len(listed) == 1 and listed != ["(no", "instances)"]
+    listed = runner.invoke(app, ["instances", *home], env={"COLUMNS": "200"}).stdout
+    rows = [line for line in listed.splitlines() if " ep " in line]
+    assert len(rows) == 1 and "(no instances)" not in listed
     result = runner.invoke(app, ["flows", "--user", "nobody", *home])
     assert result.exit_code == 2 and "no user nobody" in result.output
 

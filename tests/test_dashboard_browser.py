@@ -235,10 +235,11 @@ def test_registry_page_shows_peers_nodes_and_flows(page: Any, server: str, peer:
 
 def test_artifacts_page_and_the_op_store_index(page: Any, server: str) -> None:
     page.goto(server + "/ui/artifacts")
-    ops = page.locator("#ops")
-    expect(ops).to_contain_text("tokenizer")
-    expect(ops.locator("tbody tr").first).to_contain_text("1.1.0")
-    expect(ops.locator("tbody tr").first).to_contain_text("1.0.0")
+    tokenizer = page.locator('#ops tbody[data-op="tokenizer"] tr')
+    expect(tokenizer).to_have_count(2)
+    expect(tokenizer.first).to_contain_text("1.1.0")
+    expect(tokenizer.first).to_contain_text("latest")
+    expect(tokenizer.last).to_contain_text("1.0.0")
     page.get_by_role("link", name="/opstore/").click()
     expect(page.locator("h1")).to_contain_text("Artifacts")
     index = httpx.get(server + "/opstore", headers={"Accept": "application/json"}).json()

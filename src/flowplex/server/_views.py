@@ -284,7 +284,14 @@ def artifacts_view(store: OpStore) -> dict[str, Any]:
     ops = []
     for name in store.list_ops():
         versions = [
-            {"number": str(info.number), "version": str(info.version)}
+            {
+                "number": str(info.number),
+                "version": str(info.version),
+                "created": info.version.creation_time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "hashes": " · ".join(
+                    h[:8] for h in (info.version.major, info.version.minor, info.version.patch)
+                ),
+            }
             for info in store.get_version_numbers(name)
         ]
         ops.append({"name": name, "versions": versions[::-1]})

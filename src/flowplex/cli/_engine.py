@@ -250,13 +250,13 @@ def tick(
                     lease=lease,
                     max_flows_per_tick=max(1, len(keys)),
                 )
-                with _Progress(store, keys, until_finished) as progress:
-                    _run_all(runner, until_finished, max_ticks, interval, stop, progress)
+                with _Rounds(store, keys, until_finished, max_ticks, interval, stop) as rounds:
+                    _run_all(runner, until_finished, rounds)
             else:
                 keys = [key]
                 runner = FlowRunner(store, _engine(store, resolved), lease=lease)
-                with _Progress(store, keys, until_finished) as progress:
-                    _run_one(runner, key, until_finished, max_ticks, interval, stop, progress)
+                with _Rounds(store, keys, until_finished, max_ticks, interval, stop) as rounds:
+                    _run_one(runner, key, until_finished, rounds)
         flows = [store.get_flow(k) for k in keys]
     finally:
         store.close()
@@ -285,15 +285,27 @@ def tick(
         raise typer.Exit(1)
 
 
-class _Progress:
-    """A Rich status line on stderr while runs are ticked: rounds, and each run's completed
-    tasks (only with --until-finished, and only on a terminal)."""
+class _Rounds:
+    """How ``runs tick`` goes round: at most ``max_rounds``, ``interval`` between rounds that
+    only wait, until ``stop``; with ``show``, a Rich status line on stderr with each run's
+    completed tasks (drawn only on a terminal)."""
 
-    def __init__(self, store: FlowStore, keys: list[str], enabled: bool) -> None:
+    def __init__(
+        self,
+        store: FlowStore,
+        keys: list[str],
+        show: bool,
+        max_rounds: int,
+        interval: float,
+        stop: threading.Event,
+    ) -> None:
         self.store = store
         self.keys = keys
+        self.max_rounds = max_rounds
+        self.interval = interval
+        self.stop = stop
         self.rounds = 0
-        self._status = err_console.status("starting", spinner="dots") if enabled else None
+        self._status = err_console.status("starting", spinner="dots") if show else None
 
     def update(self) -> None:
         """Count a round and show where the runs stand."""
@@ -307,7 +319,7 @@ class _Progress:
         more = f" (+{len(self.keys) - 3} more)" if len(self.keys) > 3 else ""
         self._status.update(f"round {self.rounds}: " + "; ".join(parts) + more)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> _Rounds:
         if self._status is not None:
             self._status.start()
         return self
@@ -317,14 +329,7 @@ class _Progress:
             self._status.stop()
 
 
-def _run_all(
-    runner: FlowRunner,
-    until_finished: bool,
-    max_rounds: int,
-    interval: float,
-    stop: threading.Event,
-    progress: _Progress,
-) -> None:
+def _run_all(runner: FlowRunner, until_finished: bool, rounds: _Rounds) -> None:
     if not until_finished:
         runner.tick()
         return
@@ -332,26 +337,18 @@ def _run_all(
 
     def count(_: dict[str, int]) -> None:
         nonlocal gave_up
-        progress.update()
-        if progress.rounds >= max_rounds:
+        rounds.update()
+        if rounds.rounds >= rounds.max_rounds:
             gave_up = True
-            stop.set()
+            rounds.stop.set()
 
-    runner.run(stop, interval=interval, until_finished=True, on_tick=count)
+    runner.run(rounds.stop, interval=rounds.interval, until_finished=True, on_tick=count)
     if gave_up:
-        stop.clear()
-        raise EngineError(f"runs are still unfinished after {max_rounds} rounds.")
+        rounds.stop.clear()
+        raise EngineError(f"runs are still unfinished after {rounds.max_rounds} rounds.")
 
 
-def _run_one(
-    runner: FlowRunner,
-    key: str,
-    until_finished: bool,
-    max_rounds: int,
-    interval: float,
-    stop: threading.Event,
-    progress: _Progress,
-) -> None:
+def _run_one(runner: FlowRunner, key: str, until_finished: bool, rounds: _Rounds) -> None:
     store = runner.store
     flow = store.get_flow(key)  # FlowNotFoundError if there is none
     if flow.status in FINISHED:
@@ -371,19 +368,19 @@ def _run_one(
             if not saved:
                 store.release_claim(claim)
         return
-    for _ in range(max_rounds):
+    for _ in range(rounds.max_rounds):
         # The run and its unfinished child runs (a flow task waits for its child).
         progressed = False
         for k in [key, *_unfinished_descendants(store, key)]:
             claim = store.claim_flow(k, runner.lease)
             if claim is not None:
                 progressed = runner.run_claim(claim) or progressed
-        progress.update()
-        if store.get_flow(key).status in FINISHED or stop.is_set():
+        rounds.update()
+        if store.get_flow(key).status in FINISHED or rounds.stop.is_set():
             return
         if not progressed:
-            stop.wait(interval)
-    raise EngineError(f"run {key} is still unfinished after {max_rounds} rounds.")
+            rounds.stop.wait(rounds.interval)
+    raise EngineError(f"run {key} is still unfinished after {rounds.max_rounds} rounds.")
 
 
 def _unfinished_descendants(store: FlowStore, key: str) -> list[str]:

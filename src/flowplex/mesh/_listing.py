@@ -169,7 +169,7 @@ def list_rows(
     p: int = 0,
     pp: int = 10,
 ) -> dict[str, Any]:
-    """One page of ``rows``: ``{total, filtered, p, pp, items, by, q}`` as the registry protocol replies.
+    """One page of ``rows``: ``{total, filtered, p, pp, items, by, q}``, the registry's reply.
 
     An invalid ``q`` falls back to a case-insensitive full-text search, and ``q`` then reads
     ``"<error>, fulltext: <q>"``; an invalid ``by`` falls back to the default order, and ``by``

@@ -57,7 +57,8 @@ def utcnow() -> str:
 
 
 def parse_timestamp(value: str | None) -> float | None:
-    """Seconds since the epoch of an ISO timestamp (naive ones are UTC, as the original registry wrote them)."""
+    """Seconds since the epoch of an ISO timestamp (naive ones are UTC, as the original
+    registry wrote them)."""
     if value is None:
         return None
     try:

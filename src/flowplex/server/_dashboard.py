@@ -287,10 +287,9 @@ class Dashboard:
 
     def _run_counts(self) -> dict[str, int]:
         try:
-            counts: dict[str, int] = _views.runs_view(self.runs())["counts"]
+            return _views.run_counts(self.runs())
         except FlowplexError:
             return {}
-        return counts
 
     def _instance_page(
         self,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +29,10 @@ __all__ = [
     "log_view",
     "node_view",
     "registry_view",
+    "run_counts",
     "run_view",
     "runs_view",
+    "stamp",
 ]
 
 #: Runs listed on the runs page (newest first).
@@ -72,11 +73,6 @@ class InstanceView:
     state_summary: str
     created_at: float
     stats: InstanceStats
-
-    @property
-    def mounted_by(self) -> str:
-        """Who mounted it: ``"local"`` (the serving user) or the other user's id."""
-        return self.client_id
 
 
 @dataclass
@@ -209,7 +205,7 @@ def _progress(flow: TaskFlow) -> tuple[int, int]:
 def runs_view(store: FlowStore, status: str | None = None) -> dict[str, Any]:
     """The newest runs (of ``status`` if given) with their progress, and counts by status."""
     flows = store.query_flows(status=status, descending=True, limit=RUNS_SHOWN)
-    counts = Counter(f.status for f in store.query_flows(descending=True, limit=10_000))
+    counts = run_counts(store)
     rows = []
     for flow in flows:
         done, total = _progress(flow)
@@ -224,7 +220,17 @@ def runs_view(store: FlowStore, status: str | None = None) -> dict[str, Any]:
                 "errors": flow.errors,
             }
         )
-    return {"runs": rows, "counts": dict(counts), "status": status}
+    return {"runs": rows, "counts": counts, "status": status}
+
+
+def run_counts(store: FlowStore) -> dict[str, int]:
+    """How many runs there are of each status (one grouped query)."""
+    from sqlalchemy import func, select
+
+    model = store.model
+    query = select(model.status, func.count()).group_by(model.status)
+    with store.engine.connect() as conn:
+        return {str(status): int(count) for status, count in conn.execute(query)}
 
 
 def run_view(store: FlowStore, key: str) -> dict[str, Any]:
@@ -266,14 +272,12 @@ def registry_view(mesh: MeshService) -> dict[str, Any]:
     state = mesh.state
     status = mesh.status()
     rows = sorted(state.rows(), key=lambda r: (str(r.get("node")), str(r.get("name"))))
-    nodes = Counter(str(r.get("node")) for r in rows)
     mesh_map = state.map()
     return {
         "status": status,
         "peers": sorted(state.peers),
         "connections": sorted(status["connection"].items()),
         "flows": rows,
-        "nodes": sorted(nodes.items()),
         "map": mesh_map,
         "stats": dict(state.stats),
     }
@@ -296,8 +300,3 @@ def artifacts_view(store: OpStore) -> dict[str, Any]:
         ]
         ops.append({"name": name, "versions": versions[::-1]})
     return {"ops": ops, "pipelines": sorted(store.list_pipelines().items())}
-
-
-def short(text: str, keep: int = 12) -> str:
-    """A long id shortened for a table cell (the full id goes in a tooltip)."""
-    return text if len(text) <= keep + 1 else text[:keep] + "…"

@@ -394,4 +394,4 @@ def test_up_serves_the_node_it_was_given(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     # The banner names the URL as the mesh lists it: loopback is spelled localhost.
-    assert f"dashboard: http://localhost:{port}/flows?format=html".encode() in err
+    assert f"dashboard: http://localhost:{port}/\n".encode() in err

@@ -569,6 +569,25 @@ def check_message_log_written_with_completion(open_backend: Opener) -> None:
         assert [e.body for e in b.message_log("f1")] == ["m4", "m3", "m2"]
 
 
+def check_message_log_stays_bounded(open_backend: Opener) -> None:
+    """However many messages an instance processes, its log keeps the newest ``log_limit``
+    for reading and at most ``LOG_PRUNE_EVERY`` more in storage."""
+    from flowplex.runtime import LOG_PRUNE_EVERY
+
+    with opened(open_backend) as b:
+        b.log_limit = 3
+        b.add_instances([instance("f1")])
+        for i in range(5 * LOG_PRUNE_EVERY):
+            b.enqueue([Envelope("f1", f"m{i}")])
+            d = claim_one(b)
+            b.complete(d, state=None, log=LogEntry("f1", d.body, "ok"))
+        last = 5 * LOG_PRUNE_EVERY - 1
+        assert [e.body for e in b.message_log("f1")] == [f"m{last - i}" for i in range(3)]
+        kept = b.message_log("f1", limit=10_000)
+        assert 3 <= len(kept) <= 3 + LOG_PRUNE_EVERY
+        assert [e.body for e in kept] == [f"m{last - i}" for i in range(len(kept))]
+
+
 def check_message_log_long_texts_cut_and_forgotten(open_backend: Opener) -> None:
     """Texts beyond LOG_TEXT_LIMIT are cut; deleting an instance (or its endpoint) forgets its
     log; a log_limit of 0 keeps nothing."""
@@ -963,6 +982,7 @@ CHECKS: list[Callable[[Opener], None]] = [
     check_dead_letters,
     check_message_log_written_with_completion,
     check_message_log_long_texts_cut_and_forgotten,
+    check_message_log_stays_bounded,
     check_instance_stats,
     check_deleted_instance_messages,
     check_deleted_instance_messages_keep_their_dispatch_point,

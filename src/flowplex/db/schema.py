@@ -150,13 +150,14 @@ dead_letters = Table(
 )
 
 # The last messages each instance processed, for the dashboard (migration 0004_dashboard):
-# written with the completion, pruned to the backend's log_limit per instance. The id orders an
-# instance's entries; the newest is never deleted, so ids only grow.
+# written with the completion, pruned to the backend's log_limit per instance. Keyed by the
+# instance and the message's queue seq (unique, and growing in queue order), so the table is
+# one b-tree and an entry costs one insert.
 message_log = Table(
     "message_log",
     metadata,
-    Column("id", _Serial, Identity(), primary_key=True),
     Column("flow_id", String, nullable=False),
+    Column("seq", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
     Column("outcome", String, nullable=False),
     Column("reply", Text, nullable=True),
@@ -164,7 +165,8 @@ message_log = Table(
     Column("deliveries", Integer, nullable=False),
     Column("duration", Float, nullable=False),
     Column("finished_at", Float, nullable=False),
-    Index(None, "flow_id", "id"),
+    PrimaryKeyConstraint("flow_id", "seq"),
+    sqlite_with_rowid=False,
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._backend import (
     DEFAULT_LOG_LIMIT,
+    LOG_PRUNE_EVERY,
     LOG_TEXT_LIMIT,
     Backend,
     DeadLetter,
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_LOG_LIMIT",
     "DEFAULT_MAX_DELIVERIES",
+    "LOG_PRUNE_EVERY",
     "LOG_TEXT_LIMIT",
     "Backend",
     "Client",

@@ -18,10 +18,11 @@ Queue semantics every backend guarantees:
   enqueues what the run sent and stores the replies in one transaction, and only if the lease
   is still held by the caller.
 - **Inspection.** Each completion may add a :class:`LogEntry` (the message, its outcome, the
-  reply or error) to the instance's message log in the same transaction; the log keeps the
-  last :attr:`Backend.log_limit` entries per instance. :meth:`Backend.instance_stats` and
-  :meth:`Backend.message_log` read what an operator looks at (queue depth, messages in flight,
-  dead letters, the last error).
+  reply or error) to the instance's message log in the same transaction; reads give the last
+  :attr:`Backend.log_limit` entries per instance, and the log is pruned to them as it grows
+  (the SQL backends prune every few entries, so it may briefly hold a few more).
+  :meth:`Backend.instance_stats` and :meth:`Backend.message_log` read what an operator looks
+  at (queue depth, messages in flight, dead letters, the last error).
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ class DeadLetter:
 
 #: Entries kept in each instance's message log unless the backend is told otherwise.
 DEFAULT_LOG_LIMIT = 50
+#: A SQL backend prunes an instance's log on every this-many-th entry it writes for it, so
+#: between prunes the log holds at most ``log_limit`` plus this many entries per writer.
+LOG_PRUNE_EVERY = 16
 #: Characters of a message or reply kept in a log entry (the rest is cut, and marked so).
 LOG_TEXT_LIMIT = 8192
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from .._json import dumps
 from ._backend import (
+    LOG_PRUNE_EVERY,
     Backend,
     DeadLetter,
     EndpointRecord,
@@ -28,7 +29,13 @@ from ._backend import (
 )
 from ._signals import Signals
 
-__all__ = ["INSTANCE_COLUMNS", "SQLBackend", "instance_from_row", "instance_params", "write_log"]
+__all__ = [
+    "INSTANCE_COLUMNS",
+    "SQLBackend",
+    "instance_from_row",
+    "instance_params",
+    "write_log",
+]
 
 #: The ``instances`` columns in the order :func:`instance_from_row` reads them.
 INSTANCE_COLUMNS = (
@@ -78,19 +85,20 @@ RETURNING 1
         "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters "
         "WHERE flow_id = ? ORDER BY id"
     ),
-    # The message log: written with a completion, then pruned to the newest entries (a walk of
-    # at most log_limit index entries of one instance).
+    # The message log: keyed by (instance, the message's queue seq), so an entry costs one
+    # b-tree insert; pruned now and then to the newest entries (a walk of at most log_limit
+    # keys of one instance).
     "add_log": (
-        "INSERT INTO message_log (flow_id, body, outcome, reply, error, deliveries, duration, "
-        "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO message_log (flow_id, seq, body, outcome, reply, error, deliveries, "
+        "duration, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "prune_log": (
-        "DELETE FROM message_log WHERE flow_id = ? AND id <= ("
-        "SELECT id FROM message_log WHERE flow_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+        "DELETE FROM message_log WHERE flow_id = ? AND seq <= ("
+        "SELECT seq FROM message_log WHERE flow_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"
     ),
     "read_log": (
         "SELECT flow_id, body, outcome, reply, error, deliveries, duration, finished_at "
-        "FROM message_log WHERE flow_id = ? ORDER BY id DESC LIMIT ?"
+        "FROM message_log WHERE flow_id = ? ORDER BY seq DESC LIMIT ?"
     ),
     "forget_log": "DELETE FROM message_log WHERE flow_id = ?",
     "queue_stats": (
@@ -100,8 +108,9 @@ RETURNING 1
     "dead_stats": "SELECT flow_id, count(*) FROM dead_letters GROUP BY flow_id",
     "activity_stats": "SELECT flow_id, max(finished_at) FROM message_log GROUP BY flow_id",
     "error_stats": (
-        "SELECT flow_id, error, finished_at FROM message_log WHERE id IN ("
-        "SELECT max(id) FROM message_log WHERE outcome <> 'ok' GROUP BY flow_id)"
+        "SELECT m.flow_id, m.error, m.finished_at FROM message_log AS m JOIN ("
+        "SELECT flow_id, max(seq) AS seq FROM message_log WHERE outcome <> 'ok' "
+        "GROUP BY flow_id) AS last ON m.flow_id = last.flow_id AND m.seq = last.seq"
     ),
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
     "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
@@ -254,15 +263,29 @@ class SQLBackend(Backend):
         self._signals.everything()
 
 
-def write_log(conn: Any, sql: dict[str, str], entry: LogEntry, limit: int, now: float) -> None:
-    """Add ``entry`` to its instance's log and prune the log to ``limit`` entries, inside the
-    caller's transaction (nothing when ``limit`` is 0)."""
+# Most completions pay for the insert alone: see LOG_PRUNE_EVERY.
+_WRITES_KEPT = 10_000
+
+
+def write_log(backend: SQLBackend, conn: Any, entry: LogEntry, seq: int, now: float) -> None:
+    """Add ``entry`` (for the message queued as ``seq``) to its instance's log inside the
+    caller's transaction, pruning the log to ``backend.log_limit`` entries now and then
+    (nothing when the limit is 0)."""
+    limit = backend.log_limit
     if limit <= 0:
         return
-    e = entry
-    params = (e.flow_id, cut(e.body), e.outcome, cut(e.reply), cut(e.error), e.deliveries)
+    e, sql = entry, backend.sql
+    params = (e.flow_id, seq, cut(e.body), e.outcome, cut(e.reply), cut(e.error), e.deliveries)
     conn.execute(sql["add_log"], (*params, e.duration, now))
-    conn.execute(sql["prune_log"], (e.flow_id, e.flow_id, limit))
+    # Counted per process without a lock: a lost count only moves a prune by one entry.
+    writes = backend.__dict__.setdefault("_log_writes", {})
+    count = writes.get(e.flow_id, 0) + 1
+    if count >= LOG_PRUNE_EVERY:
+        conn.execute(sql["prune_log"], (e.flow_id, e.flow_id, limit))
+        count = 0
+    elif len(writes) >= _WRITES_KEPT:
+        writes.clear()  # bounded memory; the forgotten logs are pruned a little later
+    writes[e.flow_id] = count
 
 
 def instance_from_row(row: Sequence[Any], at: int = 0) -> InstanceRecord:

@@ -420,7 +420,7 @@ class PostgresBackend(SQLBackend):
                     d = dead_letter
                     conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
                 if log is not None:
-                    write_log(conn, self.sql, log, self.log_limit, time.time())
+                    write_log(self, conn, log, delivery.seq, time.time())
                 put = _Put(conn, envelopes, replies, locked)
         except _Rollback:
             return False, []

@@ -342,7 +342,7 @@ class SQLiteBackend(SQLBackend):
                 d = dead_letter
                 conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
             if log is not None:
-                write_log(conn, self.sql, log, self.log_limit, time.time())
+                write_log(self, conn, log, delivery.seq, time.time())
             unknown = _put(conn, envelopes, replies, points)
         self._notify(points, replies)
         return True, unknown

@@ -17,16 +17,13 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# BIGINT identity on PostgreSQL, the rowid alias on SQLite.
-_SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
 
 def upgrade() -> None:
     """Create the message log."""
     op.create_table(
         "message_log",
-        sa.Column("id", _SERIAL, sa.Identity(), nullable=False),
         sa.Column("flow_id", sa.String(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("outcome", sa.String(), nullable=False),
         sa.Column("reply", sa.Text(), nullable=True),
@@ -34,12 +31,11 @@ def upgrade() -> None:
         sa.Column("deliveries", sa.Integer(), nullable=False),
         sa.Column("duration", sa.Float(), nullable=False),
         sa.Column("finished_at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_message_log")),
+        sa.PrimaryKeyConstraint("flow_id", "seq", name=op.f("pk_message_log")),
+        sqlite_with_rowid=False,
     )
-    op.create_index(op.f("ix_message_log_flow_id_id"), "message_log", ["flow_id", "id"])
 
 
 def downgrade() -> None:
     """Drop the message log."""
-    op.drop_index(op.f("ix_message_log_flow_id_id"), "message_log")
     op.drop_table("message_log")

@@ -72,14 +72,15 @@ def versions(
     root: RootOption,
 ) -> None:
     """List the registered versions of an op with their numbers."""
-    from ..db.migrate import sqlite_path
+    from ..db import DatabaseURL
     from ..errors import ConfigurationError
     from ._savers import FileSaver
     from ._store import OpStore
 
     # A read: a mistyped SQLite path must not quietly create an empty database.
-    if db.startswith("sqlite:///") and not sqlite_path(db).exists():
-        raise ConfigurationError(f"no op store database at {sqlite_path(db)}.")
+    path = DatabaseURL.parse(db).path
+    if path is not None and not path.exists():
+        raise ConfigurationError(f"no op store database at {path}.")
     store = OpStore(FileSaver(root), db)
     try:
         infos = store.get_version_numbers(op_name)

@@ -24,6 +24,7 @@ from rich.table import Column, Table
 from rich.tree import Tree
 
 from ..config import Settings, load_yaml
+from ..db import DatabaseURL
 from ._engine import FlowEngine
 from ._errors import EngineError
 from ._graph import COMPLETED, FAILED, FINISHED, ROOT_KEY, RUNNING, TaskFlow
@@ -62,7 +63,7 @@ def register(app: typer.Typer) -> None:
 def _url(db: str | None) -> tuple[str, Path | None]:
     settings = Settings.from_env()
     url = db or settings.db_url
-    if url.startswith("memory://"):
+    if DatabaseURL.parse(url).volatile:
         raise typer.BadParameter(
             "runs need a database that outlives the command: use a SQLite file or PostgreSQL."
         )

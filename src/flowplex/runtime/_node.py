@@ -351,12 +351,10 @@ class Client:
 
 
 def _node_key(url: str) -> str | None:
-    """A key identifying the database, or None if it cannot be shared (anonymous memory)."""
-    if url == "memory://":
-        return None
-    if url.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(url[len("sqlite:///") :]).resolve())
-    return url
+    """A key identifying the database, or None if it cannot be shared (volatile)."""
+    from ..db import DatabaseURL
+
+    return DatabaseURL.parse(url).key
 
 
 def open_node(db: str | None = None, path: str | Path | None = None) -> Node:

@@ -3,7 +3,8 @@
 The statements here are written once, with ``?`` placeholders; :class:`SQLBackend` turns them
 into the driver's style (``%s`` for psycopg) when a subclass is defined. What differs between
 the two databases (connections, claims, batched writes, wake-ups across processes) stays in
-``sqlite.py`` and ``postgres.py``.
+``sqlite.py`` and ``postgres.py``. Both open their connections with :mod:`flowplex.db`'s
+helpers and turn driver errors into flowplex errors with its one translator.
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._json import dumps
-from ._backend import Backend, DeadLetter, EndpointRecord, InstanceRecord, UserRecord
+from ..errors import DuplicateKeyError
+from ._backend import Backend, DeadLetter, Delivery, EndpointRecord, InstanceRecord, UserRecord
 from ._signals import Signals
 
-__all__ = ["INSTANCE_COLUMNS", "SQLBackend", "instance_from_row", "instance_params"]
+__all__ = [
+    "INSTANCE_COLUMNS",
+    "SQLBackend",
+    "completion",
+    "instance_from_row",
+    "instance_params",
+]
 
 #: The ``instances`` columns in the order :func:`instance_from_row` reads them.
 INSTANCE_COLUMNS = (
@@ -33,6 +42,7 @@ _ENDPOINT_COLUMNS = (
 
 # Ties on created_at are broken by the key, the same way on both databases.
 _QUERIES = {
+    "add_user": "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)",
     "list_users": "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, user_id",
     # Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
     # served one is left alone and returns no row.
@@ -70,6 +80,16 @@ RETURNING 1
     ),
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
     "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
+    "take_reply": "DELETE FROM replies WHERE future_id = ? RETURNING body",
+    # Completion: the message goes only while the lease is still the caller's.
+    "ack": "DELETE FROM messages WHERE seq = ? AND lease = ? RETURNING parallel, dispatch_point",
+    "save_state": (
+        "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
+    ),
+    "add_dead": (
+        "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
+        "VALUES (?, ?, ?, ?, ?)"
+    ),
 }
 
 
@@ -77,8 +97,8 @@ class SQLBackend(Backend):
     """A :class:`Backend` on a SQL database: the reads and simple writes, once for both.
 
     Subclasses set :attr:`placeholder`, create ``self._signals``, and give connections through
-    :meth:`_read` and :meth:`_write` (context managers that commit or roll back and turn
-    driver errors into :class:`~flowplex.BackendError`).
+    :meth:`_read`, :meth:`_write` and :meth:`_write_one` (context managers that commit or roll
+    back and turn driver errors into :class:`~flowplex.BackendError`).
     """
 
     #: The driver's parameter marker.
@@ -86,6 +106,7 @@ class SQLBackend(Backend):
     #: The shared statements in the driver's style (set for each subclass).
     sql: ClassVar[dict[str, str]] = _QUERIES
     _signals: Signals
+    clock: Clock = SYSTEM_CLOCK
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -98,6 +119,20 @@ class SQLBackend(Backend):
     @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
         """A connection for one writing transaction."""
+
+    @abstractmethod
+    def _write_one(self) -> AbstractContextManager[Any]:
+        """A connection for a single statement that only moves a lease or takes a reply (its
+        own transaction; it need not wait for the disk, see the backends)."""
+
+    def add_user(self, user: UserRecord) -> None:
+        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
+        try:
+            with self._write() as conn:
+                params = (user.user_id, user.private_key, user.created_at)
+                conn.execute(self.sql["add_user"], params)
+        except DuplicateKeyError:
+            raise DuplicateKeyError(f"user {user.user_id} exists already") from None
 
     def list_users(self) -> list[UserRecord]:
         """Every user, oldest first."""
@@ -183,6 +218,12 @@ class SQLBackend(Backend):
             row = conn.execute(self.sql["peek_reply"], (future_id,)).fetchone()
         return None if row is None else str(row[0])
 
+    def take_reply(self, future_id: str) -> str | None:
+        """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
+        with self._write_one() as conn:
+            row = conn.execute(self.sql["take_reply"], (future_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def _has_reply(self, future_id: str) -> bool:
         with self._read() as conn:
             return conn.execute(self.sql["has_reply"], (future_id,)).fetchone() is not None
@@ -190,6 +231,28 @@ class SQLBackend(Backend):
     def wake(self) -> None:
         """Make this process's current waits return now."""
         self._signals.everything()
+
+
+def completion(
+    conn: Any,
+    sql: dict[str, str],
+    delivery: Delivery,
+    state: dict[str, Any] | None,
+    dead_letter: DeadLetter | None,
+    now: float,
+) -> Any:
+    """Acknowledge ``delivery`` and store its state and dead letter, inside the caller's
+    transaction; the acknowledged row ``(parallel, dispatch_point)``, or None if the lease was
+    lost (then the caller rolls back, or has changed nothing)."""
+    acked = conn.execute(sql["ack"], (delivery.seq, delivery.lease)).fetchone()
+    if acked is None:
+        return None
+    if state is not None:
+        conn.execute(sql["save_state"], (dumps(state), delivery.flow_id))
+    if dead_letter is not None:
+        d = dead_letter
+        conn.execute(sql["add_dead"], (d.flow_id, d.body, d.error, d.deliveries, now))
+    return acked
 
 
 def instance_from_row(row: Sequence[Any], at: int = 0) -> InstanceRecord:

@@ -7,7 +7,9 @@ round trip to the server.
 Queue. ``claim`` takes the oldest claimable messages with ``FOR UPDATE SKIP LOCKED``, so
 concurrent workers never wait for, or take, each other's rows. A message is claimable when it is
 a *head* (``messages.head``: every message of a parallel instance, the oldest one of any other)
-and its lease has run out (lease times use the database clock, one clock for every machine).
+and its lease has run out. Lease times use the database clock, one clock for every machine,
+unless the backend was given a ``clock`` (a test's fake one): then that clock's time is sent
+with each claim.
 Keeping ``head`` right under concurrency is what ``enqueue`` and ``complete`` lock the instance
 rows for (``FOR NO KEY UPDATE``, in flow id order so two transactions never deadlock): whoever
 decides whether a new message is the head, or which message becomes the next head, sees every
@@ -30,15 +32,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 import psycopg
 from psycopg import pq
 
-from .._json import dumps
-from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, redact_url
-from ..errors import BackendError, DuplicateKeyError
+from .._clock import SYSTEM_CLOCK, Clock
+from ..db import DatabaseURL, connect_postgres, ensure_schema, translate_error
+from ..db.migrate import HEAD, VERSION_QUERY
+from ..errors import BackendError, ConfigurationError, DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
     DeadLetter,
@@ -46,10 +48,9 @@ from ._backend import (
     Envelope,
     InstanceRecord,
     ReplyRecord,
-    UserRecord,
 )
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params
+from ._sql import INSTANCE_COLUMNS, SQLBackend, completion, instance_from_row, instance_params
 
 __all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
 
@@ -75,9 +76,8 @@ _LISTENER_START_TIMEOUT = 10.0
 _LISTENER_RETRY_SECONDS = 1.0
 
 _I = ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
-_NOW = "extract(epoch FROM statement_timestamp())::float8"
-
-_ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (%s, %s, %s)"
+# The claim's "now": the time sent with it (an injected clock), else the database's.
+_NOW = "coalesce(%(now)s::float8, extract(epoch FROM statement_timestamp())::float8)"
 
 _DELETE_ENDPOINT = """
 WITH gone AS (
@@ -166,7 +166,6 @@ ORDER BY leased.seq
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
-_ACK = "DELETE FROM messages WHERE seq = %s AND lease = %s RETURNING parallel, dispatch_point"
 _NEXT_HEAD = f"""
 WITH promoted AS (
     UPDATE messages SET head = true
@@ -176,13 +175,6 @@ WITH promoted AS (
 SELECT p.dispatch_point FROM promoted AS p
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.dispatch_point)
 """
-_SAVE_STATE = (
-    "UPDATE instances SET state = %s, state_version = state_version + 1 WHERE flow_id = %s"
-)
-_ADD_DEAD = (
-    "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
-    "VALUES (%s, %s, %s, %s, %s)"
-)
 _RELEASE = f"""
 WITH released AS (
     UPDATE messages
@@ -193,23 +185,30 @@ WITH released AS (
 SELECT r.dispatch_point FROM released AS r
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', r.dispatch_point)
 """
-_TAKE_REPLY = "DELETE FROM replies WHERE future_id = %s RETURNING body"
 
 
 class PostgresBackend(SQLBackend):
-    placeholder = "%s"
-
     """A :class:`~flowplex.runtime.Backend` on a PostgreSQL database; see the module doc.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:port/db?options=...``); the schema
     is migrated on open. Tables live in the connection's ``search_path``, so
-    ``?options=-csearch_path%3Dname`` puts a node in its own schema.
+    ``?options=-csearch_path%3Dname`` puts a node in its own schema. Without ``clock``, leases
+    follow the database server's clock and creation times the system clock; with one, both
+    follow it.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        scheme, _, rest = url.partition("://")
-        self._conninfo = url if scheme.lower() == "postgresql" else f"postgresql://{rest}"
+    placeholder = "%s"
+
+    def __init__(self, url: str | DatabaseURL, *, clock: Clock | None = None) -> None:
+        db = DatabaseURL.parse(url)
+        if db.kind != "postgresql":
+            raise ConfigurationError(f"PostgresBackend needs a postgresql:// URL, got {db}")
+        self.url = db.text
+        self._db = db
+        self.clock = clock or SYSTEM_CLOCK
+        # Sent with each claim as its "now"; None lets the database clock decide.
+        self._lease_clock = clock
+        self._where = f"the database at {db}"
         # Idle connections: [durable, lease-only] (see _NOT_DURABLE).
         self._pools: tuple[deque[psycopg.Connection[Any]], ...] = (deque(), deque())
         self._pool_lock = threading.Lock()
@@ -227,10 +226,10 @@ class PostgresBackend(SQLBackend):
             except psycopg.errors.UndefinedTable:
                 row = None
             if row is None or row[0] != HEAD:
-                ensure_schema(url)
+                ensure_schema(db)
         except psycopg.Error as exc:
             conn.close()
-            raise BackendError(f"PostgreSQL at {redact_url(url)} failed: {exc}") from exc
+            raise translate_error(exc, self._where) from exc
         except BaseException:
             conn.close()
             raise
@@ -241,17 +240,14 @@ class PostgresBackend(SQLBackend):
     # -- connections ------------------------------------------------------------------------
 
     def _connect(self, durable: bool = True) -> psycopg.Connection[Any]:
+        conn = connect_postgres(self._db, autocommit=True, prepare_threshold=0)
         try:
-            conn = psycopg.connect(
-                self._conninfo, autocommit=True, prepare_threshold=0, application_name="flowplex"
-            )
             conn.execute(_GENERIC_PLANS)
             if not durable:
                 conn.execute(_NOT_DURABLE)
         except psycopg.Error as exc:
-            raise BackendError(
-                f"cannot connect to PostgreSQL at {redact_url(self.url)}: {exc}"
-            ) from exc
+            conn.close()
+            raise translate_error(exc, self._where) from exc
         self._own_pids.add(conn.info.backend_pid)
         return conn
 
@@ -260,9 +256,7 @@ class PostgresBackend(SQLBackend):
             return self._pools[not durable].pop()
         except IndexError:
             if self._closed:
-                raise BackendError(
-                    f"the PostgreSQL backend on {redact_url(self.url)} is closed"
-                ) from None
+                raise BackendError(f"the PostgreSQL backend on {self._db} is closed") from None
             return self._connect(durable)
 
     def _release(self, conn: psycopg.Connection[Any], durable: bool) -> None:
@@ -291,22 +285,14 @@ class PostgresBackend(SQLBackend):
         """A connection for one writing statement (its own transaction)."""
         return self._use()
 
+    def _write_one(self) -> _Use:
+        """A connection for one statement moving a lease or taking a reply (not durable)."""
+        return self._use(durable=False)
+
     def _transaction(self) -> _Use:
         """A connection in one pipelined transaction; statements whose results are not read
         inside the block all travel in the round trip of the COMMIT."""
         return _Use(self, transaction=True, durable=True)
-
-    # -- users ------------------------------------------------------------------------------
-
-    def add_user(self, user: UserRecord) -> None:
-        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
-        try:
-            with self._use() as conn:
-                conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
-        except _Wrapped as exc:
-            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise DuplicateKeyError(f"user {user.user_id} exists already") from None
-            raise
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -344,7 +330,7 @@ class PostgresBackend(SQLBackend):
         if not envelopes and not replies:
             return []
         with self._transaction() as conn:
-            put = _Put(conn, envelopes, replies)
+            put = _Put(conn, envelopes, replies, self.clock.time())
         return self._after_put(put, ())
 
     def claim(
@@ -366,8 +352,9 @@ class PostgresBackend(SQLBackend):
             "limit": limit,
             "lease": lease,
             "seconds": lease_seconds,
+            "now": None if self._lease_clock is None else self._lease_clock.time(),
         }
-        with self._use(durable=False) as conn:
+        with self._write_one() as conn:
             rows = conn.execute(_CLAIM_ANY if user_id is None else _CLAIM_USER, params).fetchall()
         return [
             Delivery(
@@ -392,8 +379,8 @@ class PostgresBackend(SQLBackend):
     ) -> tuple[bool, list[str]]:
         """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
         was lost (then nothing changes)."""
-        state_json = None if state is None else dumps(state)
         flow_id = delivery.flow_id
+        now = self.clock.time()
         try:
             with self._transaction() as conn:
                 # Instance locks first, in flow id order, then the message row: the order of
@@ -403,17 +390,12 @@ class PostgresBackend(SQLBackend):
                     locked = conn.execute(_LOCK_INSTANCE, (flow_id,))
                 else:
                     locked = conn.execute(_LOCK_INSTANCES, (locks,))
-                acked = conn.execute(_ACK, (delivery.seq, delivery.lease)).fetchone()
+                acked = completion(conn, self.sql, delivery, state, dead_letter, now)
                 if acked is None:
                     raise _Rollback
                 # The next message of a one-at-a-time instance becomes claimable.
                 promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id,))
-                if state_json is not None:
-                    conn.execute(_SAVE_STATE, (state_json, flow_id))
-                if dead_letter is not None:
-                    d = dead_letter
-                    conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
-                put = _Put(conn, envelopes, replies, locked)
+                put = _Put(conn, envelopes, replies, now, locked)
         except _Rollback:
             return False, []
         points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
@@ -431,7 +413,7 @@ class PostgresBackend(SQLBackend):
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""
-        with self._use(durable=False) as conn:
+        with self._write_one() as conn:
             rows = conn.execute(_RELEASE, (delivery.seq, delivery.lease)).fetchall()
         if rows:
             self._signals.messages([rows[0][0]])
@@ -439,9 +421,7 @@ class PostgresBackend(SQLBackend):
     def take_reply(self, future_id: str) -> str | None:
         """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
         self._ensure_listener()
-        with self._use(durable=False) as conn:
-            row = conn.execute(_TAKE_REPLY, (future_id,)).fetchone()
-        return None if row is None else str(row[0])
+        return super().take_reply(future_id)
 
     # -- wake-ups ---------------------------------------------------------------------------
 
@@ -488,7 +468,7 @@ class PostgresBackend(SQLBackend):
         while not self._closed:
             conn = None
             try:
-                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                conn = connect_postgres(self._db, autocommit=True, connect_timeout=10)
                 conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
                 conn.execute(f"LISTEN {REPLIES_CHANNEL}")
                 self._listening = True
@@ -496,7 +476,7 @@ class PostgresBackend(SQLBackend):
                 # Whatever was committed while nobody listened: let every waiter re-check.
                 signals.everything()
                 self._pump(conn.pgconn)
-            except (psycopg.Error, OSError, ValueError):
+            except (psycopg.Error, BackendError, OSError, ValueError):
                 pass  # reconnect below; ValueError: close() shut the wake-up socket meanwhile
             finally:
                 self._listening = False
@@ -558,11 +538,7 @@ class PostgresBackend(SQLBackend):
         self._wake_w.close()
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({redact_url(self.url)!r})"
-
-
-class _Wrapped(BackendError):
-    """A BackendError raised for a driver error (the driver error is its ``__cause__``)."""
+        return f"PostgresBackend({self._db.redacted!r})"
 
 
 class _Rollback(Exception):
@@ -570,7 +546,8 @@ class _Rollback(Exception):
 
 
 class _Use:
-    """A pooled connection for one call. Driver errors become BackendError.
+    """A pooled connection for one call. Driver errors become flowplex errors
+    (:func:`flowplex.db.translate_error`).
 
     Without ``transaction`` the connection autocommits each statement. With it, the block is
     one explicit transaction in pipeline mode: BEGIN, the statements and COMMIT travel
@@ -602,12 +579,7 @@ class _Use:
                 raise
         return conn
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         backend = self._backend
         conn = self._conn
         error: BaseException | None = exc
@@ -646,10 +618,9 @@ def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
 
 
 def _wrap(backend: PostgresBackend, exc: psycopg.Error) -> BackendError:
-    where = redact_url(backend.url)
     if backend._closed:
-        return _Wrapped(f"the PostgreSQL backend on {where} is closed ({exc})")
-    return _Wrapped(f"PostgreSQL at {where} failed: {exc}")
+        return BackendError(f"the PostgreSQL backend on {backend._db} is closed ({exc})")
+    return translate_error(exc, backend._where)
 
 
 class _Put:
@@ -661,9 +632,11 @@ class _Put:
         conn: psycopg.Connection[Any],
         envelopes: Sequence[Envelope],
         replies: Sequence[ReplyRecord],
+        now: float,
         locked: psycopg.Cursor[Any] | None = None,
     ) -> None:
-        """``locked``: the caller's _LOCK_INSTANCES of (at least) the envelopes' instances."""
+        """``now``: the replies' creation time; ``locked``: the caller's _LOCK_INSTANCES of (at
+        least) the envelopes' instances."""
         self.envelopes = envelopes
         self.replies = replies
         self._locked = locked
@@ -681,7 +654,6 @@ class _Put:
         if replies:
             # One row per future (the last reply wins), as ON CONFLICT cannot touch a row twice.
             latest = {r.future_id: r.body for r in replies}
-            now = time.time()
             conn.execute(_PUT_REPLIES, (list(latest), list(latest.values()), [now] * len(latest)))
 
     def outcome(self) -> tuple[list[str], list[str]]:

@@ -40,8 +40,7 @@ from flowplex.artifacts import (
     op_path,
     save_artifact,
 )
-from flowplex.db import schema
-from flowplex.db import create_engine
+from flowplex.db import create_engine, schema
 from flowplex.errors import ConfigurationError
 
 
@@ -686,7 +685,7 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert bad.returncode == 1 and "unsupported op store database URL" in bad.stderr
+    assert bad.returncode == 1 and "is not supported" in bad.stderr
     missing = tmp_path / "typo.db"
     command = [sys.executable, "-m", "flowplex", "opstore", "versions", "op"]
     typo = subprocess.run(

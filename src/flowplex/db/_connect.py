@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BackendError, ConfigurationError
 from ._errors import translate_error
@@ -36,6 +37,8 @@ __all__ = ["SQLITE_BUSY_TIMEOUT", "connect_postgres", "connect_sqlite", "import_
 SQLITE_BUSY_TIMEOUT = 30.0
 
 MEMORY = ":memory:"
+#: How flowplex's PostgreSQL connections name themselves (``pg_stat_activity``).
+APPLICATION_NAME = "flowplex"
 
 
 def connect_sqlite(
@@ -111,17 +114,25 @@ def import_psycopg() -> Any:
     return psycopg
 
 
+def postgres_defaults(url: DatabaseURL) -> dict[str, str]:
+    """Connection parameters flowplex sets unless the URL sets them itself: the
+    ``application_name``."""
+    named = parse_qs(urlsplit(url.conninfo).query)
+    return {} if "application_name" in named else {"application_name": APPLICATION_NAME}
+
+
 def connect_postgres(url: DatabaseURL, **options: Any) -> psycopg.Connection[Any]:
     """A psycopg connection to the PostgreSQL database ``url`` names.
 
     ``options`` go to :func:`psycopg.connect` (``autocommit``, ``prepare_threshold``, ...);
-    ``application_name`` defaults to ``flowplex``. A failure names the URL without its
-    password.
+    ``application_name`` defaults to ``flowplex`` (unless the URL names one). A failure names the
+    URL without its password.
     """
     import_psycopg()
     import psycopg
 
-    options.setdefault("application_name", "flowplex")
+    for key, value in postgres_defaults(url).items():
+        options.setdefault(key, value)
     try:
         return psycopg.connect(url.conninfo, **options)
     except psycopg.Error as exc:

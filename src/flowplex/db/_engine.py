@@ -1,16 +1,16 @@
 """The one SQLAlchemy engine factory and the one ``transaction()`` (flow store, op store,
 migrations).
 
-:func:`create_engine` opens its connections through :mod:`._connect`, so SQLite and PostgreSQL
-are set up as the runtime's backends set them up. On SQLite it applies the pysqlite recipe for
-real transactions: the driver stays out of the way and each transaction starts with an explicit
-``BEGIN``; :func:`transaction` makes it ``BEGIN IMMEDIATE`` for writers, which take the write
-lock first (a read-then-write never fails half-way because another process started writing),
-while readers and ORM sessions begin deferred and never block a writer. A volatile database
-(``memory://``) is one in-memory SQLite connection (``StaticPool``) whose transactions take
-turns on a lock. JSON is strict on every database: PostgreSQL refuses NaN and infinities, so
-SQLite must too (a run that stored on one database and not on the other would crash a runner
-only on PostgreSQL).
+:func:`create_engine` opens its SQLite connections through :mod:`._connect`, so they are set
+up as the runtime's backends set them up. On SQLite it applies the pysqlite recipe for real
+transactions: the driver stays out of the way and each transaction starts with an explicit
+``BEGIN``; :func:`transaction` makes it ``BEGIN IMMEDIATE`` for writers, which take the write lock
+first (a read-then-write never fails half-way because another process started writing), while
+readers and ORM sessions begin deferred and never block a writer. A volatile database
+(``memory://``) is one in-memory SQLite connection (``StaticPool``) whose transactions take turns on
+a lock (see :func:`_shared_memory`). JSON is strict on every database: PostgreSQL refuses NaN and
+infinities, so SQLite must too (a run that stored on one database and not on the other would crash a
+runner only on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError
-from ._connect import MEMORY, connect_postgres, connect_sqlite
+from ._connect import MEMORY, connect_sqlite, import_psycopg, postgres_defaults
 from ._errors import is_driver_error, translate_error
 from ._url import DatabaseURL
 
@@ -72,9 +72,7 @@ def create_engine(
     lock = None
     if db.kind == "memory":
         options["poolclass"] = StaticPool
-        engine = sqlalchemy.create_engine(
-            db.sqlalchemy_url, creator=lambda: connect_sqlite(MEMORY), **options
-        )
+        engine = sqlalchemy.create_engine(db.sqlalchemy_url, creator=_shared_memory, **options)
         lock = threading.RLock()
     elif db.kind == "sqlite":
         path = db.path
@@ -84,14 +82,25 @@ def create_engine(
             creator=lambda: connect_sqlite(path, foreign_keys=foreign_keys),
             **options,
         )
-    else:
-        engine = sqlalchemy.create_engine(
-            db.sqlalchemy_url, creator=lambda: connect_postgres(db), **options
-        )
-    if engine.dialect.name == "sqlite":
         sqlalchemy.event.listen(engine, "begin", _sqlite_begin)
+    else:
+        import_psycopg()
+        # SQLAlchemy connects itself here: its psycopg dialect hands the connection the JSON
+        # adapters that apply json_serializer, which a creator function would leave out.
+        options["connect_args"] = postgres_defaults(db)
+        engine = sqlalchemy.create_engine(db.sqlalchemy_url, **options)
     _ENGINES[engine] = _EngineInfo(f"{name} at {db}", lock)
     return engine
+
+
+def _shared_memory() -> Any:
+    """The one connection of a volatile database. Everybody using it (the store's transactions,
+    ORM sessions) shares it, so the driver manages its transactions as the stdlib does by
+    default (a ``BEGIN`` before the first write, none for reads): explicit ``BEGIN``s from two
+    users would collide, and there is no other process to take a lock against."""
+    conn = connect_sqlite(MEMORY)
+    conn.isolation_level = "DEFERRED"
+    return conn
 
 
 def _sqlite_begin(connection: Connection) -> None:

@@ -349,8 +349,9 @@ class FlowStore:
         until = self.clock.time() + lease
         params = {"b_key": claim.key, "b_token": claim.token, "b_until": until}
         with self._begin() as conn:
-            if conn.execute(_RENEW, params).rowcount == 0:
-                self._missing(claim.key, claim)
+            renewed = conn.execute(_RENEW, params).rowcount > 0
+        if not renewed:
+            self._missing(claim.key, claim)
         claim.lease_until = until
 
     def release_claim(self, claim: Claim) -> None:

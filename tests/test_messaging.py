@@ -619,6 +619,38 @@ def test_a_run_whose_lease_was_lost_commits_nothing(timed_cl: Client, clock: Fak
     assert cl.node.backend.pending_count(flow_id) == 0
 
 
+def test_a_flows_wait_for_a_reply_times_out_on_the_dispatchers_clock(
+    timed_cl: Client, clock: FakeClock
+) -> None:
+    """The dispatcher times a running flow's wait for a reply on its clock (by default the
+    backend's): a 60 s wait ends when the clock has moved 60 s, not a minute later."""
+    cl = timed_cl
+    assert serving.serve_flow(cl, "testflows.EchoFlow", "echo", dispatch_point="nobody")
+    waiter = mount(cl, "servingflows.TimedWaitFlow", "waiter")
+    future = waiter.get_reply_future(waiter.package_input_message({"timeout": 60}))
+    # A lease longer than the wait: the message must not be redelivered meanwhile.
+    dispatcher = Dispatcher(cl.node, "default", lease_seconds=600)
+    assert dispatcher.clock is clock
+    ran: list[int] = []
+    thread = threading.Thread(target=lambda: ran.append(dispatcher.run_batch()))
+    thread.start()
+    try:
+        # Queued: the waiter's own message (leased) and its request to the echo, which no
+        # worker serves: the flow is waiting.
+        wait_for(lambda: cl.node.backend.pending_count() == 2, "the flow to wait", TIMEOUT)
+        clock.advance(59)
+        assert outcome(future) is None
+        clock.advance(1)
+        thread.join(TIMEOUT)
+    finally:
+        clock.advance(120)  # a failing test must not leave the flow waiting
+        thread.join(TIMEOUT)
+    assert ran == [1]
+    with pytest.raises(FlowError) as excinfo:
+        future.get_data(timeout=TIMEOUT)
+    assert excinfo.value.remote_type == "FlowTimeoutError"
+
+
 def test_a_redelivered_message_runs_on_the_stored_state_not_on_a_run_in_flight(
     timed_cl: Client, clock: FakeClock
 ) -> None:

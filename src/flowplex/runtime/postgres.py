@@ -31,26 +31,26 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import pq
 
 from .._clock import SYSTEM_CLOCK, Clock
-from ..db import DatabaseURL, connect_postgres, ensure_schema, translate_error
-from ..db.migrate import HEAD, VERSION_QUERY
+from ..db import DatabaseURL, connect_postgres, translate_error
 from ..errors import BackendError, ConfigurationError, DuplicateKeyError
-from ..messages import new_id
-from ._backend import (
-    DeadLetter,
-    Delivery,
-    Envelope,
-    InstanceRecord,
-    ReplyRecord,
-)
+from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, completion, instance_from_row, instance_params
+from ._sql import (
+    INSTANCE_COLUMNS,
+    Call,
+    ClaimedRow,
+    Outcome,
+    SQLBackend,
+    instance_from_row,
+    instance_params,
+)
 
 __all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
 
@@ -221,15 +221,7 @@ class PostgresBackend(SQLBackend):
         self._listener_ready = threading.Event()
         conn = self._connect()
         try:
-            try:
-                row = conn.execute(VERSION_QUERY).fetchone()
-            except psycopg.errors.UndefinedTable:
-                row = None
-            if row is None or row[0] != HEAD:
-                ensure_schema(db)
-        except psycopg.Error as exc:
-            conn.close()
-            raise translate_error(exc, self._where) from exc
+            self._migrate_unless_current(conn, db)
         except BaseException:
             conn.close()
             raise
@@ -256,7 +248,7 @@ class PostgresBackend(SQLBackend):
             return self._pools[not durable].pop()
         except IndexError:
             if self._closed:
-                raise BackendError(f"the PostgreSQL backend on {self._db} is closed") from None
+                raise self._closed_error() from None
             return self._connect(durable)
 
     def _release(self, conn: psycopg.Connection[Any], durable: bool) -> None:
@@ -333,19 +325,10 @@ class PostgresBackend(SQLBackend):
             put = _Put(conn, envelopes, replies, self.clock.time())
         return self._after_put(put, ())
 
-    def claim(
-        self,
-        dispatch_point: str,
-        user_id: str | None,
-        lease_seconds: float,
-        limit: int,
-    ) -> list[Delivery]:
-        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
-        if limit <= 0:
-            return []
+    def _claim(
+        self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
+    ) -> list[ClaimedRow]:
         self._ensure_listener()
-        self._signals.remember(dispatch_point)
-        lease = new_id()
         params = {
             "point": dispatch_point,
             "user": user_id,
@@ -357,45 +340,27 @@ class PostgresBackend(SQLBackend):
         with self._write_one() as conn:
             rows = conn.execute(_CLAIM_ANY if user_id is None else _CLAIM_USER, params).fetchall()
         return [
-            Delivery(
-                seq=row[0],
-                flow_id=row[1],
-                body=row[2],
-                deliveries=row[3],
-                lease=lease,
-                instance=None if row[4] is None else instance_from_row(row, 4),
-            )
+            (row[0], row[1], row[2], row[3], None if row[4] is None else instance_from_row(row, 4))
             for row in rows
         ]
 
-    def complete(
-        self,
-        delivery: Delivery,
-        *,
-        state: dict[str, Any] | None,
-        envelopes: Sequence[Envelope] = (),
-        replies: Sequence[ReplyRecord] = (),
-        dead_letter: DeadLetter | None = None,
-    ) -> tuple[bool, list[str]]:
-        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
-        was lost (then nothing changes)."""
+    def _complete(self, delivery: Delivery, outcome: Outcome) -> tuple[bool, list[str]]:
         flow_id = delivery.flow_id
-        now = self.clock.time()
         try:
             with self._transaction() as conn:
                 # Instance locks first, in flow id order, then the message row: the order of
                 # every other writer, so no deadlock.
-                locks = sorted({flow_id, *(env.flow_id for env in envelopes)})
+                locks = sorted({flow_id, *(env.flow_id for env in outcome.envelopes)})
                 if len(locks) == 1:
                     locked = conn.execute(_LOCK_INSTANCE, (flow_id,))
                 else:
                     locked = conn.execute(_LOCK_INSTANCES, (locks,))
-                acked = completion(conn, self.sql, delivery, state, dead_letter, now)
+                acked = self._acknowledge(conn, delivery, outcome)
                 if acked is None:
                     raise _Rollback
                 # The next message of a one-at-a-time instance becomes claimable.
                 promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id,))
-                put = _Put(conn, envelopes, replies, now, locked)
+                put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
         except _Rollback:
             return False, []
         points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
@@ -425,24 +390,11 @@ class PostgresBackend(SQLBackend):
 
     # -- wake-ups ---------------------------------------------------------------------------
 
-    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
-        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes."""
-        self._ensure_listener()
-        signals = self._signals
-        token = signals.message_token(dispatch_point)
-        signals.wait_messages(dispatch_point, token, self._until(timeout))
+    def _wait(self, wake: Callable[[float], bool], timeout: float) -> None:
+        wake(self._until(timeout))
 
-    def wait_for_reply(self, future_id: str, timeout: float) -> None:
-        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+    def _watch_others(self) -> None:
         self._ensure_listener()
-        signals = self._signals
-        token = signals.everything_token()
-        if signals.closed:
-            return
-        # The reply may have been committed before this process was listening.
-        if self._has_reply(future_id):
-            return
-        signals.wait_reply(future_id, token, self._until(timeout))
 
     def _until(self, timeout: float) -> float:
         wait = max(0.0, timeout)
@@ -545,7 +497,7 @@ class _Rollback(Exception):
     """Raised inside a :meth:`PostgresBackend._transaction` block to roll it back."""
 
 
-class _Use:
+class _Use(Call[psycopg.Connection[Any]]):
     """A pooled connection for one call. Driver errors become flowplex errors
     (:func:`flowplex.db.translate_error`).
 
@@ -557,27 +509,27 @@ class _Use:
     ``_NOT_DURABLE``).
     """
 
-    __slots__ = ("_backend", "_conn", "_durable", "_pipeline", "_transaction")
+    __slots__ = ("_backend", "_durable", "_pipeline", "_transaction")
 
     def __init__(self, backend: PostgresBackend, transaction: bool, durable: bool = True) -> None:
         self._backend = backend
         self._transaction = transaction
         self._durable = durable
 
-    def __enter__(self) -> psycopg.Connection[Any]:
-        backend = self._backend
-        conn = self._conn = backend._acquire(self._durable)
+    def _backend_of(self) -> PostgresBackend:
+        return self._backend
+
+    def _acquire(self) -> psycopg.Connection[Any]:
+        return self._backend._acquire(self._durable)
+
+    def _begin(self, conn: psycopg.Connection[Any]) -> None:
         if self._transaction:
-            try:
-                self._pipeline = conn.pipeline()
-                self._pipeline.__enter__()
-                conn.execute("BEGIN", prepare=False)
-            except BaseException as exc:
-                backend._discard(conn)
-                if isinstance(exc, psycopg.Error):
-                    raise _wrap(backend, exc) from exc
-                raise
-        return conn
+            self._pipeline = conn.pipeline()
+            self._pipeline.__enter__()
+            conn.execute("BEGIN", prepare=False)
+
+    def _abandon(self, conn: psycopg.Connection[Any]) -> None:
+        self._backend._discard(conn)
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         backend = self._backend
@@ -601,7 +553,7 @@ class _Use:
                 _rollback_quietly(conn)
             backend._release(conn, self._durable)
         if isinstance(error, psycopg.Error):
-            raise _wrap(backend, error) from error
+            raise backend._driver_error(error) from error
 
 
 def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
@@ -615,12 +567,6 @@ def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
             conn.rollback()
     except psycopg.Error:
         conn.close()
-
-
-def _wrap(backend: PostgresBackend, exc: psycopg.Error) -> BackendError:
-    if backend._closed:
-        return BackendError(f"the PostgreSQL backend on {backend._db} is closed ({exc})")
-    return translate_error(exc, backend._where)
 
 
 class _Put:

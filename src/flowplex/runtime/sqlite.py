@@ -26,24 +26,24 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
-from ..db import DatabaseURL, connect_sqlite, ensure_schema, translate_error
-from ..db.migrate import HEAD, VERSION_QUERY
-from ..errors import BackendError, ConfigurationError, DuplicateKeyError
-from ..messages import new_id
-from ._backend import (
-    DeadLetter,
-    Delivery,
-    Envelope,
-    InstanceRecord,
-    ReplyRecord,
-)
+from ..db import DatabaseURL, connect_sqlite, translate_error
+from ..errors import ConfigurationError, DuplicateKeyError
+from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
 from ._doorbell import Doorbell
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, completion, instance_from_row, instance_params
+from ._sql import (
+    INSTANCE_COLUMNS,
+    Call,
+    ClaimedRow,
+    Outcome,
+    SQLBackend,
+    instance_from_row,
+    instance_params,
+)
 
 __all__ = ["DOORBELL_POLL_SECONDS", "EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
 
@@ -117,6 +117,7 @@ class SQLiteBackend(SQLBackend):
         self.url = db.text
         self.path = db.path
         self.clock = clock or SYSTEM_CLOCK
+        self._db = db
         self._where = f"the database at {db}"
         self._pool: deque[sqlite3.Connection] = deque()
         self._pool_lock = threading.Lock()
@@ -128,12 +129,7 @@ class SQLiteBackend(SQLBackend):
         self._closed = False
         conn = self._connect()
         try:
-            try:
-                row = conn.execute(VERSION_QUERY).fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            if row is None or row[0] != HEAD:
-                ensure_schema(db)
+            self._migrate_unless_current(conn, db)
             # Baseline for noticing other processes' commits (see the module doc).
             self._watch = self._connect()
         except BaseException:
@@ -162,7 +158,7 @@ class SQLiteBackend(SQLBackend):
             return self._pool.pop()
         except IndexError:
             if self._closed:
-                raise BackendError(f"the SQLite backend on {self.path} is closed") from None
+                raise self._closed_error() from None
             return self._connect()
 
     def _release(self, conn: sqlite3.Connection) -> None:
@@ -222,17 +218,9 @@ class SQLiteBackend(SQLBackend):
         self._notify(points, replies)
         return unknown
 
-    def claim(
-        self,
-        dispatch_point: str,
-        user_id: str | None,
-        lease_seconds: float,
-        limit: int,
-    ) -> list[Delivery]:
-        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
-        if limit <= 0:
-            return []
-        self._signals.remember(dispatch_point)
+    def _claim(
+        self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
+    ) -> list[ClaimedRow]:
         key = (dispatch_point, user_id)
         if key in self._idle:
             # The last claim here found nothing: look before taking the write lock, so idle
@@ -245,7 +233,6 @@ class SQLiteBackend(SQLBackend):
                     found = conn.execute(_PEEK_USER, (dispatch_point, now, user_id)).fetchone()
             if found is None:
                 return []
-        lease = new_id()
         with self._write_one() as conn:
             now = self.clock.time()
             until = now + lease_seconds
@@ -269,39 +256,21 @@ class SQLiteBackend(SQLBackend):
                 r[0]: r for r in conn.execute(_instances_sql(len(flow_ids)), flow_ids).fetchall()
             }
         return [
-            Delivery(
-                seq=row[0],
-                flow_id=row[1],
-                body=row[2],
-                deliveries=row[3],
-                lease=lease,
-                instance=None if (r := found.get(row[1])) is None else instance_from_row(r),
-            )
+            (*row, None if (r := found.get(row[1])) is None else instance_from_row(r))
             for row in rows
         ]
 
-    def complete(
-        self,
-        delivery: Delivery,
-        *,
-        state: dict[str, Any] | None,
-        envelopes: Sequence[Envelope] = (),
-        replies: Sequence[ReplyRecord] = (),
-        dead_letter: DeadLetter | None = None,
-    ) -> tuple[bool, list[str]]:
-        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
-        was lost (then nothing changes)."""
+    def _complete(self, delivery: Delivery, outcome: Outcome) -> tuple[bool, list[str]]:
         points: set[str] = set()
-        now = self.clock.time()
         with self._write() as conn:
-            acked = completion(conn, self.sql, delivery, state, dead_letter, now)
+            acked = self._acknowledge(conn, delivery, outcome)
             if acked is None:
                 return False, []
             if not acked[0]:
                 # The next message of a one-at-a-time instance becomes claimable.
                 points.update(r[0] for r in conn.execute(_NEXT_HEAD, (delivery.flow_id,)))
-            unknown = _put(conn, envelopes, replies, points, now)
-        self._notify(points, replies)
+            unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
+        self._notify(points, outcome.replies)
         return True, unknown
 
     def release(self, delivery: Delivery) -> None:
@@ -313,38 +282,17 @@ class SQLiteBackend(SQLBackend):
 
     # -- wake-ups ---------------------------------------------------------------------------
 
-    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
-        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes.
-
-        Commits in this process wake at once; other processes' within about 20 ms.
-        """
-        self._ensure_doorbell()
-        signals = self._signals
-        token = signals.message_token(dispatch_point)
+    def _wait(self, wake: Callable[[float], bool], timeout: float) -> None:
+        """Commits in this process wake at once; other processes' within about 20 ms (the
+        doorbell, else polling ``PRAGMA data_version``)."""
         until = time.monotonic() + max(0.0, timeout)
-        while not signals.wait_messages(
-            dispatch_point, token, min(until, time.monotonic() + self._poll_every)
-        ):
+        while not wake(min(until, time.monotonic() + self._poll_every)):
             if time.monotonic() >= until:
                 return
             self._poll_other_processes()
 
-    def wait_for_reply(self, future_id: str, timeout: float) -> None:
-        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+    def _watch_others(self) -> None:
         self._ensure_doorbell()
-        signals = self._signals
-        token = signals.everything_token()
-        if signals.closed:
-            return
-        if self._has_reply(future_id):
-            return
-        until = time.monotonic() + max(0.0, timeout)
-        while not signals.wait_reply(
-            future_id, token, min(until, time.monotonic() + self._poll_every)
-        ):
-            if time.monotonic() >= until:
-                return
-            self._poll_other_processes()
 
     def _ensure_doorbell(self) -> None:
         """Listen for other processes' rings from the first wait on."""
@@ -400,34 +348,35 @@ class SQLiteBackend(SQLBackend):
         return f"SQLiteBackend({self.url!r})"
 
 
-class _Use:
+class _Use(Call[sqlite3.Connection]):
     """A pooled connection for one call. With ``write``, the process's write lock and one
     ``BEGIN IMMEDIATE`` transaction that commits on success and rolls back on any error; with
     ``single`` too, the call runs one statement, which is a transaction by itself. Driver
     errors become flowplex errors (:func:`flowplex.db.translate_error`)."""
 
-    __slots__ = ("_backend", "_conn", "_single", "_write")
+    __slots__ = ("_backend", "_single", "_write")
 
     def __init__(self, backend: SQLiteBackend, write: bool, single: bool = False) -> None:
         self._backend = backend
         self._write = write
         self._single = single
 
-    def __enter__(self) -> sqlite3.Connection:
-        backend = self._backend
-        conn = self._conn = backend._acquire()
+    def _backend_of(self) -> SQLiteBackend:
+        return self._backend
+
+    def _acquire(self) -> sqlite3.Connection:
+        return self._backend._acquire()
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
         if self._write:
-            backend._write_lock.acquire()
-            try:
-                if not self._single:
-                    conn.execute("BEGIN IMMEDIATE")
-            except BaseException as exc:
-                backend._write_lock.release()
-                backend._release(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise _wrap(backend, exc) from exc
-                raise
-        return conn
+            self._backend._write_lock.acquire()
+            if not self._single:
+                conn.execute("BEGIN IMMEDIATE")
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        if self._write:
+            self._backend._write_lock.release()
+        self._backend._release(conn)
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         backend = self._backend
@@ -440,19 +389,13 @@ class _Use:
                 except sqlite3.Error as err:
                     _rollback_quietly(conn)
                     if exc is None:
-                        raise _wrap(backend, err) from err
+                        raise backend._driver_error(err) from err
                 finally:
                     backend._write_lock.release()
         finally:
             backend._release(conn)
         if isinstance(exc, sqlite3.Error):
-            raise _wrap(backend, exc) from exc
-
-
-def _wrap(backend: SQLiteBackend, exc: sqlite3.Error) -> BackendError:
-    if backend._closed:
-        return BackendError(f"the SQLite backend on {backend.path} is closed ({exc})")
-    return translate_error(exc, backend._where)
+            raise backend._driver_error(exc) from exc
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

@@ -6,7 +6,9 @@ PostgreSQL tests use ``FLOWPLEX_TEST_POSTGRES_URL``: without it they skip locall
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +21,16 @@ def _isolated_home(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep every test's FLOWPLEX_HOME (and default database) inside its own tmp dir."""
     monkeypatch.setenv("FLOWPLEX_HOME", str(tmp_path) + "/.flowplex")
     monkeypatch.delenv("FLOWPLEX_DB", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_flowplex_logging() -> Iterator[None]:
+    """The command line sets the level of the ``flowplex`` logger: undo it after each test."""
+    logger = logging.getLogger("flowplex")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
 
 
 def postgres_url() -> str:

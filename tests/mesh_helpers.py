@@ -32,11 +32,11 @@ QUIET = {
 
 
 def free_url() -> str:
-    """``http://127.0.0.1:<a free port>``."""
+    """``http://localhost:<a free port>`` (loopback as the mesh spells it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://localhost:{port}"
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -82,7 +82,7 @@ def test_exports_are_pinned_and_documented() -> None:
 
 def test_import_is_light_until_the_store_is_used() -> None:
     code = (
-        "import sys, flowplex.artifacts as a, flowplex.artifacts._cli\n"
+        "import sys, flowplex.artifacts as a, flowplex.cli\n"
         "heavy = ('sqlalchemy', 'fastapi', 'httpx', 'uvicorn')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "a.OpStore\n"
@@ -153,6 +153,13 @@ def test_parse_accepts_seed_times_without_microseconds() -> None:
     assert v.creation_time == datetime(2026, 11, 22, 11, 15, 18, tzinfo=UTC)
 
 
+def test_str_leaves_out_zero_microseconds_like_the_reference() -> None:
+    # The reference names artifact files with str() of the naive datetime: no ".000000".
+    whole = Version(creation_time=datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert str(whole).endswith("_2020-01-02 03:04:05")
+    assert Version.parse(str(whole)).creation_time == whole.creation_time
+
+
 def test_str_parse_round_trip_keeps_four_digit_years() -> None:
     early = Version(creation_time=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
     assert str(early).endswith("_0999-01-02 03:04:05.000006")
@@ -190,21 +197,76 @@ def test_reference_hash_prefix_table() -> None:
     class Five(art.Versioned):
         foo = VersionedField(5, VersionType.MINOR)
 
-    def params(**overrides: Any) -> VersionedFieldDict:
-        fields: dict[str, Any] = {"foo": 1, "bar": 2, "blu": VersionedField(3, VersionType.MAJOR)}
-        fields.update(overrides)
-        return VersionedFieldDict(VersionType.PATCH, fields)
-
     assert _prefixes(Empty.__version__) == ("da39a", "da39a", "da39a")
     assert _prefixes(Three.__version__) == ("94e72", "36d3c", "94e72")
     assert _prefixes(Five.__version__) == ("94e72", "72101", "94e72")
-    assert _prefixes(params().version) == ("ddf7a", "1b365", "68722")
-    assert _prefixes(params(foo=10).version) == ("ddf7a", "1b365", "18615")
-    assert _prefixes(params(blu=VersionedField(10, VersionType.MAJOR)).version) == (
-        "d5abf",
-        "1b365",
-        "68722",
-    )
+
+
+def _class_with_dict(**overrides: Any) -> type[art.Versioned]:
+    fields: dict[str, Any] = {"foo": 1, "bar": 2, "blu": VersionedField(3, VersionType.MAJOR)}
+    fields.update(overrides)
+
+    class MyVersionedClass(art.Versioned):
+        versioned_dict = VersionedFieldDict(VersionType.PATCH, fields)
+
+    return MyVersionedClass
+
+
+def test_a_class_holding_a_versioned_dict_has_the_documented_hashes() -> None:
+    # The reference documentation's example: each entry of the dict counts in the class's
+    # version under its own key, exactly like a field of that name.
+    assert _prefixes(_class_with_dict().__version__) == ("ddf7a", "1b365", "68722")
+    assert _prefixes(_class_with_dict(foo=10).__version__) == ("ddf7a", "1b365", "18615")
+    blu10 = _class_with_dict(blu=VersionedField(10, VersionType.MAJOR))
+    assert _prefixes(blu10.__version__) == ("d5abf", "1b365", "68722")
+    assert _class_with_dict().versioned_dict["foo"] == 1
+    # The dict's own version is that of a class holding only it.
+    assert _class_with_dict().versioned_dict.version == _class_with_dict().__version__
+
+    class Fields(art.Versioned):
+        foo = VersionedField(1, VersionType.PATCH)
+        bar = VersionedField(2, VersionType.PATCH)
+        blu = VersionedField(3, VersionType.MAJOR)
+
+    assert Fields.__version__ == _class_with_dict().__version__
+
+
+def test_dict_entries_and_fields_are_summed_together_in_name_order() -> None:
+    class Mixed(art.Versioned):
+        b_field = VersionedField("x", VersionType.MINOR)
+        params = VersionedFieldDict(VersionType.MAJOR, {"c": 3, "a": 1})
+
+    atomic = {
+        "a": Version.atomic(VersionType.MAJOR, 1),
+        "b_field": Version.atomic(VersionType.MINOR, "x"),
+        "c": Version.atomic(VersionType.MAJOR, 3),
+    }
+    assert Mixed.__version__ == Version() + atomic["a"] + atomic["b_field"] + atomic["c"]
+    assert Mixed.params.version_dict == {"c": atomic["c"], "a": atomic["a"]}
+
+
+def test_version_dict_gives_each_entry_its_atomic_version() -> None:
+    d = VersionedFieldDict(VersionType.MINOR, {"n": 3, "m": VersionedField(4, VersionType.PATCH)})
+    assert d.version_dict == {
+        "n": Version.atomic(VersionType.MINOR, 3),
+        "m": Version.atomic(VersionType.PATCH, 4),
+    }
+    # As in the reference: MAJOR by default, entries also as keyword arguments.
+    assert VersionedFieldDict(n=3).version_dict == {"n": Version.atomic(VersionType.MAJOR, 3)}
+
+
+def test_a_dict_key_repeating_a_field_name_is_refused() -> None:
+    with pytest.raises(TypeError, match="'foo' is defined twice"):
+
+        class Clash(art.Versioned):
+            foo = VersionedField(1, VersionType.MAJOR)
+            params = VersionedFieldDict(VersionType.PATCH, {"foo": 2})
+
+    with pytest.raises(TypeError, match="'x' is defined twice"):
+
+        class TwoDicts(art.Versioned):
+            a = VersionedFieldDict(x=1)
+            b = VersionedFieldDict(x=2)
 
 
 def test_field_changes_touch_only_their_part_and_inherited_fields_count() -> None:
@@ -294,23 +356,109 @@ def test_saver_contract(saver: art.Saver) -> None:
 
 def test_file_saver_layout_and_corruption(tmp_path: Path) -> None:
     saver = FileSaver(tmp_path)
-    saver.save(b"x" * 5000, "/models/op/v")
+    data = b"x" * 5000
+    saver.save(data, "/models/op/v")
     with pytest.raises(RuntimeError), saver.open_writer("/models/op/v") as writer:
         writer.write(b"half")
         raise RuntimeError("crash mid-write")
-    assert [p.name for p in (tmp_path / "models" / "op").iterdir()] == ["v"]  # no temp file
-    path = tmp_path / "models" / "op" / "v"
-    raw = bytearray(path.read_bytes())
+    folder = tmp_path / "models" / "op"
+    assert sorted(p.name for p in folder.iterdir()) == ["v", "v.sha256"]  # no temp file
+    path, sums = folder / "v", folder / "v.sha256"
+    # The bytes exactly as given; the checksum beside them, in sha256sum's format.
+    assert path.read_bytes() == data
+    assert sums.read_text() == f"{hashlib.sha256(data).hexdigest()}  v\n"
+    raw = bytearray(data)
     raw[10] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptArtifactError, match="do not match"):
         saver.load("/models/op/v")
-    path.write_bytes(b"tiny")
-    with pytest.raises(CorruptArtifactError, match="shorter"):
+    path.write_bytes(b"tiny")  # truncated
+    with pytest.raises(CorruptArtifactError, match="do not match"):
         saver.load("/models/op/v")
-    path.write_bytes(b"y" * 100)
-    with pytest.raises(CorruptArtifactError, match="trailer"):
+    path.write_bytes(data)
+    assert saver.load("/models/op/v") == data
+    for damaged in ("", "not a checksum\n", "ab" * 31 + "\n", "0" * 64 + "\n" * 5000):
+        sums.write_text(damaged)
+        with pytest.raises(CorruptArtifactError, match=r"checksum file .* is damaged"):
+            saver.load("/models/op/v")
+    sums.write_text(hashlib.sha256(b"other bytes").hexdigest() + "  v\n")
+    with pytest.raises(CorruptArtifactError, match="do not match"):
         saver.load("/models/op/v")
+    with pytest.raises(InvalidRequestError, match="hold checksums"):
+        saver.save(b"x", "/models/op/v.sha256")
+
+
+def test_file_saver_reads_files_without_a_checksum(tmp_path: Path) -> None:
+    # A folder the reference's FileSaver wrote: bare files, no checksums beside them.
+    folder = tmp_path / "models" / "op"
+    folder.mkdir(parents=True)
+    (folder / "legacy").write_bytes(b"written elsewhere")
+    saver = FileSaver(tmp_path)
+    assert saver.exists("/models/op/legacy")
+    with saver.open_reader("/models/op/legacy") as reader:
+        assert reader.info.sha256 == hashlib.sha256(b"written elsewhere").hexdigest()
+        assert reader.info.size == len(b"written elsewhere")
+        assert b"".join(reader) == b"written elsewhere"
+    # Saving again adds the checksum, and from then on reads are checked.
+    saver.save(b"written here", "/models/op/legacy")
+    (folder / "legacy").write_bytes(b"written HERE")
+    with pytest.raises(CorruptArtifactError, match="do not match"):
+        saver.load("/models/op/legacy")
+
+
+def test_file_saver_reads_files_it_wrote_with_a_trailing_checksum(tmp_path: Path) -> None:
+    # Earlier flowplex versions ended each file with a marker and the sha256 of the bytes.
+    folder = tmp_path / "models" / "op"
+    folder.mkdir(parents=True)
+    data = b"kept from before" * 1000
+    earlier = data + b"\x00flowplex-sha256" + hashlib.sha256(data).digest()
+    (folder / "v").write_bytes(earlier)
+    # A file that merely ends like a trailer keeps all its bytes.
+    lookalike = b"payload" + b"\x00flowplex-sha256" + b"\x01" * 32
+    (folder / "w").write_bytes(lookalike)
+    saver = FileSaver(tmp_path)
+    assert saver.load("/models/op/v") == data
+    with saver.open_reader("/models/op/v") as reader:
+        assert reader.info == art.StoredArtifact(len(data), hashlib.sha256(data).hexdigest())
+    assert saver.load("/models/op/w") == lookalike
+
+
+def test_file_saver_escapes_names_like_sha256sum(tmp_path: Path) -> None:
+    saver = FileSaver(tmp_path)
+    saver.save(b"odd", "/models/a\\b")
+    line = (tmp_path / "models" / "a\\b.sha256").read_text()
+    assert line == f"\\{hashlib.sha256(b'odd').hexdigest()}  a\\\\b\n"
+    assert saver.load("/models/a\\b") == b"odd"
+
+
+def test_file_saver_readers_never_see_a_checksum_of_other_bytes(tmp_path: Path) -> None:
+    """Replacing bytes while other threads read them: each read gets the old bytes or the new
+    ones, always with their own checksum (never a false corruption report)."""
+    saver = FileSaver(tmp_path)
+    versions = [bytes([i]) * (64 * 1024 + i) for i in range(4)]
+    saver.save(versions[0], "/models/op/v")
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                assert saver.load("/models/op/v") in versions
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(200):
+            saver.save(versions[i % len(versions)], "/models/op/v")
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert failures == []
 
 
 def test_memory_saver_checks_hashes_too() -> None:
@@ -358,6 +506,67 @@ def test_numbering_is_relative_to_the_latest_version(store: OpStore) -> None:
         "1.1.0",
         "2.0.0",
     ]
+
+
+def test_the_store_shares_its_artifact_folder_layout_with_the_reference(tmp_path: Path) -> None:
+    """Op bytes sit at ``<root>/models/<op>/<str(version)>`` holding exactly the bytes, as the
+    reference's FileSaver writes them: each system reads what the other wrote."""
+    store = OpStore(FileSaver(tmp_path), "sqlite://")
+    try:
+        ours = Version(creation_time=datetime(2020, 3, 4, 5, 6, 7, 890, tzinfo=UTC))
+        theirs = Version.atomic(VersionType.MAJOR, "theirs")
+        theirs = Version(theirs.major, theirs.minor, theirs.patch, datetime(2020, 3, 4, 5, 6, 8))
+        store.register_valid_link(None, "op", ours)
+        store.register_valid_link(None, "op", theirs)
+        store.save_op_bytes("op", ours, b"saved by flowplex")
+        folder = tmp_path / "models" / "op"
+        empty = art.EMPTY_HASH
+        mine = folder / f"{empty}.{empty}.{empty}_2020-03-04 05:06:07.000890"
+        assert mine.read_bytes() == b"saved by flowplex"
+        # Written the reference's way: a bare file at str(version), no checksum beside it.
+        (folder / f"{theirs.major}.{theirs.minor}.{theirs.patch}_2020-03-04 05:06:08").write_bytes(
+            b"saved by the reference"
+        )
+        assert store.get_op_bytes_for_version("op", theirs) == b"saved by the reference"
+        assert store.get_op_bytes_for_version("op", ours) == b"saved by flowplex"
+    finally:
+        store.close()
+
+
+def test_the_migration_page_examples_run(tmp_path: Path) -> None:
+    from docsnippets import python_blocks
+
+    before, after, recipe = python_blocks("From Chariots")
+    assert "chariots" in before
+    namespace: dict[str, Any] = {}
+    exec(after.replace("/srv", str(tmp_path)), namespace)  # the page's own code
+    namespace["store"].close()
+    scaler = namespace["Scaler"]
+    atomic = {
+        "clip": Version.atomic(VersionType.PATCH, 1),
+        "factor": Version.atomic(VersionType.MINOR, 3),
+        "mode": Version.atomic(VersionType.MAJOR, "log"),
+    }
+    assert scaler.__version__ == Version() + atomic["clip"] + atomic["factor"] + atomic["mode"]
+
+    # A folder as the reference writes it: bare files named by str(version).
+    old = Version(creation_time=datetime(2020, 1, 1, 12, 0, 0, tzinfo=UTC))
+    new = Version.atomic(VersionType.MAJOR, "retrained")
+    new = Version(new.major, new.minor, new.patch, datetime(2020, 2, 1, 8, 30, 1, 5, tzinfo=UTC))
+    folder = tmp_path / "chariots" / "ops" / "models" / "scaler"
+    folder.mkdir(parents=True)
+    for version, data in ((new, b"new"), (old, b"old")):
+        (folder / str(version)).write_bytes(data)
+    (tmp_path / "flowplex").mkdir()
+    namespace = {}
+    exec(recipe.replace("/srv", str(tmp_path)), namespace)  # the page's own code
+    store = namespace["store"]
+    try:
+        assert [str(i.number) for i in store.get_version_numbers("scaler")] == ["1.0.0", "2.0.0"]
+        assert store.get_op_bytes_for_version("scaler", old) == b"old"
+        assert store.get_op_bytes_for_version("scaler", new) == b"new"
+    finally:
+        store.close()
 
 
 def test_concurrent_registrations_number_uniquely(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from flowplex.artifacts import (
 )
 from flowplex.db import create_engine, schema
 from flowplex.errors import ConfigurationError
+from waiting import wait_for
 
 
 class Server:
@@ -383,10 +384,12 @@ def test_interrupted_upload_keeps_the_old_bytes(
     with pytest.raises(InvalidRequestError, match="iterable of bytes chunks"):
         client.upload_op_bytes("op", v, b"abc")  # type: ignore[arg-type]
     folder = tmp_path / "ops" / "models" / "op"
-    deadline = time.monotonic() + 10
-    while len(list(folder.iterdir())) > 1:  # the server drops its temporary file
-        assert time.monotonic() < deadline, sorted(p.name for p in folder.iterdir())
-        time.sleep(0.02)
+    name = str(store.registered_version("op", v))
+    wait_for(  # the server drops its temporary file
+        lambda: sorted(p.name for p in folder.iterdir()) == [name, f"{name}.sha256"],
+        "only the bytes and their checksum to remain",
+        timeout=10,
+    )
     assert client.get_op_bytes_for_version("op", v) == b"old bytes"
 
 
@@ -623,8 +626,8 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
             db,
             "--root",
             str(tmp_path / "bytes"),
-            "--port",
-            str(port),
+            "--url",
+            f"http://127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -694,7 +697,7 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert typo.returncode == 1 and "no op store database at" in typo.stderr
+    assert typo.returncode == 1 and f"no database at {missing}" in typo.stderr
     assert not missing.exists()  # a read never creates the database
 
 
@@ -702,7 +705,7 @@ def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> No
     command = [sys.executable, "-m", "flowplex", "opstore", "serve"]
     command += ["--db", f"sqlite:///{tmp_path}/cli.db", "--root", str(tmp_path / "bytes")]
     proc = subprocess.Popen(
-        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*command, "--url", "http://127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         assert proc.stdout is not None
@@ -718,10 +721,17 @@ def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> No
         with OpStoreClient(url) as client:
             assert client.pipeline_exists("p") is False
         taken = subprocess.run(
-            [*command, "--port", str(port)], capture_output=True, text=True, check=False
+            [*command, "--url", url], capture_output=True, text=True, check=False
         )
         assert taken.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+        # The old --port still works (deprecated): it names the same address.
+        alias = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, check=False
+        )
+        assert alias.returncode == 1
+        assert "--host and --port are deprecated" in alias.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in alias.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -75,6 +75,31 @@ def test_settings_explicit_environ_ignores_os_environ(monkeypatch: pytest.Monkey
     assert Settings.from_env().log_level == "ERROR"
 
 
+def test_settings_arguments_beat_the_environment() -> None:
+    env = {"FLOWPLEX_HOME": "/e", "FLOWPLEX_DB": "postgresql://h/db", "FLOWPLEX_LOG_LEVEL": "ERROR"}
+    given = Settings.from_env(env, home="/a", db="sqlite:///x.db", log_level="debug")
+    assert given == Settings(home=Path("/a"), db_url="sqlite:///x.db", log_level="DEBUG")
+    # FLOWPLEX_DB beats the home's file, even when the home is given.
+    assert Settings.from_env(env, home="/a").db_url == "postgresql://h/db"
+    assert (
+        Settings.from_env({"FLOWPLEX_HOME": "/e"}, home="/a").db_url == "sqlite:////a/flowplex.db"
+    )
+    assert Settings.from_env({}, home="~/n").home == Path.home() / "n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"db": "node.db"}, "a database URL looks like"),
+        ({"home": " "}, "home directory must not be empty"),
+        ({"log_level": "chatty"}, "the log level must be one of"),
+    ],
+)
+def test_settings_arguments_are_checked(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env({}, **kwargs)
+
+
 # --- load_yaml --------------------------------------------------------------------------------
 
 

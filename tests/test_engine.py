@@ -21,6 +21,7 @@ from flowplex.engine import (
     FlowEngine,
     FlowFailedError,
     FlowSpecError,
+    FlowStore,
     MaxTicksError,
     TaskFlow,
 )
@@ -180,6 +181,64 @@ def test_precursor_may_name_a_later_task() -> None:
     assert statuses(flow) == {"a": "COMPLETED", "b": "COMPLETED"}
 
 
+def _graph(flow: TaskFlow) -> tuple[set[tuple[str, str]], dict[str, set[str]]]:
+    return set(flow.edges), {k: set(t["precursors"]) for k, t in flow.tasks.items() if k != "ROOT"}
+
+
+def test_successors_and_precursors_make_the_same_graph() -> None:
+    by_precursors = TaskFlow.from_flow_spec(
+        spec(
+            {"key": "a", "task_type": "noop"},
+            {"key": "b", "task_type": "noop", "precursors": ["a"]},
+            {"key": "c", "task_type": "noop", "precursors": ["a"]},
+            {"key": "d", "task_type": "noop", "precursors": ["b", "c"]},
+        )
+    )
+    by_successors = TaskFlow.from_flow_spec(
+        spec(
+            {"key": "a", "task_type": "noop", "successors": ["b", "c"]},
+            {"key": "b", "task_type": "noop", "successors": ["d"]},
+            {"key": "c", "task_type": "noop", "successors": "d"},
+            {"key": "d", "task_type": "noop"},
+        )
+    )
+    mixed = TaskFlow.from_flow_spec(
+        spec(
+            {"key": "d", "task_type": "noop", "precursors": ["b"]},
+            {"key": "c", "task_type": "noop", "precursors": ["a"], "successors": ["d"]},
+            {"key": "b", "task_type": "noop", "precursors": ["a"]},
+            {"key": "a", "task_type": "noop", "precursors": ["ROOT"]},
+        )
+    )
+    expected = {("ROOT", "a"), ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")}
+    assert _graph(by_precursors)[0] == expected
+    assert _graph(by_successors) == _graph(by_precursors) == _graph(mixed)
+    # The graph survives serialization.
+    assert _graph(TaskFlow.from_flow_dict(by_successors.to_flow_dict())) == _graph(by_precursors)
+
+
+def test_successors_set_the_order_tasks_run_in(capsys: pytest.CaptureFixture[str]) -> None:
+    # Listed last-first, linked first-to-last by successors: they must print a, b, c.
+    flow = TaskFlow.from_flow_spec(
+        spec(
+            {"key": "c", "task_type": "print", "task_params": {"msg": "c"}},
+            {"key": "b", "task_type": "print", "task_params": {"msg": "b"}, "successors": ["c"]},
+            {"key": "a", "task_type": "print", "task_params": {"msg": "a"}, "successors": ["b"]},
+        )
+    )
+    FlowEngine().run_flow(flow)
+    assert capsys.readouterr().out == "a\nb\nc\n"
+
+
+def test_unknown_task_spec_keys_are_refused_naming_them() -> None:
+    with pytest.raises(FlowSpecError) as info:
+        TaskFlow.from_flow_spec(spec({"key": "t", "task_type": "noop", "precursor": ["ROOT"]}))
+    message = str(info.value)
+    assert "task 't': unknown key(s) ['precursor']" in message
+    for accepted in ("precursors", "successors", "task_params", "task_type", "status", "data"):
+        assert repr(accepted) in message
+
+
 @pytest.mark.parametrize(
     ("bad_spec", "message"),
     [
@@ -197,6 +256,25 @@ def test_precursor_may_name_a_later_task() -> None:
         (spec({"key": "a"}), "task_type"),
         (spec({"key": "a", "task_type": "noop", "task_params": [1]}), "task_params"),
         (spec({"key": "a", "task_type": "noop", "precursors": [1]}), "precursors"),
+        (spec({"key": "a", "task_type": "noop", "successors": ["nope"]}), "successor 'nope'"),
+        (spec({"key": "a", "task_type": "noop", "successors": ["a"]}), "its own successor"),
+        (spec({"key": "a", "task_type": "noop", "successors": ["ROOT"]}), "cannot be a successor"),
+        (spec({"key": "a", "task_type": "noop", "successors": {"b": 1}}), "'successors' must be"),
+        (
+            spec(
+                {"key": "a", "task_type": "noop", "successors": ["b"]},
+                {"key": "b", "task_type": "noop", "successors": ["b2"]},
+                {"key": "b2", "task_type": "noop", "successors": ["a"]},
+            ),
+            "cycle",
+        ),
+        (
+            spec(
+                {"key": "a", "task_type": "noop", "successors": ["b", "b"]},
+                {"key": "b", "task_type": "noop"},
+            ),
+            "lists a task twice",
+        ),
         (spec({"key": "a", "task_type": "noop", "status": "DONE"}), "status"),
         (spec("not a task"), "task #0"),
         (spec(tasks=None) | {"tasks": "abc"}, "'tasks' must be a list"),
@@ -419,6 +497,123 @@ def test_unknown_task_type_fails_task_and_flow() -> None:
     flow = engine.flow_spec_to_flow(spec({"key": "x", "task_type": "no_such_module.handler"}))
     engine.tick_flow(flow)
     assert "no_such_module" in flow.tasks["x"]["error"]
+
+
+HANDLER_MODULE = """
+from flowplex.engine import BaseTaskHandler
+
+
+class {name}(BaseTaskHandler):
+    def initial_tick(self, ctx):
+        ctx.data["ran"] = "{name}"
+        ctx.complete()
+
+
+TaskHandler = {name}
+"""
+
+
+def _write_module(root: Any, dotted: str, name: str) -> None:
+    *packages, module = dotted.split(".")
+    folder = root
+    for package in packages:
+        folder = folder / package
+        folder.mkdir(exist_ok=True)
+        (folder / "__init__.py").touch()
+    (folder / f"{module}.py").write_text(HANDLER_MODULE.format(name=name))
+
+
+def _ran(engine: FlowEngine, task_type: str) -> Any:
+    flow = engine.flow_spec_to_flow(spec({"key": "t", "task_type": task_type}))
+    engine.run_flow(flow, max_ticks=3)
+    return flow.tasks["t"]["data"]["ran"]
+
+
+def test_handlers_found_by_naming_convention(tmp_path: Any, monkeypatch: Any) -> None:
+    # "name" is name_task_handler:TaskHandler; "pkg.tasks.x" is
+    # pkg.task_handlers.x_task_handler:TaskHandler, as specs written for the reference name them.
+    _write_module(tmp_path, "convention_probe_task_handler", "Probe")
+    _write_module(tmp_path, "conv_pkg.task_handlers.greet_task_handler", "Greet")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    engine = FlowEngine()
+    assert _ran(engine, "convention_probe_task") == "Probe"
+    assert _ran(engine, "convention_probe") == "Probe"
+    assert _ran(engine, "convention_probe_task_handler:TaskHandler") == "Probe"
+    assert _ran(engine, "conv_pkg.tasks.greet") == "Greet"
+    # A dotted path that resolves as it is wins over the convention.
+    assert _ran(engine, "conv_pkg.task_handlers.greet_task_handler.Greet") == "Greet"
+    flow = engine.flow_spec_to_flow(spec({"key": "t", "task_type": "conv_pkg.tasks.nothing"}))
+    engine.tick_flow(flow)
+    error = flow.tasks["t"]["error"]
+    assert "unknown task_type 'conv_pkg.tasks.nothing'" in error
+    assert "no module 'conv_pkg.task_handlers.nothing_task_handler'" in error
+
+
+def test_module_colon_attribute_works_with_a_top_level_module() -> None:
+    engine = FlowEngine()
+    flow = engine.flow_spec_to_flow(
+        spec({"key": "c", "task_type": "engineflows:MyCustomTask", "task_params": {"steps": 2}})
+    )
+    engine.run_flow(flow)
+    assert flow.tasks["c"]["data"]["log"] == ["initial", "intermediate", "completed"]
+    flow = engine.flow_spec_to_flow(spec({"key": "c", "task_type": "engineflows:Nothing"}))
+    engine.tick_flow(flow)
+    assert "module 'engineflows' has no 'Nothing'" in flow.tasks["c"]["error"]
+
+
+def test_a_class_that_is_not_a_task_handler_is_a_clear_error() -> None:
+    engine = FlowEngine()
+    flow = engine.flow_spec_to_flow(spec({"key": "c", "task_type": "json:JSONDecoder"}))
+    engine.tick_flow(flow)
+    assert "not a subclass of flowplex.engine.BaseTaskHandler" in flow.tasks["c"]["error"]
+
+
+def test_reference_module_names_of_builtin_types_are_aliases(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    engine = FlowEngine()
+    child = {"tasks": [{"task_type": "print", "task_params": {"msg": "inside"}}]}
+    flow = engine.flow_spec_to_flow(
+        spec({"task_type": "mc.tasks.inline_flow", "task_params": {"flow_spec": child}})
+    )
+    engine.run_flow(flow)
+    assert capsys.readouterr().out == "inside\n"
+    flow = engine.flow_spec_to_flow(
+        spec({"key": "f", "task_type": "mc.tasks.flow", "task_params": {"flow_spec": child}})
+    )
+    engine.tick_flow(flow)
+    assert "a 'flow' task needs a store" in flow.tasks["f"]["error"]
+
+    def nested(ctx: flowplex.engine.TaskContext) -> None:
+        ctx.data["ran"] = "override"
+        ctx.complete()
+
+    # An alias follows an override of the type it names.
+    assert _ran(FlowEngine(handlers={"flow": nested}), "mc.tasks.flow") == "override"
+
+
+def test_the_migration_page_example_runs(
+    tmp_path: Any, monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from docsnippets import python_blocks
+
+    before, after = python_blocks("From MissionControl")
+    assert "from mc." in before
+    # The handler class the example defines lives in fetch_task_handler.py.
+    handler_module, _, _ = after.partition("\nspec = ")
+    (tmp_path / "fetch_task_handler.py").write_text(handler_module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path}/flows.db"
+    with FlowStore(url) as earlier:
+        earlier.ensure_tables()
+        for label in ("report", "other"):
+            earlier.create_flow(TaskFlow.from_flow_spec({"label": label, "tasks": []}))
+    namespace: dict[str, Any] = {}
+    exec(after.replace("sqlite:///flows.db", url), namespace)  # the page's own code
+    namespace["store"].close()
+    assert capsys.readouterr().out == "42\n"
+    assert namespace["flow"].status == "COMPLETED"
+    assert [f.label for f in namespace["found"]] == ["other"]
 
 
 def test_a_handler_setting_a_bogus_status_fails_the_task() -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from flowplex.cli import app
 from flowplex.engine import EngineError, FlowSpecError, FlowStore
+from flowplex.errors import ConfigurationError
 
 runner = CliRunner()
 TESTS_DIR = Path(__file__).resolve().parent
@@ -168,6 +169,7 @@ def test_bad_input(tmp_path: Path, db: str) -> None:
 
 
 def test_errors_print_as_one_line_through_main(tmp_path: Path, db: str) -> None:
+    create(tmp_path, db)
     out = subprocess.run(
         [sys.executable, "-m", "flowplex", "runs", "show", "flow:nope", "--db", db],
         capture_output=True,
@@ -176,6 +178,16 @@ def test_errors_print_as_one_line_through_main(tmp_path: Path, db: str) -> None:
     )
     assert out.returncode == 1
     assert out.stderr.strip() == "error: no flow with key 'flow:nope'."
+
+
+@pytest.mark.parametrize("command", [["ls"], ["show", "flow:nope"]])
+def test_reading_runs_never_creates_a_database(tmp_path: Path, command: list[str]) -> None:
+    # A mistyped --db used to leave an empty database behind, and list nothing as if all is well.
+    missing = tmp_path / "typo.db"
+    result = runner.invoke(app, ["runs", *command, "--db", f"sqlite:///{missing}"])
+    assert isinstance(result.exception, ConfigurationError)
+    assert f"no database at {missing}" in str(result.exception)
+    assert not missing.exists()
 
 
 def test_runner_runs_flows_and_stops_gracefully(tmp_path: Path, db: str) -> None:

@@ -282,6 +282,53 @@ def test_query_with_filters(populated: FlowStore) -> None:
     ]
 
 
+def test_query_with_conjunction_groups_and_spaced_negation(populated: FlowStore) -> None:
+    """The reference's filter shapes: groups ``{"conjunction", "filters"}`` that nest, and
+    negated ops with a space after the ``!``."""
+
+    def q(filters: Any) -> list[str | None]:
+        return keys(populated.query_flows(filters))
+
+    failed_or_alpha_roots = {
+        "conjunction": "OR",
+        "filters": [
+            {"field": "status", "op": "=", "arg": "FAILED"},
+            {
+                "conjunction": "AND",
+                "filters": [
+                    {"field": "label", "op": "=", "arg": "alpha"},
+                    {"field": "parent_key", "op": "IS NULL"},
+                ],
+            },
+        ],
+    }
+    assert q(failed_or_alpha_roots) == ["flow:a", "flow:d"]
+    assert (
+        q(
+            {
+                "conjunction": "and",
+                "filters": [failed_or_alpha_roots, {"field": "depth", "op": ">", "arg": 0}],
+            }
+        )
+        == []
+    )
+    assert q(
+        {
+            "conjunction": "AND",
+            "filters": [failed_or_alpha_roots, {"field": "depth", "op": "=", "arg": 0}],
+        }
+    ) == ["flow:a", "flow:d"]
+    assert q({"conjunction": "OR", "filters": []}) == []
+    assert len(q({"conjunction": "AND", "filters": []})) == 5
+    for spelling in ("! IN", "!IN", "!in", "!  IN"):
+        assert q({"field": "status", "op": spelling, "arg": ["COMPLETED", "FAILED"]}) == [
+            "flow:a",
+            "flow:b",
+        ], spelling
+    assert q({"field": "label", "op": "! =", "arg": "alpha"}) == ["flow:b", "flow:d"]
+    assert q({"field": "label", "op": "! IS NULL"}) == ["flow:a", "flow:b", "flow:c", "flow:d"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -291,6 +338,15 @@ def test_query_with_filters(populated: FlowStore) -> None:
         ({"filters": {"field": "depth", "op": "BETWEEN", "arg": [1]}}, "BETWEEN needs"),
         ({"filters": {"and": {"field": "label"}}}, "filter group"),
         ({"filters": "status=1"}, "mapping or a list"),
+        ({"filters": {"conjunction": "XOR", "filters": []}}, "'conjunction': 'AND' or 'OR'"),
+        ({"filters": {"conjunction": "OR", "filters": {"field": "label"}}}, "a filter group is"),
+        ({"filters": {"conjunction": "OR", "filters": [], "arg": 1}}, "a filter group is"),
+        (
+            {"filters": {"field": "label", "arg": "a", "opp": "="}},
+            r"unknown filter key\(s\) \['opp'\]",
+        ),
+        ({"filters": {"not": {"field": "label"}, "arg": 1}}, "a negated filter is"),
+        ({"filters": {"field": "label", "op": "!~", "arg": "a"}}, "unknown filter op '!~'"),
         ({"order_by": "graph"}, "cannot order by"),
         ({"limit": "10"}, "limit must be a non-negative integer"),
         ({"created_after": "yesterday"}, "epoch seconds or a datetime"),

@@ -8,8 +8,11 @@ import logging
 import pytest
 
 from flowplex import (
+    AtomicFlow,
+    CompositeFlow,
     FlowError,
     FlowInstanceError,
+    FlowMessage,
     FlowTimeoutError,
     LocalRuntime,
     MessagingError,
@@ -21,6 +24,7 @@ from flowplex.examples import (
     ReverseNumberSequentialFlow,
 )
 from flowplex.flows import FlowProxy, InstanceAddress
+from servingflows import key_hash
 
 
 def test_run_local_atomic_by_class_and_by_path() -> None:
@@ -210,7 +214,7 @@ def test_message_to_unknown_instance_gets_an_error_reply() -> None:
 def test_error_on_a_fire_and_forget_message_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     rt = LocalRuntime()
     proxy = rt.get_flow_instance("testflows.FailingFlow")
-    with caplog.at_level(logging.ERROR, logger="flowplex.local"):
+    with caplog.at_level(logging.ERROR, logger="flowplex"):
         proxy.send_message(proxy.package_input_message({"x": 1}))
         rt.run_until_idle()
     assert "boom on 1" in caplog.text
@@ -259,3 +263,87 @@ def test_not_a_flow_class() -> None:
 def test_run_rejects_non_mapping_data() -> None:
     with pytest.raises(MessagingError, match="mapping"):
         run_local(ReverseNumberAtomicFlow, [1, 2])  # type: ignore[arg-type]
+
+
+def test_flow_classes_defined_in_a_function_run_by_object() -> None:
+    """A class no dotted path reaches is registered with the runtime by object; two such classes
+    of the same name stay two flows."""
+
+    def make(word: str) -> type[AtomicFlow]:
+        class Greeter(AtomicFlow):
+            default_config = {"name": "Greeter", "description": "Says a word."}
+
+            def run(self, input_message: FlowMessage) -> dict[str, str]:
+                return {"said": f"{word} {input_message.data['who']}"}
+
+        return Greeter
+
+    hello, bye = make("hello"), make("bye")
+    rt = LocalRuntime()
+    assert rt.run(hello, {"who": "ann"}) == {"said": "hello ann"}
+    assert rt.run(bye, {"who": "bob"}) == {"said": "bye bob"}
+    assert rt.run(hello, {"who": "cy"}) == {"said": "hello cy"}
+    assert run_local(bye, {"who": "di"}) == {"said": "bye di"}
+
+
+def test_every_subflow_is_this_runtimes_whatever_its_user_id_says() -> None:
+    stranger = "ab" * 32
+    overrides = {
+        "subflows_config": {
+            "first_reverse_flow": {"user_id": stranger},
+            "second_reverse_flow": {"user_id": stranger},
+        }
+    }
+    for style in (ReverseNumberSequentialFlow, ReverseNumberBlockingSequentialFlow):
+        assert run_local(style, {"number": 1234}, config_overrides=overrides) == {
+            "output_number": 1234
+        }
+
+
+def test_a_blocking_wait_inside_a_run_that_can_never_end_is_reported() -> None:
+    """A composite blocked on a subflow that never replies: the inner wait raises instead of
+    hanging, and the caller gets that as the composite's error reply."""
+
+    class WaitsOnSilence(CompositeFlow):
+        default_config = {
+            "name": "WaitsOnSilence",
+            "description": "Blocks on a subflow that never answers.",
+            "subflows_config": {
+                "silent": {"flow_class_name": "testflows.SilentFlow", "flow_endpoint": "silent"}
+            },
+        }
+
+        def run(self, input_message: FlowMessage) -> dict[str, object]:
+            silent = self.subflows["silent"]
+            return silent.get_reply_future(silent.package_input_message({})).get_data()
+
+    with pytest.raises(FlowError) as info:
+        run_local(WaitsOnSilence, {})
+    assert info.value.remote_type == "MessagingError"
+    assert "will never arrive" in info.value.remote_message
+
+
+def test_a_future_gets_done_without_a_wait() -> None:
+    """Polling runs what can run now: nobody has to call get_data for the reply to come."""
+    rt = LocalRuntime()
+    proxy = rt.get_flow_instance(ReverseNumberSequentialFlow)
+    future = proxy.get_reply_future(proxy.package_input_message({"number": 1234}))
+    assert future.done()
+    assert future.try_get_data() == {"output_number": 1234}
+
+
+def test_secrets_fill_placeholders_as_a_worker_does() -> None:
+    rt = LocalRuntime(secrets={"api_key": "sk-test"})
+    reply = rt.run("servingflows.SecretFlow", {})
+    assert reply == {"key_hash": key_hash("sk-test")}
+    with pytest.raises(FlowError, match="no secret 'api_key'"):
+        run_local("servingflows.SecretFlow", {})
+
+
+def test_a_flow_that_replies_twice_is_answered_by_its_first_reply() -> None:
+    rt = LocalRuntime()
+    proxy = rt.get_flow_instance("testflows.ReplyTwiceFlow")
+    for _ in range(2):
+        future = proxy.get_reply_future(proxy.package_input_message({}))
+        assert future.get_data() == {"reply": "first"}
+    assert rt.get_flow_state(proxy.get_instance_id()) == {"runs": 2}

@@ -61,7 +61,12 @@ def test_all_is_pinned_and_every_name_resolves() -> None:
         assert getattr(mesh, name) is not None
     import flowplex.server
 
-    assert flowplex.server.__all__ == ["Lifespan", "create_app"]
+    assert flowplex.server.__all__ == [
+        "Lifespan",
+        "NodeServer",
+        "create_app",
+        "start_dispatch_workers",
+    ]
 
 
 def test_errors_are_flowplex_errors() -> None:
@@ -150,7 +155,7 @@ ROWS: list[dict[str, Any]] = [
         "url": "/b",
         "name": "Beta",
         "author": "bob",
-        "description": "missing description",
+        "description": None,
         "tags": ["b"],
         "status": "offline",
     },
@@ -188,6 +193,24 @@ ROWS: list[dict[str, Any]] = [
         ('name == "Al\\"pha"', []),
         ("tags == 'a, x'", ["Alpha"]),
         ("NOT name == 'Alpha' AND status == 'online'", ["Gamma"]),
+        # field ~ "text": contains, ignoring case; a prefix ~ is still "not"
+        ('description ~ "HELLO"', ["Gamma"]),
+        ("name ~ 'ta'", ["Beta"]),
+        ("tags ~ 'X'", ["Alpha"]),
+        ('~ name ~ "a" or name ~ "gam"', ["Gamma"]),
+        ('~tag("a") & ~ name ~ "mm"', ["Beta"]),
+        # field in [...]: equals one of them (tags: one of the tags does)
+        ('organization in ["node1", "node2"]', ["Alpha", "Beta"]),
+        ("organization not in ['node1']", ["Beta", "Gamma"]),
+        ("tags in ['b', 'x']", ["Alpha", "Beta"]),
+        ("name in []", []),
+        # no value is the empty text; the listing's placeholder is not a value
+        ('description == ""', ["Beta"]),
+        ("description == null", ["Beta"]),
+        ('description != ""', ["Alpha", "Gamma"]),
+        ("description == 'missing description'", []),
+        ("organization == ''", ["Gamma"]),
+        ("description < 'z'", ["Alpha", "Gamma"]),
     ],
 )
 def test_query_language(q: str, names: list[str]) -> None:
@@ -206,6 +229,8 @@ def test_query_language(q: str, names: list[str]) -> None:
         ("name == 'x' name", "expected 'and', 'or' or the end of the query"),
         ("size('x')", "unknown function 'size'"),
         ("tag(name)", "expected a quoted tag"),
+        ("name in ['a' 'b']", "expected ','"),
+        ("name ~", "expected a field name or a quoted value"),
         ("__import__('os')", "unknown function '__import__'"),
         ("", "the query is empty"),
         ("name == 'x", "unexpected"),
@@ -230,6 +255,19 @@ def test_invalid_query_falls_back_to_fulltext_and_reports_the_error() -> None:
     assert [r["name"] for r in page["items"]] == ["Gamma"]
     assert page["q"].startswith("QueryError: ") and page["q"].endswith("fulltext: HELLO")
     assert [r["name"] for r in list_rows(ROWS, q="bob")["items"]] == ["Beta"]
+    assert list_rows(ROWS, q="missing")["filtered"] == 0  # a placeholder is not searched
+
+
+def test_a_missing_author_or_description_is_listed_as_a_placeholder_but_sorts_as_one() -> None:
+    page = list_rows(ROWS, q="name == 'Beta'")
+    assert page["items"][0]["description"] == "missing description"
+    assert ROWS[1]["description"] is None  # the rows themselves are left as they are
+    page = list_rows(ROWS, by="description")
+    assert [r["description"] for r in page["items"]] == [
+        "missing description",
+        "Reverses numbers",
+        "Says hello",
+    ]
 
 
 def test_sort_keys_and_directions() -> None:
@@ -376,7 +414,10 @@ def test_a_peer_joining_late_gets_the_catalog_and_spreads_it() -> None:
     m.register(0, NODE)
     m.connect(2, 1)  # r2 connects to r1: it gets r0's node in r1's offer, with r0 as its home
     assert m.listed()[2] == [("http://node:1", "/f")]
-    assert "http://node:1" in m.states[m.urls[2]].map()["providers"][m.urls[0]]["nodes"]
+    # The map lists direct peers only, each with the nodes it sent (and their home registry).
+    mapped = m.states[m.urls[2]].map()["providers"]
+    assert list(mapped) == [m.urls[1]]
+    assert mapped[m.urls[1]]["nodes"]["http://node:1"]["registry"] == m.urls[0]
 
 
 def test_unknown_sender_is_refused_and_duplicates_are_ignored() -> None:

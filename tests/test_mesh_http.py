@@ -39,8 +39,8 @@ from mesh_helpers import (
     wait_until,
 )
 
-REGISTRY = "http://127.0.0.1:3366"
-NODE = "http://127.0.0.1:3367"
+REGISTRY = "http://localhost:3366"
+NODE = "http://localhost:3367"
 
 
 @pytest.fixture
@@ -324,7 +324,7 @@ def test_run_service_serves_mounted_apps_beside_the_mesh() -> None:
         ({"url": REGISTRY, "reload": True}, "reload=True is not supported"),
         ({"url": REGISTRY, "connect": [REGISTRY]}, "cannot connect to itself"),
         ({"url": REGISTRY, "connect": ["nowhere"]}, "connect url"),
-        ({"url": REGISTRY, "connect": 3366}, "connect must be a list of registry URLs"),
+        ({"url": REGISTRY, "connect": 3366}, "connect url must be a URL like"),
         ({"url": REGISTRY, "node": False, "registry": True, "cache": 5}, "cache must be a path"),
         ({"url": REGISTRY, "loader": "no_such_module:f"}, "cannot import"),
         ({"url": REGISTRY, "loader": "mesh_helpers:nothing"}, "no function 'nothing'"),
@@ -334,6 +334,12 @@ def test_run_service_serves_mounted_apps_beside_the_mesh() -> None:
             {"url": REGISTRY, "heartbeat_interval": 0},
             "heartbeat_interval must be a positive number",
         ),
+        (
+            {"url": REGISTRY, "registry": True, "offline_remove_after": 0},
+            "offline_remove_after must be a positive number",
+        ),
+        ({"url": REGISTRY, "registry": True, "max_peers": 2.5}, "max_peers must be a whole"),
+        ({"url": REGISTRY, "registry": True, "write_burst": 0.5}, "write_burst must be at least"),
     ],
 )
 def test_run_service_rejects_bad_arguments_before_serving(
@@ -348,14 +354,17 @@ def test_run_service_on_a_taken_port_raises_a_flowplex_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        url = f"http://127.0.0.1:{taken.getsockname()[1]}"
-        with pytest.raises(ConfigurationError, match=f"the service at {url} did not start"):
+        port = taken.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        # The error names the service by its canonical URL (loopback spelled localhost).
+        match = f"the service at http://localhost:{port} did not start"
+        with pytest.raises(ConfigurationError, match=match):
             run_service(url, node=False, registry=True, log_level="critical")
 
 
 def test_connect_none_means_no_registries() -> None:
     assert MeshService(REGISTRY, connect=None).targets == []
-    assert MeshService(REGISTRY, connect="http://127.0.0.1:1/").targets == ["http://127.0.0.1:1"]
+    assert MeshService(REGISTRY, connect="http://127.0.0.1:1/").targets == ["http://localhost:1"]
 
 
 def test_bad_cache_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -372,8 +381,7 @@ def test_shutdown_closes_the_client_even_when_the_last_cache_write_fails(tmp_pat
     service = MeshService(REGISTRY, node=False, registry=True, cache=str(cache))
     client = AppClient(create_app(mesh=service))
     client.__enter__()
-    (tmp_path / "state").rename(tmp_path / "moved")
-    (tmp_path / "state").write_text("a file where the cache's directory was")
+    (tmp_path / "state").write_text("a file where the cache's directory should be")
     service.state.version += 1  # a change the shutdown wants to write
     with pytest.raises(OSError):
         client.__exit__(None, None, None)

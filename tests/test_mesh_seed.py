@@ -363,3 +363,26 @@ def test_liveness_online_then_offline_then_online_again_across_the_mesh() -> Non
         procs.append(start(url=node, connect=[registry], loader=loader1, **fast))
         for at in (registry, peer):
             wait_until(lambda a=at: status(a) == "online", what=f"online again at {at}")
+
+
+def test_the_map_lists_each_registry_s_direct_peers() -> None:
+    # i connects to j and h, k to i; a node registers with h. Every /map lists the registries
+    # it exchanges updates with, each with the nodes it sent; k hears of h only through i.
+    j, h, i, k, node = (free_url() for _ in range(5))
+    with services() as procs:
+        procs.append(start(url=j, node=False, registry=True))
+        procs.append(start(url=h, node=False, registry=True))
+        procs.append(start(url=i, node=False, registry=True, connect=[j, h]))
+        procs.append(start(url=k, node=False, registry=True, connect=[i]))
+        procs.append(start(url=node, connect=[h], loader=loader1))
+        registries = (h, i, j, k)
+        wait_until(lambda: all(len(items(u)) == 1 for u in registries), what="node everywhere")
+        maps = {u: get(u, "/map") for u in registries}
+        assert list(maps[h]["providers"]) == [i]
+        assert sorted(maps[i]["providers"]) == sorted([h, j, k])
+        assert list(maps[j]["providers"]) == [i]
+        assert list(maps[k]["providers"]) == [i]
+        assert list(maps[h]["nodes"]) == [node]
+        assert maps[k]["providers"][i]["nodes"][node]["registry"] == h
+        listed = [without_registry(items(u)) for u in registries]
+        assert all(rows == listed[0] for rows in listed)

@@ -117,14 +117,15 @@ class _IgnoresItsClock(MemoryBackend):
         super().__init__(url)
 
 
-class _LosesReplies(MemoryBackend):
-    """A broken backend: a later reply for the same future does not replace the first."""
+class _LastReplyWins(MemoryBackend):
+    """A broken backend: a later reply for the same future replaces the first one."""
 
     def enqueue(
         self, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
     ) -> list[str]:
-        kept = [r for r in replies if self.peek_reply(r.future_id) is None]
-        return super().enqueue(envelopes, kept)
+        for reply in replies:
+            self.take_reply(reply.future_id)
+        return super().enqueue(envelopes, replies[-1:] if replies else ())
 
 
 @pytest.mark.parametrize(
@@ -132,7 +133,7 @@ class _LosesReplies(MemoryBackend):
     [
         (_EternalLeases, "check_lease_expiry"),
         (_IgnoresItsClock, "check_lease_expiry"),
-        (_LosesReplies, "check_replies"),
+        (_LastReplyWins, "check_replies"),
     ],
 )
 def test_check_backend_catches_a_broken_backend(broken: type[Backend], failing_check: str) -> None:

@@ -139,3 +139,73 @@ class CrashOnceFlow(AtomicFlow):
             partial.rename(marker)
             time.sleep(120)  # the test kills the worker process here
         return {"runs": self.flow_state["runs"], "pid": os.getpid()}
+
+
+class ReplyTwiceFlow(AtomicFlow):
+    """Replies twice to each message: with send_message, then by returning. The first wins."""
+
+    default_config = {"name": "ReplyTwice", "description": "Replies twice per message."}
+
+    def set_up_flow_state(self) -> None:
+        self.flow_state["runs"] = 0
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        self.flow_state["runs"] += 1
+        self.send_message(self.package_output_message(input_message, {"reply": "first"}))
+        return {"reply": "second"}
+
+
+#: How many times SetUpFailsFlow.set_up_flow_state ran (to show a failed mount is not retried).
+SET_UP_CALLS: list[str] = []
+
+
+class SetUpFailsFlow(AtomicFlow):
+    """Its set_up_flow_state raises a plain ValueError (user code failing, not a storage race)."""
+
+    default_config = {"name": "SetUpFails", "description": "Cannot set up its state."}
+
+    def set_up_flow_state(self) -> None:
+        SET_UP_CALLS.append(self.get_instance_id())
+        raise ValueError("no state for you")
+
+
+class WrongInitFlow(AtomicFlow):
+    """A constructor that does not take (flow_config, flow_state)."""
+
+    default_config = {"name": "WrongInit", "description": "Needs an extra argument."}
+
+    def __init__(self, client: Any, flow_config: dict[str, Any], flow_state: Any) -> None:
+        super().__init__(flow_config, flow_state)
+        self.client = client
+
+
+class SingletonBesideFailingFlow(CompositeFlow):
+    """A singleton subflow next to one whose set-up fails: the mount fails once, unretried."""
+
+    default_config = {
+        "name": "SingletonBesideFailing",
+        "description": "Its second subflow cannot be mounted.",
+        "subflows_config": {
+            "shared": {
+                "flow_class_name": "testflows.EchoFlow",
+                "flow_endpoint": "shared_echo",
+                "singleton": True,
+            },
+            "broken": {"flow_class_name": "testflows.SetUpFailsFlow", "flow_endpoint": "broken"},
+        },
+    }
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        return {}
+
+
+class BothArgumentsFlow(AtomicFlow):
+    """A constructor that requires both (flow_config, flow_state): the contract, exactly."""
+
+    default_config = {"name": "BothArguments", "description": "No defaults in __init__."}
+
+    def __init__(self, flow_config: dict[str, Any], flow_state: Any) -> None:
+        super().__init__(flow_config, flow_state)
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        return {"ok": True}

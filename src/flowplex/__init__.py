@@ -29,11 +29,9 @@ from .flows import (
     FlowFuture,
     FlowProxy,
     KeyInterface,
-    LocalRuntime,
-    run_local,
 )
 from .messages import FlowMessage, ReplyMode
-from .runtime import Client, start_node, start_node_with_users
+from .runtime import Client, LocalRuntime, run_local, start_node, start_node_with_users
 
 __all__ = [
     "AtomicFlow",

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 _ENV_PREFIX = "FLOWPLEX_"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,41 @@ class Settings:
     log_level: str = "WARNING"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``FLOWPLEX_HOME``, ``FLOWPLEX_DB`` and ``FLOWPLEX_LOG_LEVEL`` (see the module)."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        db: str | None = None,
+        log_level: str | None = None,
+    ) -> Settings:
+        """Read ``FLOWPLEX_HOME``, ``FLOWPLEX_DB`` and ``FLOWPLEX_LOG_LEVEL`` (see the module).
+
+        A keyword argument that is not None beats its variable (the command line passes its
+        ``--home``, ``--db`` and ``--log-level`` here): ``db`` beats ``FLOWPLEX_DB``, which beats
+        the SQLite file in the home; ``home`` beats ``FLOWPLEX_HOME``, which beats
+        ``./.flowplex``.
+        """
         env = os.environ if environ is None else environ
-        home = Path(env.get(f"{_ENV_PREFIX}HOME") or ".flowplex")
-        db_url = env.get(f"{_ENV_PREFIX}DB") or f"sqlite:///{home / 'flowplex.db'}"
-        level = (env.get(f"{_ENV_PREFIX}LOG_LEVEL") or "WARNING").upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        if home is not None and not str(home).strip():
+            raise ConfigurationError("the home directory must not be empty.")
+        if db is not None and "://" not in db:
             raise ConfigurationError(
-                f"FLOWPLEX_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; "
-                f"got {level!r}."
+                f"a database URL looks like memory://, sqlite:///path.db or postgresql://...; "
+                f"got {db!r}."
             )
-        return cls(home=home, db_url=db_url, log_level=level)
+        home_path = Path(home).expanduser() if home is not None else None
+        if home_path is None:
+            home_path = Path(env.get(f"{_ENV_PREFIX}HOME") or ".flowplex")
+        db_url = db or env.get(f"{_ENV_PREFIX}DB") or f"sqlite:///{home_path / 'flowplex.db'}"
+        raw_level = log_level if log_level is not None else env.get(f"{_ENV_PREFIX}LOG_LEVEL")
+        level = (raw_level or "WARNING").upper()
+        if level not in _LOG_LEVELS:
+            source = "the log level" if log_level is not None else "FLOWPLEX_LOG_LEVEL"
+            raise ConfigurationError(
+                f"{source} must be one of {', '.join(_LOG_LEVELS)}; got {level!r}."
+            )
+        return cls(home=home_path, db_url=db_url, log_level=level)
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Versioned op artifacts (seed 004, Chariots' op store): ``flowplex.artifacts``.
+"""Versioned op artifacts: ``flowplex.artifacts``.
 
 - **Versions**: :class:`Version` (major/minor/patch sha1 hashes plus creation time),
   :class:`VersionType`, :class:`VersionedField`, :class:`VersionedFieldDict`, and
@@ -6,7 +6,7 @@
 - **Store**: :class:`OpStore` ``(saver, db_url)`` keeps versions (numbered per op), validated
   links and pipelines in SQL (the node database's one metadata) and op bytes in a
   :class:`Saver`: :class:`FileSaver`, or :class:`MemorySaver` (its in-memory twin).
-  ``OpStore(...).app`` serves the seed's ``POST /v1/...`` routes (plus streaming
+  ``OpStore(...).app`` serves the ``POST /v1/...`` routes (plus streaming
   ``PUT``/``GET /v1/op_bytes``); run it alone with ``flowplex opstore serve --db URL --root
   DIR``.
 - **Clients**: :class:`OpStoreClient` (HTTP) and :class:`LocalOpStoreClient` (in process),
@@ -15,13 +15,13 @@
 - **Pipelines**: :class:`Pipeline` of :class:`Op` / :class:`LoadableOp` (or nested
   pipelines), with ``save`` and an all-or-nothing ``load`` that raises :class:`VersionError`.
 
-Where Chariots had bugs, this package does the right thing: versions are numbered against
-the **latest** version of the op, not the lowest-numbered one (patch, patch, minor, major from
-1.0.0 gives 1.0.1, 1.0.2, 1.1.0, 2.0.0); :class:`OpStoreClient` uses its URL; op, version,
-link and pipeline names are unique, so registering a pipeline twice changes nothing; a refused
-load changes nothing; an op without stored versions is kept rather than crashing the load;
-client mistakes are 4xx with a JSON ``detail`` (never 500); stored bytes carry a content hash
-checked on every read.
+On purpose (``docs/migrating.md`` says which earlier bugs these fix): versions are
+numbered against the **latest** version of the op, not the lowest-numbered one (patch,
+patch, minor, major from 1.0.0 gives 1.0.1, 1.0.2, 1.1.0, 2.0.0); :class:`OpStoreClient`
+uses its URL; op, version, link and pipeline names are unique, so registering a pipeline
+twice changes nothing; a refused load changes nothing; an op without stored versions is kept
+rather than crashing the load; client mistakes are 4xx with a JSON ``detail`` (never 500); a
+:class:`FileSaver` keeps each file's sha256 beside it and checks it on every read.
 
 Importing this package imports only the standard library: the store and its clients (which
 need SQLAlchemy) load on first use, the web framework and the HTTP client only when

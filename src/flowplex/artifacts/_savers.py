@@ -2,8 +2,13 @@
 
 A saver stores bytes under a path such as ``/models/<op>/<version>``. Writers stream
 (``write`` chunk after chunk, then ``commit``) and readers stream back, so an artifact never
-has to sit in memory whole; ``save``/``load`` are the whole-bytes conveniences the seed's
-base64 routes use.
+has to sit in memory whole; ``save``/``load`` are the whole-bytes conveniences the base64
+routes use.
+
+:class:`FileSaver` keeps the bytes exactly as given, at ``<root>/<path>``: the layout of
+Chariots' ``FileSaver``, so either system reads a folder the other wrote. Their sha256 lives
+beside them in ``<file>.sha256`` (``sha256sum``'s format, so ``sha256sum -c`` checks a folder
+too) and every read checks it; a file without one (written by Chariots) is read unchecked.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import sys
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -34,10 +41,11 @@ __all__ = [
 #: Read and write in pieces of this size.
 CHUNK_SIZE = 1 << 20
 
-# FileSaver's trailer: a marker and the sha256 of everything before it. One file holds both,
-# so the one os.replace that publishes the bytes publishes their hash with them.
-_MAGIC = b"\x00flowplex-sha256"
-_TRAILER = len(_MAGIC) + 32
+#: The suffix of the file beside each artifact file that holds its sha256.
+CHECKSUM_SUFFIX = ".sha256"
+_CHECKSUM_LINE = re.compile(rb"\\?([0-9a-fA-F]{64})(?:[ \t*].*)?\n?", re.DOTALL)
+# A checksum file is one line; anything much longer is not one.
+_CHECKSUM_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class Saver(ABC):
         """Whether bytes were saved at ``path``."""
 
     def save(self, serialized_object: bytes, path: str) -> StoredArtifact:
-        """Store ``serialized_object`` at ``path`` (the seed's argument order)."""
+        """Store ``serialized_object`` at ``path``."""
         if not isinstance(serialized_object, (bytes, bytearray, memoryview)):
             raise InvalidRequestError(
                 f"a saver stores bytes, got {type(serialized_object).__name__}"
@@ -142,11 +150,15 @@ class Saver(ABC):
 
 
 class FileSaver(Saver):
-    """Stores each path as a file under ``root`` (``/models/a/b`` is ``root/models/a/b``).
+    """Stores each path as a file under ``root`` (``/models/a/b`` is ``root/models/a/b``),
+    holding exactly the bytes saved, with their sha256 in ``root/models/a/b.sha256``.
 
-    Writes go to a temporary file in the same directory, are flushed to disk, then renamed over
-    the target, so readers see the old bytes or the new ones, never a mix. The sha256 of the
-    bytes is stored in a 48-byte trailer of the same file and checked when they are read.
+    Writes go to temporary files in the same directory, are flushed to disk, then renamed over
+    the targets, so readers see the old bytes or the new ones, never a mix. Publishing and
+    opening happen under a lock on the directory, so a reader always gets a checksum that
+    belongs to the bytes it opened. A file without a checksum beside it (one another tool
+    wrote) is read too: its sha256 is computed when it is opened. Paths whose last segment ends
+    in ``.sha256`` are refused, since they name checksum files.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -158,8 +170,15 @@ class FileSaver(Saver):
         return f"FileSaver({str(self.root)!r})"
 
     def file_for(self, path: str) -> Path:
-        """The file that holds ``path``; refuses paths that would leave the root."""
-        return self.root.joinpath(*_segments(path))
+        """The file that holds ``path``; refuses paths that would leave the root or that name
+        a checksum file."""
+        segments = _segments(path)
+        if segments[-1].endswith(CHECKSUM_SUFFIX):
+            raise InvalidRequestError(
+                f"invalid artifact path {path!r}: names ending in {CHECKSUM_SUFFIX!r} hold "
+                f"checksums"
+            )
+        return self.root.joinpath(*segments)
 
     def open_writer(self, path: str) -> ArtifactWriter:
         """See :meth:`Saver.open_writer`."""
@@ -169,11 +188,17 @@ class FileSaver(Saver):
         """See :meth:`Saver.open_reader`."""
         target = self.file_for(path)
         try:
-            handle = target.open("rb")
-        except FileNotFoundError:
+            with _directory_lock(target.parent, exclusive=False):
+                handle = target.open("rb")
+                try:
+                    expected = _read_checksum(_checksum_file(target))
+                except BaseException:
+                    handle.close()
+                    raise
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ArtifactNotFoundError(f"no bytes saved at {path}") from None
         try:
-            return _FileReader(handle, target)
+            return _FileReader(handle, target, expected)
         except BaseException:
             handle.close()
             raise
@@ -181,6 +206,64 @@ class FileSaver(Saver):
     def exists(self, path: str) -> bool:
         """See :meth:`Saver.exists`."""
         return self.file_for(path).is_file()
+
+
+def _checksum_file(target: Path) -> Path:
+    return target.with_name(target.name + CHECKSUM_SUFFIX)
+
+
+def _checksum_line(digest: str, name: str) -> bytes:
+    """``sha256sum``'s line for ``name`` (which escapes a name holding a backslash or a
+    newline, and marks the line with a leading backslash)."""
+    if "\\" in name or "\n" in name:
+        escaped = name.replace("\\", "\\\\").replace("\n", "\\n")
+        return f"\\{digest}  {escaped}\n".encode()
+    return f"{digest}  {name}\n".encode()
+
+
+def _read_checksum(checksum_file: Path) -> bytes | None:
+    """The sha256 digest ``checksum_file`` holds, None if there is none; raises
+    :class:`CorruptArtifactError` if it is not a checksum line."""
+    try:
+        with checksum_file.open("rb") as handle:
+            text = handle.read(_CHECKSUM_MAX + 1)
+    except FileNotFoundError:
+        return None
+    match = _CHECKSUM_LINE.fullmatch(text) if len(text) <= _CHECKSUM_MAX else None
+    if match is None:
+        raise CorruptArtifactError(
+            f"the checksum file {checksum_file} is damaged: expected a sha256 line "
+            f"('<64 hex digits>  <name>')"
+        )
+    return bytes.fromhex(match.group(1).decode("ascii"))
+
+
+if sys.platform == "win32":  # pragma: no cover - no flock; one process per folder there
+    _WINDOWS_LOCK = threading.Lock()
+
+    @contextlib.contextmanager
+    def _directory_lock(directory: Path, exclusive: bool) -> Iterator[None]:
+        if not directory.is_dir():
+            raise FileNotFoundError(directory)
+        with _WINDOWS_LOCK:
+            yield
+
+else:
+    import fcntl
+
+    @contextlib.contextmanager
+    def _directory_lock(directory: Path, exclusive: bool) -> Iterator[None]:
+        """Hold a lock on ``directory`` (shared for readers, exclusive for publishers).
+
+        flock locks an open file description, so it separates threads of one process as well
+        as processes sharing the folder. It is held only to rename or open two small files.
+        """
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 class _FileWriter(ArtifactWriter):
@@ -208,18 +291,32 @@ class _FileWriter(ArtifactWriter):
         if self._file is None:
             raise InvalidRequestError(f"the writer of {self._target} was aborted")
         file, self._file = self._file, None
+        target = self._target
+        checksum = _checksum_file(target)
+        digest = self._hash.hexdigest()
+        tmp_checksum: str | None = None
         try:
-            file.write(_MAGIC + self._hash.digest())
-            file.flush()
-            os.fsync(file.fileno())
-            file.close()
-            os.replace(self._tmp, self._target)
-            _fsync_directory(self._target.parent)  # so the rename survives a power cut too
+            _close_durably(file)
+            fd, tmp_checksum = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{checksum.name}.", suffix=".tmp"
+            )
+            with os.fdopen(fd, "wb") as sums:
+                sums.write(_checksum_line(digest, target.name))
+                _close_durably(sums)
+            with _directory_lock(target.parent, exclusive=True):
+                # Drop the old checksum first: whatever a crash interrupts, no checksum is
+                # left beside bytes it does not describe (bytes without one read unchecked).
+                _unlink(str(checksum))
+                os.replace(self._tmp, target)
+                os.replace(tmp_checksum, checksum)
+            _fsync_directory(target.parent)  # so the renames survive a power cut too
         except BaseException:
             file.close()
             _unlink(self._tmp)
+            if tmp_checksum is not None:
+                _unlink(tmp_checksum)
             raise
-        self._result = StoredArtifact(self._size, self._hash.hexdigest())
+        self._result = StoredArtifact(self._size, digest)
         return self._result
 
     def abort(self) -> None:
@@ -227,6 +324,12 @@ class _FileWriter(ArtifactWriter):
             self._file.close()
             self._file = None
             _unlink(self._tmp)
+
+
+def _close_durably(file: IO[bytes]) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -239,19 +342,50 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+# Files written by flowplex before checksums moved beside them end with this marker and the
+# sha256 of the bytes before it. A file without a checksum beside it that ends so (and whose
+# hash matches) is read without its trailer.
+_EARLIER_MAGIC = b"\x00flowplex-sha256"
+_TRAILER = len(_EARLIER_MAGIC) + 32
+
+
+def _earlier_trailer(handle: IO[bytes], size: int) -> bytes | None:
+    """The sha256 an earlier-format trailer holds, if the file ends with one."""
+    if size < _TRAILER:
+        return None
+    handle.seek(size - _TRAILER)
+    tail = handle.read(_TRAILER)
+    return tail[len(_EARLIER_MAGIC) :] if tail.startswith(_EARLIER_MAGIC) else None
+
+
+def _sha256_of(handle: IO[bytes], size: int) -> bytes:
+    handle.seek(0)
+    digest = hashlib.sha256()
+    remaining = size
+    while remaining > 0 and (piece := handle.read(min(CHUNK_SIZE, remaining))):
+        digest.update(piece)
+        remaining -= len(piece)
+    return digest.digest()
+
+
 class _FileReader(ArtifactReader):
-    def __init__(self, handle: IO[bytes], target: Path) -> None:
+    def __init__(self, handle: IO[bytes], target: Path, expected: bytes | None) -> None:
         self._handle = handle
         self._target = target
-        total = os.fstat(handle.fileno()).st_size
-        if total < _TRAILER:
-            raise self._corrupt("it is shorter than its content-hash trailer")
-        handle.seek(total - _TRAILER)
-        trailer = handle.read(_TRAILER)
-        if not trailer.startswith(_MAGIC):
-            raise self._corrupt("its content-hash trailer is missing or damaged")
-        self._expected = trailer[len(_MAGIC) :]
-        self.info = StoredArtifact(total - _TRAILER, self._expected.hex())
+        size = os.fstat(handle.fileno()).st_size
+        if expected is None:
+            trailer = _earlier_trailer(handle, size)
+            if trailer is not None:
+                size -= _TRAILER
+            # No checksum beside the file: hash it now, so that ``info`` is known before the
+            # bytes are streamed and a change while they are read is still noticed.
+            expected = _sha256_of(handle, size)
+            if trailer is not None and trailer != expected:
+                # The trailer's end looked right but the hash does not: the bytes are whole.
+                size += _TRAILER
+                expected = _sha256_of(handle, size)
+        self._expected = expected
+        self.info = StoredArtifact(size, expected.hex())
 
     def _corrupt(self, why: str) -> CorruptArtifactError:
         return CorruptArtifactError(f"the artifact file {self._target} is corrupted: {why}")

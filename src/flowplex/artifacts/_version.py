@@ -50,7 +50,7 @@ class Version:
 
     Versions are equal when their three hashes are; ``a > b`` means they differ and ``a`` was
     created later. ``str(v)`` is ``<major>.<minor>.<patch>_<YYYY-MM-DD HH:MM:SS.ffffff>`` (UTC,
-    as in Chariots) and :meth:`parse` reverses it.
+    without the fraction when the microseconds are 0) and :meth:`parse` reverses it.
     """
 
     __slots__ = ("_creation_time", "_major", "_minor", "_patch")
@@ -184,10 +184,10 @@ class Version:
         return self == other or self < other
 
     def __str__(self) -> str:
-        # The seed's format, str() of a naive UTC datetime, but always with microseconds so
-        # that parse(str(v)) keeps the exact time (and, unlike strftime's "%Y", with 4-digit
-        # years, which parse needs).
-        when = self._creation_time.replace(tzinfo=None).isoformat(" ", "microseconds")
+        # str() of the naive UTC datetime, exactly as Chariots names its files (no fraction
+        # when the microseconds are 0): op bytes live at /models/<op>/<str(version)>, so a
+        # folder Chariots wrote is read at the same paths. parse() reads both forms.
+        when = self._creation_time.replace(tzinfo=None)
         return f"{self._major}.{self._minor}.{self._patch}_{when}"
 
     def __repr__(self) -> str:

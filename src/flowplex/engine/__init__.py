@@ -1,4 +1,4 @@
-"""Task-graph flows (seed 003): flow specs, the tick engine, task types, persistent runs.
+"""Task-graph flows: flow specs, the tick engine, task types, persistent runs.
 
 A flow spec lists tasks; :class:`TaskFlow` is the graph they make under a ROOT task;
 :class:`FlowEngine` ticks it, advancing every task whose precursors have all COMPLETED, until it

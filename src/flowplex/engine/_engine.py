@@ -21,12 +21,13 @@ How this engine differs from MissionControl's (whose behaviour it otherwise foll
 
 from __future__ import annotations
 
+import importlib
+import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ..config import resolve_class_path
 from ..errors import FlowplexError
 from ..runtime import Client
 from ._context import interpolate
@@ -149,9 +150,12 @@ class BaseTaskHandler:
 class FlowEngine:
     """Turns specs into flows and ticks them.
 
-    ``handlers`` add or override task types (``{"task_type": handler}``); a ``task_type``
-    containing a dot is imported as a handler by dotted path (``"pkg.mod.fn"`` or
-    ``"pkg.mod:Class"``; a :class:`BaseTaskHandler` subclass is instantiated once). ``store``
+    ``handlers`` add or override task types (``{"task_type": handler}``). Any other
+    ``task_type`` is imported as a handler (a function of the :class:`TaskContext`, or a
+    :class:`BaseTaskHandler` subclass, instantiated once): ``"mod:attr"`` names the module and
+    the attribute exactly; ``"pkg.mod.fn"`` is a dotted path; and by naming convention
+    ``"name"`` is ``name_task_handler:TaskHandler`` (``"pkg.tasks.x"`` is
+    ``pkg.task_handlers.x_task_handler:TaskHandler``), tried after the dotted path. ``store``
     is where ``flow`` tasks put their child runs. ``client`` is a
     :class:`~flowplex.Client` of the serving runtime (or a zero-argument callable returning
     one, called when a ``call`` task first needs it): ``call`` tasks send their messages
@@ -172,9 +176,10 @@ class FlowEngine:
         ctx: Mapping[str, Any] | None = None,
         hold_replies: bool = False,
     ) -> None:
-        from ._tasks import BUILTIN_HANDLERS
+        from ._tasks import BUILTIN_HANDLERS, TASK_TYPE_ALIASES
 
         self._handlers: dict[str, TaskHandler] = {**BUILTIN_HANDLERS, **(handlers or {})}
+        self._aliases: Mapping[str, str] = TASK_TYPE_ALIASES
         self.store = store
         self._client = client
         self.ctx: Mapping[str, Any] = dict(ctx or {})
@@ -359,17 +364,29 @@ class FlowEngine:
         return ready
 
     def _handler(self, task_type: Any) -> TaskHandler:
-        handler = self._handlers.get(task_type)
+        if not isinstance(task_type, str) or not task_type.strip():
+            raise EngineError(f"task_type must be a non-empty string, got {task_type!r}.")
+        handler = self._handlers.get(self._aliases.get(task_type, task_type))
         if handler is not None:
             return handler
-        if not isinstance(task_type, str) or "." not in task_type:
+        misses = []
+        for module_name, attrs in _handler_locations(task_type):
+            target, miss = _import_target(module_name, attrs)
+            if miss is None:
+                break
+            misses.append(miss)
+        else:
             known = ", ".join(sorted(k for k in self._handlers if "." not in k))
             raise EngineError(
-                f"unknown task_type {task_type!r}: not a built-in type ({known}) nor a dotted "
-                f"path to a handler."
+                f"unknown task_type {task_type!r}: not a built-in type ({known}), and "
+                f"{'; '.join(misses)}."
             )
-        target = resolve_class_path(task_type.replace(":", "."))
-        if isinstance(target, type) and issubclass(target, BaseTaskHandler):
+        if isinstance(target, type):
+            if not issubclass(target, BaseTaskHandler):
+                raise EngineError(
+                    f"task_type {task_type!r} names the class {target.__qualname__}, which is not "
+                    f"a subclass of flowplex.engine.BaseTaskHandler."
+                )
             handler = target()
         elif callable(target):
             handler = target
@@ -377,6 +394,47 @@ class FlowEngine:
             raise EngineError(f"task_type {task_type!r} names {target!r}, which is not callable.")
         self._handlers[task_type] = handler
         return handler
+
+
+def _handler_locations(task_type: str) -> list[tuple[str, list[str]]]:
+    """Where a handler for ``task_type`` may live, as (module, attribute path) pairs, in the
+    order they are tried."""
+    if ":" in task_type:
+        module_name, _, attr = task_type.partition(":")
+        return [(module_name, attr.split("."))]
+    parts = task_type.split(".")
+    # A dotted path: the longest importable module prefix holds the rest.
+    locations = [(".".join(parts[:i]), parts[i:]) for i in range(len(parts) - 1, 0, -1)]
+    # The naming convention: "task" becomes "task_handler" (not twice), the last name gets
+    # "_task_handler" unless it has it, and the handler is that module's TaskHandler.
+    convention = re.sub(r"task(?!_handler)", "task_handler", task_type)
+    if not convention.endswith("task_handler"):
+        convention += "_task_handler"
+    locations.append((convention, ["TaskHandler"]))
+    return locations
+
+
+def _import_target(module_name: str, attrs: list[str]) -> tuple[Any, str | None]:
+    """(the object, None), or (None, why it is not there) if the module or an attribute is
+    missing. A module that exists but fails to import raises :class:`EngineError`."""
+    if not module_name or not all(p.isidentifier() for p in [*module_name.split("."), *attrs]):
+        return None, f"{module_name}:{'.'.join(attrs)} is not a module:attribute path"
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name != missing and not module_name.startswith(missing + "."):
+            raise EngineError(f"module {module_name!r} failed to import: {exc}") from exc
+        return None, f"no module {module_name!r}"
+    except Exception as exc:
+        raise EngineError(
+            f"module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
+    for attr in attrs:
+        if not hasattr(target, attr):
+            return None, f"module {module_name!r} has no {'.'.join(attrs)!r}"
+        target = getattr(target, attr)
+    return target, None
 
 
 _TASK_STATUSES = frozenset({PENDING, RUNNING, COMPLETED, FAILED})

@@ -42,6 +42,10 @@ FINISHED = frozenset({COMPLETED, FAILED})
 _STATUSES = frozenset(Status)
 
 _SPEC_KEYS = frozenset({"label", "key", "cfg", "data", "tasks"})
+#: What a task spec may hold; anything else is a typo that would silently do nothing.
+TASK_SPEC_KEYS = frozenset(
+    {"key", "task_type", "task_params", "precursors", "successors", "status", "data"}
+)
 _DEFAULT_CFG: dict[str, Any] = {"fail_fast": True}
 
 
@@ -88,9 +92,12 @@ class TaskFlow:
         """A new flow from a spec: ``label``, ``key``, ``cfg``, ``data``, ``tasks``.
 
         Each task spec has ``task_type`` and optionally ``key`` (default: a uuid4 string),
-        ``task_params`` and ``precursors`` (default: the task before it, ROOT for the first).
-        The spec is deep-copied. Raises :class:`FlowSpecError` for an unknown spec key, a
-        duplicate task key, a precursor that names no task, or a cycle.
+        ``task_params``, ``status``, ``data``, ``precursors`` and ``successors``. A task that
+        names ``successors`` becomes a precursor of each of them, so a graph can be written
+        either way. A task naming neither gets the task before it as precursor (ROOT for the
+        first); a task left with no precursor at all starts from ROOT. The spec is deep-copied.
+        Raises :class:`FlowSpecError` for an unknown key in the spec or in a task spec, a
+        duplicate task key, a precursor or successor that names no task, or a cycle.
         """
         if not isinstance(flow_spec, Mapping):
             raise FlowSpecError(f"a flow spec must be a mapping, got {type(flow_spec).__name__}.")
@@ -118,6 +125,7 @@ class TaskFlow:
             task = _read_task_spec(task_spec, index, previous, flow.tasks)
             flow.tasks[task["key"]] = task
             previous = task["key"]
+        _add_successor_links(flow.tasks)
         flow._link()
         return flow
 
@@ -311,6 +319,11 @@ def _read_task_spec(
     if key in seen:
         raise FlowSpecError(f"duplicate task key {key!r} (task #{index}).")
     where = f"task {key!r}"
+    unknown = sorted(str(k) for k in task if k not in TASK_SPEC_KEYS)
+    if unknown:
+        raise FlowSpecError(
+            f"{where}: unknown key(s) {unknown}; a task spec takes {sorted(TASK_SPEC_KEYS)}."
+        )
     task_type = task.get("task_type")
     if not isinstance(task_type, str) or not task_type:
         raise FlowSpecError(f"{where} needs a 'task_type' string, got {task_type!r}.")
@@ -319,19 +332,50 @@ def _read_task_spec(
     status = task.setdefault("status", PENDING)
     if status not in _STATUSES:
         raise FlowSpecError(f"{where}: invalid status {status!r}.")
-    precursors = task.get("precursors")
+    successors = _task_keys(task, "successors", where)
+    precursors = _task_keys(task, "precursors", where)
     if precursors is None:
-        precursors = [previous]
-    elif isinstance(precursors, str):
-        precursors = [precursors]
-    elif not isinstance(precursors, Sequence) or not all(isinstance(p, str) for p in precursors):
-        raise FlowSpecError(f"{where}: 'precursors' must be a list of task keys.")
-    if len(set(precursors)) != len(precursors):
-        raise FlowSpecError(f"{where}: 'precursors' lists a task twice: {list(precursors)}.")
-    if key in precursors:
-        raise FlowSpecError(f"{where} cannot be its own precursor.")
-    task["precursors"] = list(precursors)
+        # The default link to the task before applies only to a task that names neither.
+        precursors = [] if successors is not None else [previous]
+    if successors is not None:
+        if ROOT_KEY in successors:
+            raise FlowSpecError(f"{where}: {ROOT_KEY!r} cannot be a successor (flows start there).")
+        task["successors"] = successors
+    task["precursors"] = precursors
     return task
+
+
+def _task_keys(task: dict[str, Any], name: str, where: str) -> list[str] | None:
+    """The task's ``precursors`` or ``successors`` as a list (None when absent), checked."""
+    keys = task.get(name)
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        keys = [keys]
+    elif not isinstance(keys, Sequence) or not all(isinstance(k, str) for k in keys):
+        raise FlowSpecError(f"{where}: {name!r} must be a list of task keys.")
+    if len(set(keys)) != len(keys):
+        raise FlowSpecError(f"{where}: {name!r} lists a task twice: {list(keys)}.")
+    if task["key"] in keys:
+        raise FlowSpecError(f"{where} cannot be its own {name[:-1]}.")
+    return list(keys)
+
+
+def _add_successor_links(tasks: Mapping[str, dict[str, Any]]) -> None:
+    """Make each task a precursor of its ``successors``; a task still without precursors
+    then starts from ROOT."""
+    for key, task in tasks.items():
+        for successor in task.get("successors", ()):
+            if successor not in tasks:
+                raise FlowSpecError(
+                    f"task {key!r} has successor {successor!r}, which is not a task of the flow."
+                )
+            precursors = tasks[successor]["precursors"]
+            if key not in precursors:
+                precursors.append(key)
+    for key, task in tasks.items():
+        if key != ROOT_KEY and not task["precursors"] and "successors" in task:
+            task["precursors"] = [ROOT_KEY]
 
 
 def _check_acyclic(tasks: Mapping[str, Mapping[str, Any]]) -> None:

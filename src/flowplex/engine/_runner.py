@@ -33,9 +33,8 @@ class FlowRunner:
     resume from their last save (so a task may run again: handlers should be idempotent).
 
     ``engine`` defaults to ``FlowEngine(store=store)``, so ``flow`` tasks store their child
-    runs in the same database. Unlike MissionControl's runner, ``max_flows_per_tick`` is
-    applied, and claims expire (a crashed runner's flows are not stuck claimed for ever).
-    ``clock`` (default: the store's) times the lease renewals.
+    runs in the same database. Claims expire, so a crashed runner's flows are not stuck
+    claimed for ever. ``clock`` (default: the store's) times the lease renewals.
     """
 
     def __init__(

@@ -75,7 +75,7 @@ class _Base(DeclarativeBase):
 class FlowRecord(_Base):
     """The ORM model of a stored flow (``store.model``), for ad-hoc queries and inserts.
 
-    Built like MissionControl's ``Flow`` model, from a flow dict:
+    Built from a flow dict:
     ``FlowRecord(**flow.to_flow_dict())`` gets a ``flow:<uuid>`` key and timestamps by default.
     """
 
@@ -152,7 +152,9 @@ FILTER_FIELDS = frozenset(
         "modified_at",
     }
 )
-_OPS = frozenset({"=", "!=", "<", ">", "<=", ">=", "IN", "CONTAINS", "IS NULL", "BETWEEN"})
+_OPS = frozenset({"=", "<", ">", "<=", ">=", "IN", "CONTAINS", "IS NULL", "BETWEEN"})
+_CONJUNCTIONS = {"AND": and_, "OR": or_}
+_FILTER_KEYS = frozenset({"field", "op", "arg"})
 _STATUSES = frozenset(s.value for s in (PENDING, RUNNING, COMPLETED, FAILED))
 # What each filterable column compares with (a value of another type is a client mistake that
 # PostgreSQL would only report as an operator error).
@@ -271,10 +273,11 @@ class FlowStore:
 
         The keyword arguments cover the common cases (``status`` takes one status or a list;
         times are epoch seconds or datetimes; ``after`` is inclusive, ``before`` exclusive).
-        ``filters`` adds MissionControl-style conditions: ``{"field", "op", "arg"}`` with op
-        one of ``= != < > <= >= IN CONTAINS "IS NULL" BETWEEN`` (a leading ``!`` negates),
-        combined with ``{"and": [...]}``, ``{"or": [...]}`` and ``{"not": ...}``; a list of
-        conditions means all of them.
+        ``filters`` adds conditions: ``{"field", "op", "arg"}`` with op one of
+        ``= < > <= >= IN CONTAINS "IS NULL" BETWEEN`` (default ``=``), negated by a leading
+        ``!`` (``"!="``, ``"!IN"``, ``"! IN"``, ``"!IS NULL"``). Groups nest:
+        ``{"conjunction": "AND" | "OR", "filters": [...]}``, or ``{"and": [...]}``,
+        ``{"or": [...]}`` and ``{"not": ...}``; a list of conditions means all of them.
         """
         conditions: list[ColumnElement[bool]] = []
         if filters is not None:
@@ -498,11 +501,13 @@ def _epoch(value: Any) -> float:
 
 
 def _condition(spec: Any) -> ColumnElement[bool]:
-    """A SQL condition from a MissionControl-style filter (see ``query_flows``)."""
+    """A SQL condition from a query filter (see ``query_flows``)."""
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         return and_(true(), *(_condition(s) for s in spec))
     if not isinstance(spec, Mapping):
         raise EngineError(f"a query filter is a mapping or a list of them, got {spec!r}.")
+    if "conjunction" in spec:
+        return _group(spec)
     if "and" in spec or "or" in spec:
         group = spec.get("and", spec.get("or"))
         if len(spec) != 1 or not isinstance(group, list):
@@ -510,18 +515,35 @@ def _condition(spec: Any) -> ColumnElement[bool]:
         parts = [_condition(s) for s in group]
         return and_(true(), *parts) if "and" in spec else or_(false(), *parts)
     if "not" in spec:
+        if len(spec) != 1:
+            raise EngineError(f"a negated filter is {{'not': filter}} alone: {spec!r}.")
         return not_(_condition(spec["not"]))
+    return _single_filter(spec)
+
+
+def _single_filter(spec: Mapping[str, Any]) -> ColumnElement[bool]:
+    """``{"field", "op", "arg"}`` as a SQL condition."""
+    unknown = sorted(str(k) for k in spec if k not in _FILTER_KEYS)
+    if unknown:
+        raise EngineError(
+            f"unknown filter key(s) {unknown}: a filter is {{'field', 'op', 'arg'}}, or a group "
+            f"{{'conjunction': 'AND' or 'OR', 'filters': [...]}}."
+        )
     field, op = spec.get("field"), spec.get("op", "=")
     if field not in FILTER_FIELDS:
         raise EngineError(f"cannot filter on {field!r}: use one of {sorted(FILTER_FIELDS)}.")
     if not isinstance(op, str):
         raise EngineError(f"a filter op must be a string, got {op!r}.")
-    negate = op.startswith("!") and op != "!="
-    op = op[1:] if negate else op
+    # A leading "!" negates, spaces after it allowed: "!=" is NOT "=", "! IN" is NOT "IN".
+    negate = op.startswith("!")
+    op = op.lstrip("! ") if negate else op
     if op.upper() in {"IN", "CONTAINS", "IS NULL", "BETWEEN"}:
         op = op.upper()
     if op not in _OPS:
-        raise EngineError(f"unknown filter op {spec.get('op')!r}: use one of {sorted(_OPS)}.")
+        raise EngineError(
+            f"unknown filter op {spec.get('op')!r}: use one of {sorted(_OPS)}, or one of them "
+            f"after '!' to negate it."
+        )
     column = _T.c[field]
     arg = spec.get("arg")
     if field in {"created_at", "modified_at", "lease_until"} and op not in {"IN", "IS NULL"}:
@@ -530,6 +552,11 @@ def _condition(spec: Any) -> ColumnElement[bool]:
             arg = _epoch(arg)
     if op != "IS NULL":
         _check_filter_values(field, op, arg)
+    cond = _comparison(column, op, arg)
+    return not_(cond) if negate else cond
+
+
+def _comparison(column: Any, op: str, arg: Any) -> ColumnElement[bool]:
     cond: ColumnElement[bool]
     if op == "IS NULL":
         cond = column.is_(None)
@@ -548,13 +575,25 @@ def _condition(spec: Any) -> ColumnElement[bool]:
     else:
         cond = {
             "=": column == arg,
-            "!=": column != arg,
             "<": column < arg,
             ">": column > arg,
             "<=": column <= arg,
             ">=": column >= arg,
         }[op]
-    return not_(cond) if negate else cond
+    return cond
+
+
+def _group(spec: Mapping[str, Any]) -> ColumnElement[bool]:
+    """``{"conjunction": "AND" | "OR", "filters": [...]}``: its filters joined (nesting)."""
+    conjunction = spec.get("conjunction")
+    filters = spec.get("filters")
+    join = _CONJUNCTIONS.get(conjunction.upper()) if isinstance(conjunction, str) else None
+    if join is None or not isinstance(filters, list) or set(spec) != {"conjunction", "filters"}:
+        raise EngineError(
+            f"a filter group is {{'conjunction': 'AND' or 'OR', 'filters': [...]}}, got {spec!r}."
+        )
+    # The empty AND holds for every flow, the empty OR for none.
+    return join(true() if join is and_ else false(), *(_condition(s) for s in filters))
 
 
 def _check_filter_values(field: str, op: str, arg: Any) -> None:

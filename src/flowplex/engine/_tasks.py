@@ -54,7 +54,7 @@ from ._engine import TaskContext, TaskHandler
 from ._errors import EngineError, FlowExistsError
 from ._graph import COMPLETED, FAILED, TaskFlow
 
-__all__ = ["BUILTIN_HANDLERS"]
+__all__ = ["BUILTIN_HANDLERS", "TASK_TYPE_ALIASES"]
 
 logger = logging.getLogger("flowplex.engine.tasks")
 
@@ -321,4 +321,10 @@ BUILTIN_HANDLERS: dict[str, TaskHandler] = {
     "spread": _spread,
     "switch": _switch,
     "wire": _wire,
+}
+
+#: Other names of built-in types: the module paths specs written for MissionControl use
+#: (``"mc.tasks.flow"`` is ``"flow"``). They follow an override of the type they alias.
+TASK_TYPE_ALIASES: dict[str, str] = {
+    f"mc.tasks.{name}": name for name in ("flow", "inline_flow", "log", "spread", "switch", "wire")
 }

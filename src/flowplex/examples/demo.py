@@ -1,19 +1,24 @@
-"""The served scenario of seeds 000 and 001, as ``flowplex demo`` runs it.
+"""The serving walk-through that ``flowplex demo`` runs.
 
-Two users on one node (the embedded SQLite default unless told otherwise): user 0 serves the
-ReverseNumber flows, mounts, unserves and deletes them (seed 000); then user 1 composes user 0's
-singleton flow (seed 001). Every step prints what it did and what came back.
+Two users on one node: user 0 serves the ReverseNumber flows, mounts, unserves and deletes them;
+then user 1 composes user 0's singleton flow. Every step prints what it did and what came back.
+
+The demo runs on a node of its own: a fresh temporary folder (removed at the end) unless it is
+given a home or a database, and then only if that node serves nothing yet, so it never touches a
+node someone uses.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from .. import serving
-from ..config import Settings
-from ..errors import FlowplexError
-from ..runtime import start_node_with_users
+from ..errors import ConfigurationError, FlowplexError
+from ..runtime import Node, open_node, start_node_with_users
 from ..workers import run_dispatch_worker_thread
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
@@ -26,29 +31,69 @@ class _Console(Protocol):
     def rule(self, title: str = "") -> None: ...
 
 
-def run_demo(console: _Console, number: int = 1234, db: str | None = None) -> None:
-    """Run the scenario on the node at ``db`` (default: FLOWPLEX_DB / FLOWPLEX_HOME)."""
-    settings = Settings.from_env()
-    url = db or settings.db_url
-    u0, u1 = start_node_with_users(
-        2, path=settings.home if url == settings.db_url else None, db=url
-    )
-    say = console.print
-    show = _Show(console)
-    show.step("Node")
-    say(f"database: {url}")
-    say(f"user 0: {u0.get_user_id()}\nuser 1: {u1.get_user_id()}")
-    run_dispatch_worker_thread(u0)
-    run_dispatch_worker_thread(u1)
-    say("one dispatch worker thread per user (blocking composites need no second one)")
+def run_demo(
+    console: _Console,
+    number: int = 1234,
+    db: str | None = None,
+    home: str | Path | None = None,
+) -> None:
+    """Run the walk-through on the node at ``db`` with its files in ``home``.
+
+    Neither given: a fresh temporary node, removed at the end. Given: that node, which must
+    serve no endpoint yet (:class:`~flowplex.errors.ConfigurationError` otherwise); the demo
+    removes the endpoints it served when it ends. ``FLOWPLEX_HOME`` and ``FLOWPLEX_DB`` are
+    not read: the demo never runs on the node they name unless told to.
+    """
+    scratch: Path | None = None
+    if home is None:
+        scratch = node_home = Path(tempfile.mkdtemp(prefix="flowplex-demo-"))
+    else:
+        node_home = Path(home)
+    url = db or f"sqlite:///{node_home / 'flowplex.db'}"
     try:
-        _seed_000(show, u0, number)
-        _seed_001(show, u0, u1, number)
+        if db is not None or home is not None:
+            _require_fresh(open_node(url, node_home), url)
+        u0, u1 = start_node_with_users(2, path=node_home, db=url)
+        say = console.print
+        show = _Show(console)
+        show.step("Node")
+        where = "a temporary node, removed at the end" if scratch is not None else "the node"
+        say(f"{where}: database {url}", highlight=False, soft_wrap=True)
+        say(f"user 0: {u0.get_user_id()}\nuser 1: {u1.get_user_id()}")
+        run_dispatch_worker_thread(u0)
+        run_dispatch_worker_thread(u1)
+        say("one dispatch worker thread per user (blocking composites need no second one)")
+        try:
+            _one_user(show, u0, number)
+            _two_users(show, u0, u1, number)
+        finally:
+            serving.delete_all_flow_endpoints(u0)
+            serving.delete_all_flow_endpoints(u1)
+            u0.node.close()
+        show.step("done: endpoints removed, node closed")
     finally:
-        serving.delete_all_flow_endpoints(u0)
-        serving.delete_all_flow_endpoints(u1)
-        u0.node.close()
-    show.step("done: endpoints removed, node closed")
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _require_fresh(node: Node, url: str) -> None:
+    """Refuse a node that serves anything: the demo deletes every endpoint it ends with."""
+    try:
+        served = [
+            endpoint.endpoint
+            for user in node.users()
+            for endpoint in node.backend.list_endpoints(user.get_user_id())
+        ]
+    except BaseException:
+        node.close()
+        raise
+    if served:
+        node.close()
+        raise ConfigurationError(
+            f"the demo needs a node of its own, but the node at {url} serves "
+            f"{len(served)} endpoint(s) ({', '.join(sorted(served)[:3])}...): run it without "
+            f"--home and --db (a temporary node), or give an empty --home."
+        )
 
 
 class _Show:
@@ -75,9 +120,9 @@ class _Show:
         return reply
 
 
-def _seed_000(show: _Show, u0: Any, number: int) -> None:
+def _one_user(show: _Show, u0: Any, number: int) -> None:
     """One user: serve, mount, send, unserve, delete."""
-    show.step("Seed 000 - 1. user 0 serves the atomic and the sequential flow")
+    show.step("One user - 1. user 0 serves the atomic and the sequential flow")
     show.say(f"serve_flow atomic -> {serving.serve_flow(u0, ATOMIC, 'reverse_number_atomic')}")
     served = serving.serve_flow(u0, SEQUENTIAL, "reverse_number_sequential")
     show.say(f"serve_flow sequential -> {served}")
@@ -116,9 +161,9 @@ def _seed_000(show: _Show, u0: Any, number: int) -> None:
     show.tree(u0)
 
 
-def _seed_001(show: _Show, u0: Any, u1: Any, number: int) -> None:
+def _two_users(show: _Show, u0: Any, u1: Any, number: int) -> None:
     """Two users: user 1 composes user 0's singleton flow."""
-    show.step("Seed 001 - 6. user 0 serves the atomic flow as a singleton")
+    show.step("Two users - 6. user 0 serves the atomic flow as a singleton")
     serving.serve_flow(u0, ATOMIC, "reverse_number_atomic", singleton=True)
 
     show.step("7. user 1 serves the sequential flow, whose subflows are user 0's")

@@ -1,10 +1,10 @@
-"""Flows: the model (``Flow``, ``AtomicFlow``, ``CompositeFlow``), proxies, futures, and
-``LocalRuntime`` for running flows in-process without serving."""
+"""Flows: the model (``Flow``, ``AtomicFlow``, ``CompositeFlow``), proxies, futures, and the
+``Transport`` seam to whatever runs them. Nothing here runs a flow: that is
+:mod:`flowplex.runtime`'s job (``flowplex.LocalRuntime`` runs them in-process)."""
 
 from ._base import AtomicFlow, Flow, error_reply, run_message
 from ._composite import CompositeFlow, SubflowSpec, subflow_specs
 from ._interfaces import KeyInterface
-from ._local import LocalRuntime, resolve_flow_class, run_local
 from ._transport import FlowFuture, FlowProxy, InstanceAddress, Transport, run_coroutine_sync
 
 __all__ = [
@@ -15,13 +15,10 @@ __all__ = [
     "FlowProxy",
     "InstanceAddress",
     "KeyInterface",
-    "LocalRuntime",
     "SubflowSpec",
     "Transport",
     "error_reply",
-    "resolve_flow_class",
     "run_coroutine_sync",
-    "run_local",
     "run_message",
     "subflow_specs",
 ]

@@ -1,7 +1,9 @@
 """Listing rows: query, sort and paging for ``/flows``, the counts for ``/counts`` (pure).
 
 A row is a dict with the fields of :data:`~flowplex.mesh._query.FIELDS`; ``tags`` is a sorted
-list. Nothing here does I/O, so the HTTP route and the benchmark measure the same code.
+list. A flow without an author or description has None there: queries see no value, while
+sorting and the listed items use the placeholders "missing author" and "missing description".
+Nothing here does I/O, so the HTTP route and the benchmark measure the same code.
 """
 
 from __future__ import annotations
@@ -10,8 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._query import FIELDS, QueryError, compile_query
+from ._records import MISSING_AUTHOR, MISSING_DESCRIPTION
 
-__all__ = ["DEFAULT_BY", "RowSet", "SortError", "counts", "list_rows", "parse_by"]
+__all__ = [
+    "DEFAULT_BY",
+    "PLACEHOLDERS",
+    "RowSet",
+    "SortError",
+    "counts",
+    "list_rows",
+    "parse_by",
+    "shown",
+]
 
 #: The default sort, as the seed echoes it.
 DEFAULT_BY = "name, node, url"
@@ -59,13 +71,29 @@ def _format_by(keys: Sequence[tuple[str, bool]]) -> str:
 
 
 #: Fields that are never null in a row (their sort key needs no None handling).
-_NOT_NULL = frozenset({"registry", "node", "url", "name", "author", "description", "status"})
+_NOT_NULL = frozenset({"registry", "node", "url", "name", "status"})
+
+#: What a row shows for a field with no value.
+PLACEHOLDERS = {"author": MISSING_AUTHOR, "description": MISSING_DESCRIPTION}
+
+
+def shown(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as it is listed: the placeholders in place of a missing author or description."""
+    out = dict(row)
+    for name, placeholder in PLACEHOLDERS.items():
+        if not out.get(name):
+            out[name] = placeholder
+    return out
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
-    """Sort keys of one field: case-insensitive text; None after every value; tags joined."""
+    """Sort keys of one field: case-insensitive text; None after every value; tags joined;
+    a missing author or description sorts as its placeholder."""
     if name in _NOT_NULL:
         return [str(r[name]).casefold() for r in rows]
+    if name in PLACEHOLDERS:
+        placeholder = PLACEHOLDERS[name]
+        return [str(r.get(name) or placeholder).casefold() for r in rows]
     if name == "tags":
         return [", ".join(r[name] or ()).casefold() for r in rows]
     return [(True, "") if r.get(name) is None else (False, str(r[name]).casefold()) for r in rows]
@@ -172,7 +200,7 @@ def list_rows(
         "filtered": len(order),
         "p": p,
         "pp": pp,
-        "items": [dict(all_rows[i]) for i in order[start : start + pp]],
+        "items": [shown(all_rows[i]) for i in order[start : start + pp]],
         "by": by_echo,
         "q": q_echo,
     }

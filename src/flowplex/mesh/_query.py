@@ -1,19 +1,35 @@
 """The ``/flows`` query language: a small hand-written parser, no ``eval``.
 
-Grammar (keywords are case-insensitive; ``|``, ``&`` and ``~`` are pandas-style aliases)::
+Grammar (keywords are case-insensitive; ``|``, ``&`` and prefix ``~`` are pandas-style
+aliases of ``or``, ``and`` and ``not``)::
 
     expr       := and_expr (("or" | "|") and_expr)*
     and_expr   := unary (("and" | "&") unary)*
     unary      := ("not" | "~") unary | primary
     primary    := "(" expr ")" | call | comparison
     call       := ["@"] "tag" "(" STRING ")"          the row has this tag (case-insensitive)
-    comparison := operand OP operand
-    OP         := "==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not in"
+    comparison := operand OP operand | operand ["not"] "in" (operand | list)
+    OP         := "==" | "!=" | "<" | "<=" | ">" | ">=" | "~"
+    list       := "[" [operand ("," operand)*] "]"
     operand    := FIELD | STRING | "null"
 
-``"x" in field`` is a case-insensitive substring match (on ``tags``: one tag equals ``x``);
-``==`` and the orderings compare text exactly (``tags`` as ``"a, b"``); null only equals null.
-Examples: ``organization == "node1" and not tag("beta")``, ``"report" in description``.
+- ``==``, ``!=`` and the orderings compare text exactly (``tags`` as ``"a, b"``).
+- ``field ~ "text"``: the field contains ``text``, ignoring case (``tags``: one of the tags
+  does). ``~`` between two operands is this "contains"; in front of an expression it is
+  "not", so ``~ name ~ "beta"`` reads "name does not contain beta". ``text`` is plain text,
+  not a regular expression.
+- ``"text" in field`` is the same case-insensitive substring test (on ``tags``: one tag equals
+  ``text``); ``field in ["a", "b"]`` holds when the field equals one of the values (on
+  ``tags``: when one of the tags does).
+- A field with no value (a flow without an author or description, a node without an
+  organization, a timestamp a node does not report) is null, and null equals both ``null``
+  and the empty string: ``author == ""`` and ``author == null`` both find the flows that name
+  no author. "missing author" and "missing description" are only what the listing shows for
+  them, so ``author == "missing author"`` finds a flow only if its author is that text. An
+  ordering (``<``, ``>``...) with null is false.
+
+Examples: ``organization == "node1" and not tag("beta")``, ``description ~ "report"``,
+``organization in ["node1", "node2"]``, ``author == ""``.
 """
 
 from __future__ import annotations
@@ -66,7 +82,7 @@ _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
   | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-  | (?P<op>==|!=|<=|>=|<|>|\(|\)|\||&|~|@)
+  | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,|\||&|~|@)
   | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
     """,
     re.VERBOSE,
@@ -101,20 +117,40 @@ def _text(value: Any) -> str | None:
 
 
 def _contains(needle: Any, haystack: Any) -> bool:
-    if needle is None or haystack is None:
+    """``needle in haystack``: a case-insensitive substring (a list: one item equals it)."""
+    if needle is None:
         return False
     n = str(_text(needle)).casefold()
     if isinstance(haystack, list):
         return any(str(item).casefold() == n for item in haystack)
-    return n in str(haystack).casefold()
+    return n in str(haystack or "").casefold()
+
+
+def _like(haystack: Any, needle: Any) -> bool:
+    """``haystack ~ needle``: contains, ignoring case (a list: one item contains it)."""
+    if needle is None:
+        return False
+    n = str(_text(needle)).casefold()
+    if isinstance(haystack, list):
+        return any(n in str(item).casefold() for item in haystack)
+    return n in str(haystack or "").casefold()
+
+
+def _member(value: Any, options: list[Any]) -> bool:
+    """``value in [options]``: equals one of them (a list: one of its items does)."""
+    wanted = {_text(o) or "" for o in options}
+    if isinstance(value, list):
+        return any(str(item) in wanted for item in value)
+    return (_text(value) or "") in wanted
 
 
 def _compare(op: str, left: Any, right: Any) -> bool:
     a, b = _text(left), _text(right)
-    if op == "==":
-        return a == b
-    if op == "!=":
-        return a != b
+    if op in {"==", "!="}:
+        # No value and the empty text are the same: author == "" finds flows without one.
+        return ((a or "") == (b or "")) is (op == "==")
+    if op == "~":
+        return _like(left, right)
     if a is None or b is None:
         return False
     if op == "<":
@@ -247,7 +283,7 @@ class _Parser:
     def _comparison(self) -> Predicate:
         left = self._operand()
         tok = self.tok
-        if tok.kind == "op" and tok.value in {"==", "!=", "<", "<=", ">", ">="}:
+        if tok.kind == "op" and tok.value in {"==", "!=", "<", "<=", ">", ">=", "~"}:
             op = tok.value
             self.i += 1
             right = self._operand()
@@ -258,11 +294,26 @@ class _Parser:
             self.i += 1
         if self._is("in"):
             self.i += 1
-            right = self._operand()
+            test: Callable[[Any, Any], bool] = _contains
+            if self.tok.kind == "op" and self.tok.value == "[":
+                right = self._list()
+                test = _member
+            else:
+                right = self._operand()
             if negate:
-                return lambda row: not _contains(left(row), right(row))
-            return lambda row: _contains(left(row), right(row))
-        raise self._error("a comparison ('==', '!=', '<', '>', 'in', ...)")
+                return lambda row: not test(left(row), right(row))
+            return lambda row: test(left(row), right(row))
+        raise self._error("a comparison ('==', '!=', '<', '>', '~', 'in', ...)")
+
+    def _list(self) -> Operand:
+        self._expect_op("[")
+        items: list[Operand] = []
+        while not (self.tok.kind == "op" and self.tok.value == "]"):
+            if items:
+                self._expect_op(",")
+            items.append(self._operand())
+        self.i += 1
+        return lambda row: [item(row) for item in items]
 
 
 def compile_query(text: str) -> Predicate:

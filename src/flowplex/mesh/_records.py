@@ -1,12 +1,14 @@
 """The mesh's records: flows, nodes and providers, URL normalization and timestamps.
 
-Pure data and functions (no I/O). Every record converts to and from the JSON shapes of seed 002
+Pure data and functions (no I/O). Every record converts to and from the registry wire format
 (``to_json`` / ``from_json``); ``from_json`` validates and raises :class:`MeshInputError` naming
 what is wrong, so the HTTP layer and the loaders share one set of rules.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -16,18 +18,22 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 
 __all__ = [
+    "LOOPBACK",
     "MISSING_AUTHOR",
     "MISSING_DESCRIPTION",
     "FlowRecord",
     "MeshInputError",
     "NodeRecord",
     "ProviderRecord",
+    "canonical_host",
     "dedupe_flows",
     "flows_from_json",
+    "iso",
     "nodes_from_json",
     "normalize_flow_url",
     "normalize_service_url",
     "parse_timestamp",
+    "service_port",
     "utcnow",
 ]
 
@@ -38,6 +44,11 @@ MISSING_DESCRIPTION = "missing description"
 
 class MeshInputError(ConfigurationError, ValueError):
     """A flow, node or offer description (a request body, a loader's output) is invalid."""
+
+
+def iso(seconds: float) -> str:
+    """``seconds`` since the epoch as an ISO 8601 UTC timestamp with microseconds."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
 
 
 def utcnow() -> str:
@@ -66,32 +77,129 @@ def _check_timestamp(value: Any, what: str) -> str | None:
     return value
 
 
-def normalize_service_url(url: Any, what: str = "url", require_port: bool = False) -> str:
-    """``scheme://host[:port]`` of a node or registry URL, lower-cased, without a trailing ``/``.
+#: How every loopback spelling of a host is written (``127.0.0.1`` in any notation included).
+LOOPBACK = "localhost"
 
-    Raises :class:`MeshInputError` for anything that is not an http(s) URL with a host (and a
-    port when ``require_port``).
-    """
-    if not isinstance(url, str) or not url.strip():
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
+_HOST = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def _ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a host of one to four numbers spells, in any notation C's
+    ``inet_aton`` (and every browser) accepts: ``127.1``, ``0x7f000001``, ``2130706433``,
+    ``0177.0.0.1``; None when ``host`` is not such a number."""
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # a trailing dot
+    if not 1 <= len(parts) <= 4 or not all(_NUMBER.fullmatch(p) for p in parts):
+        return None
+    numbers = []
+    for part in parts:
+        if part[:2].lower() == "0x":
+            numbers.append(int(part[2:] or "0", 16))
+        elif len(part) > 1 and part[0] == "0":
+            if any(c in "89" for c in part):
+                return None
+            numbers.append(int(part, 8))
+        else:
+            numbers.append(int(part))
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def canonical_host(host: str) -> str | None:
+    """One spelling per host: lower case, no trailing dot, IP addresses in their standard form,
+    and ``127.0.0.1`` (in any notation) written ``localhost``; None if ``host`` is no valid
+    host name or address."""
+    host = host.strip().lower()
+    if ":" in host:  # an IPv6 literal (urlsplit has dropped its brackets)
+        try:
+            v6 = ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        mapped = v6.ipv4_mapped
+        if mapped is None:
+            return f"[{v6.compressed}]"
+        host = str(mapped)
+    address = _ipv4(host)
+    if address is not None:
+        return LOOPBACK if address == ipaddress.IPv4Address("127.0.0.1") else str(address)
+    host = host.removesuffix(".")
+    if _NUMBER.fullmatch(host.rpartition(".")[2]):
+        return None  # ends in a number but is no IPv4 address (e.g. 256.1.1.1): not a host
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return host if _HOST.fullmatch(host) else None
+
+
+#: Values that are never URLs, although ``str()`` makes text of them.
+_NOT_URLS = (bytes, bytearray, bool, int, float, Mapping, list, tuple, set)
+
+
+def _has_own_str(value: Any) -> bool:
+    return any("__str__" in vars(cls) for cls in type(value).__mro__[:-1])
+
+
+def _url_text(url: Any, what: str) -> str:
+    # A URL object (httpx.URL, yarl.URL, pydantic's Url...) is taken by its string form; an
+    # object without a __str__ of its own would only give its repr.
+    text = ""
+    if isinstance(url, str):
+        text = url
+    elif url is not None and not isinstance(url, _NOT_URLS) and _has_own_str(url):
+        text = str(url)
+    if not text.strip():
         raise MeshInputError(f"{what} must be a URL like 'http://localhost:3366', got {url!r}.")
-    parts = urlsplit(url.strip())
+    return text.strip()
+
+
+def normalize_service_url(url: Any, what: str = "url", require_port: bool = False) -> str:
+    """The canonical ``scheme://host[:port]`` of a node or registry URL.
+
+    ``url`` is a string or any URL object whose ``str()`` is the URL. The scheme and host are
+    lower-cased, the host spelled one way (:func:`canonical_host`: ``http://127.1:3366``,
+    ``http://0x7f000001:3366`` and ``http://LOCALHOST:3366/`` are all
+    ``http://localhost:3366``), a default port (80, 443) dropped, a trailing ``/`` removed.
+    Raises :class:`MeshInputError` for anything that is not an http(s) URL with a host (and a
+    port when ``require_port``), or that carries credentials, a path, a query or a fragment.
+    """
+    text = _url_text(url, what)
+    parts = urlsplit(text)
     try:
         port = parts.port
     except ValueError:
-        raise MeshInputError(f"{what} {url!r} has an invalid port.") from None
-    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+        raise MeshInputError(f"{what} {text!r} has an invalid port.") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
         raise MeshInputError(
-            f"{what} {url!r} must be an http(s) URL with a host, like 'http://localhost:3366'."
+            f"{what} {text!r} must be an http(s) URL with a host, like 'http://localhost:3366'."
         )
     if require_port and port is None:
-        raise MeshInputError(f"{what} {url!r} needs a port, like 'http://localhost:3366'.")
+        raise MeshInputError(f"{what} {text!r} needs a port, like 'http://localhost:3366'.")
+    if parts.username is not None or parts.password is not None:
+        raise MeshInputError(f"{what} {text!r} must not carry credentials.")
     if parts.path.strip("/") or parts.query or parts.fragment:
-        raise MeshInputError(f"{what} {url!r} must not have a path, query or fragment.")
-    host = parts.hostname.lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return f"{parts.scheme.lower()}://{netloc}"
+        raise MeshInputError(f"{what} {text!r} must not have a path, query or fragment.")
+    host = canonical_host(parts.hostname)
+    if host is None:
+        raise MeshInputError(f"{what} {text!r} has an invalid host {parts.hostname!r}.")
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def service_port(url: str) -> int:
+    """The port a canonical service URL listens on (its scheme's default when not written)."""
+    parts = urlsplit(url)
+    return parts.port or _DEFAULT_PORTS[parts.scheme]
 
 
 def normalize_flow_url(url: Any, name: Any) -> str:

@@ -1,17 +1,28 @@
-"""The mesh's HTTP routes (seed 002's shapes) as a FastAPI router over a :class:`MeshService`.
+"""The mesh's HTTP routes as a FastAPI router over a :class:`MeshService`.
 
 Client mistakes get 4xx with a JSON ``detail``: 404 for registry routes on a node, 422 for a
 malformed body (pydantic's shape checks, then the records' own rules), 403 for an update from a
-registry that never connected.
+registry that never connected, 413 for a body over the size limit, 429 for a client writing
+faster than the rate limit (with ``Retry-After``), 503 for a new peer beyond ``max_peers``.
+
+The state-changing routes (``/register``, ``/heartbeat``, ``/connect``, ``/update/node``) are
+guarded in one place: the rate limit and the body size are checked before the body is read
+(:class:`_WriteRoute`), then the ``write_guards`` dependencies run (the registry-only check,
+and whatever the caller adds, e.g. a request-signature check) before the handler.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.params import Depends as DependsParam
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
+from starlette.responses import Response
 
 from ._html import render_flows
 from ._listing import counts, list_rows
@@ -61,11 +72,65 @@ def _invalid(exc: MeshInputError) -> HTTPException:
     return HTTPException(status_code=422, detail=str(exc))
 
 
-def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closure per route
+async def _read_body(request: Request, limit: int) -> None:
+    """Read the body, refusing it (413) as soon as it exceeds ``limit`` bytes."""
+    too_large = HTTPException(413, detail=f"request body larger than {limit} bytes")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    request._body = bytes(body)  # what Request.body() returns from now on
+
+
+def _write_route(service: MeshService) -> type[APIRoute]:
+    """The route class of the mesh router: on the write routes, the client's rate and the body
+    size are checked before the body is read (pydantic and the guards come after)."""
+    limits = {
+        "/register": service.max_register_bytes,
+        "/heartbeat": service.max_register_bytes,
+        "/connect": service.max_peer_bytes,
+        "/update/node": service.max_peer_bytes,
+    }
+
+    class _WriteRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+            limit = limits.get(self.path)
+            if limit is None or "POST" not in (self.methods or ()):
+                return handler
+
+            async def guarded(request: Request) -> Response:
+                client = request.client.host if request.client is not None else "unknown"
+                wait = service.writes.take(client)
+                if wait > 0:
+                    raise HTTPException(
+                        429,
+                        detail=f"too many writes from {client}: retry in {wait:.1f} s",
+                        headers={"Retry-After": str(math.ceil(wait))},
+                    )
+                await _read_body(request, limit)
+                return await handler(request)
+
+            return guarded
+
+    return _WriteRoute
+
+
+def mesh_router(  # noqa: PLR0915 - one closure per route
+    service: MeshService, write_guards: Sequence[DependsParam] = ()
+) -> APIRouter:
     """The routes of a mesh node/registry: ``/``, ``/flows``, ``/counts``, ``/map``, ``/_cache``,
-    ``/_stats``, ``POST /register``, ``/heartbeat``, ``/connect``, ``/update/node``."""
+    ``/_stats``, ``POST /register``, ``/heartbeat``, ``/connect``, ``/update/node``.
+
+    ``write_guards`` are FastAPI dependencies (``Depends(...)``) run on every write route
+    after the registry-only check, e.g. one verifying a request signature.
+    """
     state = service.state
-    router = APIRouter()
+    router = APIRouter(route_class=_write_route(service))
 
     def require_registry(request: Request) -> None:
         if not state.registry:
@@ -75,6 +140,7 @@ def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closu
             )
 
     registry_only = [Depends(require_registry)]
+    writes = [*registry_only, *write_guards]
 
     @router.get("/")
     async def status() -> JSONResponse:
@@ -117,7 +183,7 @@ def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closu
         """Counters of the peering protocol (updates received, applied, ignored, sent, ...)."""
         return JSONResponse({**state.stats, "idle": service.idle, "peers": sorted(state.peers)})
 
-    @router.post("/register", dependencies=registry_only)
+    @router.post("/register", dependencies=writes)
     async def register(body: Annotated[NodeIn, Body()]) -> JSONResponse:
         """A node registers (or re-registers) its flows; the registry feeds it forward."""
         try:
@@ -130,10 +196,9 @@ def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closu
         received = len(body.flows or ())
         messages, out = state.register(node, received)
         service.dispatch(out)
-        service.save()
         return JSONResponse(service.status(messages))
 
-    @router.post("/heartbeat", dependencies=registry_only)
+    @router.post("/heartbeat", dependencies=writes)
     async def heartbeat(body: Annotated[HeartbeatIn, Body()]) -> JSONResponse:
         """A registered node is alive; 404 when this registry does not know it."""
         try:
@@ -144,7 +209,7 @@ def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closu
             raise HTTPException(404, detail=f"unknown node {url}: POST /register first")
         return JSONResponse({"url": url, "heartbeat": state.nodes[url].heartbeat})
 
-    @router.post("/connect", dependencies=registry_only)
+    @router.post("/connect", dependencies=writes)
     async def connect(body: Annotated[OfferIn, Body()]) -> JSONResponse:
         """A peer registry connects with its offer; with ``feed`` it gets this registry's offer."""
         try:
@@ -154,12 +219,15 @@ def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closu
             raise _invalid(exc) from None
         if sender == state.url:
             raise HTTPException(422, detail=f"{sender} cannot connect to itself")
+        if not state.can_add_peer(sender):
+            raise HTTPException(
+                503, detail=f"{state.url} has {state.max_peers} peers already: try another"
+            )
         reply, out = state.accept_connect(sender, body.organization, body.feed, nodes)
         service.dispatch(out)
-        service.save()
         return JSONResponse(reply)
 
-    @router.post("/update/node", dependencies=registry_only)
+    @router.post("/update/node", dependencies=writes)
     async def update_node(body: Annotated[UpdateIn, Body()]) -> JSONResponse:
         """A peer forwards node changes; applied and forwarded at most once per update id."""
         try:
@@ -172,7 +240,6 @@ def mesh_router(service: MeshService) -> APIRouter:  # noqa: PLR0915 - one closu
         except UnknownSenderError as exc:
             raise HTTPException(403, detail=str(exc)) from None
         service.dispatch(out)
-        service.save()
         return JSONResponse(service.status(messages))
 
     return router

@@ -1,19 +1,19 @@
-"""``run_service``: serve a mesh node/registry over HTTP with uvicorn (blocks until stopped)."""
+"""``run_service``: serve a mesh node/registry over HTTP with uvicorn (blocks until stopped).
+
+It composes its app with the shared HTTP pieces (``flowplex._asgi``), not with
+``flowplex.server``: the server is the composition root above the mesh, never below it.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ._loader import Loader
 from ._records import normalize_service_url
 
 __all__ = ["run_service"]
-
-logger = logging.getLogger("flowplex.mesh")
 
 
 def run_service(
@@ -31,7 +31,7 @@ def run_service(
     db: str | None = None,
     mounts: Mapping[str, Any] | None = None,
     log_level: str = "info",
-    **tuning: float,
+    **tuning: Any,
 ) -> None:
     """Serve a mesh node and/or registry at ``url`` (``http://host:port``) until SIGTERM/SIGINT.
 
@@ -43,19 +43,21 @@ def run_service(
       offers its nodes but asks for no feed back.
     - ``cache``: the registry's JSON state file; ``reset=True`` ignores it and starts empty.
 
-    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`
-    (``heartbeat_interval``, ``offline_after``, ``refresh_interval``, ``retry_initial``,
-    ``retry_max``, ``request_timeout``). ``reload`` exists for seed compatibility and must be
-    False. Run it in a ``multiprocessing.Process`` to keep going meanwhile; terminating the
-    process shuts it down cleanly (the cache is written on the way out).
+    ``tuning`` takes the keyword arguments of :class:`~flowplex.mesh.MeshService`: liveness
+    (``heartbeat_interval``, ``offline_after``, ``offline_remove_after``, ``clock_skew``),
+    retries (``refresh_interval``, ``retry_initial``, ``retry_max``), peer limits
+    (``request_timeout``, ``max_peers``, ``peer_concurrency``, ``peer_failures``,
+    ``peer_queue``), write limits (``write_rate``, ``write_burst``, ``max_register_bytes``,
+    ``max_peer_bytes``) and ``cache_interval``. ``reload`` is accepted for compatibility
+    with the original API and must be False. Run it in a ``multiprocessing.Process`` to keep
+    going meanwhile; terminating the process shuts it down cleanly (the cache is written on the
+    way out).
     """
     if reload:
         raise ConfigurationError("reload=True is not supported: restart the service instead.")
     base = normalize_service_url(url, "url", require_port=True)
-    parts = urlsplit(base)
-    import uvicorn
-
-    from ..server import create_app
+    from .._asgi import compose_app, listen, serve
+    from ._routes import mesh_router
     from ._service import MeshService
 
     service = MeshService(
@@ -71,24 +73,6 @@ def run_service(
         db=db,
         **tuning,
     )
-    app = create_app(mesh=service, mounts=mounts)
-    host = parts.hostname or "127.0.0.1"
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=parts.port or 0,
-        log_level=log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    except SystemExit as exc:
-        # uvicorn exits the process when the port is taken (and, in recent versions, when the
-        # lifespan fails to start); a caller of this function gets a flowplex error instead.
-        raise ConfigurationError(
-            f"the service at {base} did not start (see the log above)."
-        ) from exc
-    if not server.started:  # older uvicorn returns after a failed lifespan startup
-        raise ConfigurationError(f"the service at {base} did not start (see the log above).")
+    app = compose_app(routers=[mesh_router(service)], mounts=mounts, lifespans=[service.lifespan])
+    sock, _ = listen(base)
+    serve(app, sock, log_level=log_level)

@@ -1,4 +1,7 @@
-"""The serving runtime: nodes and client handles, dispatch, and the storage seam.
+"""The serving runtime: nodes and client handles, mounting, dispatch, and the storage seam.
+
+There is one runtime. A :class:`LocalRuntime` is a node of it on an in-memory database whose
+callers run the messages; a served node has dispatch workers (threads or processes) do it.
 
 What other packages use is exported here; the modules behind it are private. Backends are
 chosen by URL with :func:`open_backend`; the SQL ones are imported only when asked for, so
@@ -17,13 +20,15 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
+from ._client import Client
 from ._dispatch import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_DELIVERIES,
     Dispatcher,
     DispatchWorker,
 )
-from ._node import Client, Node, open_node, start_node, start_node_with_users
+from ._local import FlowRef, LocalRuntime, run_local
+from ._node import Node, open_node, start_node, start_node_with_users
 from ._open import open_backend
 
 __all__ = [
@@ -37,12 +42,15 @@ __all__ = [
     "Dispatcher",
     "EndpointRecord",
     "Envelope",
+    "FlowRef",
     "InstanceRecord",
+    "LocalRuntime",
     "Node",
     "ReplyRecord",
     "UserRecord",
     "open_backend",
     "open_node",
+    "run_local",
     "start_node",
     "start_node_with_users",
 ]

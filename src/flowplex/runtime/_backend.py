@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .._clock import SYSTEM_CLOCK, Clock
 
@@ -136,6 +136,8 @@ class Backend(ABC):
 
     #: The URL this backend was opened with (``memory://``, ``sqlite:///...``, ``postgresql://...``).
     url: str
+    #: True when nothing but this object sees the store (memory): no other process, no reopening.
+    volatile: ClassVar[bool] = False
     #: Where lease deadlines and creation times come from (``clock=`` when opening; tests pass
     #: a :class:`flowplex.testing.FakeClock`).
     clock: Clock = SYSTEM_CLOCK
@@ -203,7 +205,8 @@ class Backend(ABC):
         """Queue messages and store replies in one transaction.
 
         Messages to instances that do not exist are not queued; their flow ids are returned
-        (in order) so the caller can answer them with an error.
+        (in order) so the caller can answer them with an error. A future keeps the first reply
+        stored for it (in this batch or before): a flow that replies twice is answered once.
         """
 
     @abstractmethod

@@ -20,10 +20,10 @@ from typing import Any
 
 from .._clock import Clock
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
-from ..flows import Flow, error_reply, run_message
-from ..flows._transport import InstanceAddress
+from ..flows import Flow, InstanceAddress, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import DeadLetter, Delivery, InstanceRecord
+from ._client import never_arrives
 from ._node import Node, build_outgoing
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", "Dispatcher"]
@@ -128,6 +128,8 @@ class RunContext:
                 raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.")
             if dispatcher.stopping:
                 raise MessagingError("the worker is stopping; giving up waiting for a reply.")
+            if not helped and dispatcher.node.callers_run_everything:
+                raise never_arrives(future_id)
             if not helped:
                 wait = (
                     0.05 if deadline is None else max(0.0, min(0.05, deadline - clock.monotonic()))
@@ -135,7 +137,10 @@ class RunContext:
                 backend.wait_for_reply(future_id, wait)
 
     async def wait_reply_async(self, future_id: str, timeout: float | None) -> FlowMessage:
-        """As :meth:`wait_reply`, off the event loop."""
+        """As :meth:`wait_reply`, off the event loop (on it where callers run the messages:
+        they run one at a time, in one thread)."""
+        if self._dispatcher.node.caller_dispatchers:
+            return self.wait_reply(future_id, timeout)
         return await asyncio.to_thread(self.wait_reply, future_id, timeout)
 
 
@@ -252,7 +257,7 @@ class Dispatcher:
         config = instance.config
         if _has_placeholder(config):
             config = fill_secrets(config, self.secrets, f"flow instance {instance.flow_id}")
-        flow = cls(config)
+        flow = cls(config, None)  # the (flow_config, flow_state) a mount checked
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state

@@ -1,31 +1,43 @@
-"""Nodes and client handles: ``start_node``, ``start_node_with_users``, ``Node``, ``Client``."""
+"""Nodes: ``Node`` (serving, mounting, delivering), ``open_node``, ``start_node``,
+``start_node_with_users``."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..config import resolve_class_path
-from ..errors import FlowDefinitionError, FlowTimeoutError, MessagingError
-from ..flows import Flow
-from ..flows._transport import InstanceAddress
+from ..config import Settings, resolve_class_path
+from ..errors import (
+    ClassPathError,
+    FlowDefinitionError,
+    FlowplexError,
+    MessagingError,
+    UnknownInstanceError,
+)
+from ..flows import Flow, InstanceAddress
 from ..identity import generate_key_pair
 from ..messages import FlowMessage, ReplyMode
-from ._backend import Backend, Envelope, ReplyRecord, UserRecord
+from ._backend import (
+    Backend,
+    EndpointRecord,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+    UserRecord,
+)
+from ._client import Client
+from ._mount import MountRequest, mount, serve_local_subflows
 from ._open import open_backend
 
 if TYPE_CHECKING:
-    from ._dispatch import DispatchWorker
+    from ._dispatch import Dispatcher, DispatchWorker
 
-__all__ = ["Client", "Node", "open_node", "start_node", "start_node_with_users"]
+__all__ = ["Node", "build_outgoing", "open_node", "start_node", "start_node_with_users"]
 
 logger = logging.getLogger("flowplex.node")
 
@@ -33,9 +45,6 @@ _NODES: dict[str, Node] = {}
 _NODES_LOCK = threading.Lock()
 
 
-#: How long after sending a request its sender is expected to start running it (see
-#: Node.helpers): long enough to get from ``get_reply_future`` to ``get_data``.
-HELP_EXPECTED = 0.002
 #: How long worker threads leave new messages to a thread that is helping.
 HELPER_GRACE = 0.005
 
@@ -45,6 +54,10 @@ class Node:
 
     Get one through :func:`start_node` / :func:`start_node_with_users`, which reopen an
     existing node; several processes may open the same SQLite file or PostgreSQL database.
+
+    Users serve flow classes at endpoints (:meth:`serve`) and anyone on the node mounts
+    instances of them (:meth:`mount`); dispatchers run the instances' messages, in worker
+    threads or processes, or in the threads that wait on replies (:meth:`run_in_callers`).
     """
 
     def __init__(self, backend: Backend, path: Path | None, key: str) -> None:
@@ -52,9 +65,13 @@ class Node:
         self.path = path
         self._key = key
         self._workers: list[DispatchWorker] = []
+        # Dispatchers without a thread: whoever waits on a reply runs their messages.
+        self._caller_dispatchers: list[Dispatcher] = []
         self._classes: dict[str, type[Flow]] = {}
         self._lock = threading.Lock()
         self.closed = False
+        # A memory database lives in this process only: no other process runs its messages.
+        self.private = backend.volatile
         # Threads that wait on a reply and run messages meanwhile (Client.wait_reply), while
         # they are awake. Worker threads give them the first go at a new message: two threads
         # racing for it cost more (GIL and lock hand-offs) than one running it.
@@ -84,7 +101,10 @@ class Node:
         return any(u.user_id == user_id for u in self.backend.list_users())
 
     def flow_class(self, flow_class_name: str) -> type[Flow]:
-        """The Flow subclass a dotted path names (cached per node)."""
+        """The Flow subclass a dotted path names (or :meth:`register_flow_class` registered).
+
+        Raises :class:`~flowplex.ClassPathError` or :class:`~flowplex.FlowDefinitionError`.
+        """
         cls = self._classes.get(flow_class_name)
         if cls is None:
             obj = resolve_class_path(flow_class_name)
@@ -92,6 +112,189 @@ class Node:
                 raise FlowDefinitionError(f"{flow_class_name!r} is not a Flow class (got {obj!r}).")
             cls = self._classes[flow_class_name] = obj
         return cls
+
+    def register_flow_class(self, cls: type[Flow]) -> str:
+        """The name to serve ``cls`` under: its dotted path when that imports back to ``cls``.
+
+        A class no path reaches (defined inside a function, or shadowed since) is registered
+        with this node by object, under its dotted name (plus ``#2``, ``#3``... if another class
+        has that name already); only this process can then run it.
+        """
+        if not (isinstance(cls, type) and issubclass(cls, Flow)):
+            raise FlowDefinitionError(f"{cls!r} is not a Flow class.")
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        try:
+            if self.flow_class(name) is cls:
+                return name
+        except (ClassPathError, FlowDefinitionError):
+            pass
+        with self._lock:
+            for known, registered in self._classes.items():
+                if registered is cls:
+                    return known
+            unique, n = name, 1
+            while unique in self._classes:
+                n += 1
+                unique = f"{name}#{n}"
+            self._classes[unique] = cls
+        return unique
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def serve(
+        self,
+        user_id: str,
+        flow_class_name: str,
+        endpoint: str,
+        *,
+        dispatch_point: str = "default",
+        parallel_dispatch: bool = False,
+        singleton: bool = False,
+        with_subflows: bool = False,
+    ) -> bool:
+        """Serve ``flow_class_name`` at ``user_id``'s ``endpoint``; False if already served.
+
+        The class is imported now, so a bad path fails here rather than at the first mount.
+        ``with_subflows`` first serves, depth first, every subflow the same user serves (entries
+        with ``user_id`` absent or ``"local"``) at its ``flow_endpoint`` with its own
+        ``flow_class_name``, ``singleton``, ``parallel_dispatch`` and ``dispatch_point``; it
+        returns False (logging why, serving nothing more) if one lacks ``flow_endpoint`` or
+        ``flow_class_name``.
+        """
+        self.flow_class(flow_class_name)
+        if with_subflows and not serve_local_subflows(
+            self, user_id, flow_class_name, dispatch_point
+        ):
+            return False
+        record = EndpointRecord(
+            user_id=user_id,
+            endpoint=endpoint,
+            flow_class_name=flow_class_name,
+            singleton=bool(singleton),
+            parallel_dispatch=bool(parallel_dispatch),
+            dispatch_point=dispatch_point,
+            served=True,
+            created_at=time.time(),
+        )
+        if not self.backend.serve_endpoint(record):
+            logger.info("already serving at %s", endpoint)
+            return False
+        logger.info(
+            "started serving %s at %s (dispatch_point=%s, parallel_dispatch=%s, singleton=%s)",
+            flow_class_name,
+            endpoint,
+            dispatch_point,
+            parallel_dispatch,
+            singleton,
+        )
+        return True
+
+    def is_served(self, user_id: str, endpoint: str) -> bool:
+        """True if ``user_id`` serves ``endpoint`` (and has not unserved it)."""
+        record = self.backend.get_endpoint(user_id, endpoint)
+        return record is not None and record.served
+
+    def unserve(self, user_id: str, endpoint: str) -> bool:
+        """Stop serving ``endpoint``: instances keep working, new mounts fail. False if unknown."""
+        done = self.backend.set_served(user_id, endpoint, False)
+        if done:
+            logger.info("stopped serving at %s", endpoint)
+        return done
+
+    def endpoints(self, user_id: str) -> list[EndpointRecord]:
+        """``user_id``'s endpoints, served or not, in creation order."""
+        return self.backend.list_endpoints(user_id)
+
+    def instances(self, user_id: str, endpoint: str | None = None) -> list[InstanceRecord]:
+        """The instances ``user_id`` serves (on ``endpoint`` if given), in mount order."""
+        return self.backend.list_instances(user_id, endpoint)
+
+    def delete_endpoint(self, user_id: str, endpoint: str) -> list[str]:
+        """Delete an endpoint and every instance mounted on it; the deleted instance ids."""
+        ids = self.backend.delete_endpoint(user_id, endpoint)
+        for flow_id in ids:
+            logger.info("deleted flow instance %s", flow_id)
+        logger.info("deleted endpoint %s", endpoint)
+        return ids
+
+    def delete_instance(self, user_id: str, flow_id: str) -> bool:
+        """Delete an instance ``user_id`` serves; False if it serves none with that id."""
+        record = self._own_instance(user_id, flow_id)
+        if record is None or not self.backend.delete_instance(record.flow_id):
+            return False
+        logger.info("deleted flow instance %s", flow_id)
+        return True
+
+    def instance_metadata(self, user_id: str, flow_id: str) -> dict[str, str] | None:
+        """``{"flow_endpoint", "user_id"}`` of an instance ``user_id`` serves, else None.
+
+        ``user_id`` in the answer is the client that mounted it (``"local"``: the server).
+        """
+        record = self._own_instance(user_id, flow_id)
+        if record is None:
+            return None
+        return {"flow_endpoint": record.endpoint, "user_id": record.client_id}
+
+    def instance_state(self, user_id: str, flow_id: str) -> dict[str, Any]:
+        """The persisted ``flow_state`` of an instance ``user_id`` serves.
+
+        Raises :class:`~flowplex.UnknownInstanceError` for an unknown id or another user's
+        instance: users cannot read each other's state.
+        """
+        record = self._own_instance(user_id, flow_id)
+        if record is None:
+            raise UnknownInstanceError(f"user {user_id} serves no flow instance {flow_id}.")
+        return record.state
+
+    def _own_instance(self, user_id: str, flow_id: str) -> InstanceRecord | None:
+        record = self.backend.get_instance(str(flow_id))
+        return record if record is not None and record.user_id == user_id else None
+
+    def mount(
+        self,
+        requester: str,
+        serving_user: str,
+        endpoint: str,
+        config_overrides: Mapping[str, Any] | None = None,
+        initial_state: Mapping[str, Any] | None = None,
+        dispatch_point_override: str | None = None,
+        *,
+        compose_locally: bool = False,
+    ) -> str:
+        """Mount an instance of what ``serving_user`` serves at ``endpoint``; its id.
+
+        ``requester`` is the user asking. A new instance per call, unless the endpoint is a
+        singleton: then everybody gets its one instance (and ``config_overrides`` are ignored).
+        ``config_overrides`` are deep-merged over the class's default config; ``initial_state``
+        over the state ``set_up_flow_state`` builds; ``dispatch_point_override`` moves the
+        instance to another worker pool. Subflows of a composite are mounted first, and
+        everything is committed in one transaction, or nothing.
+
+        ``compose_locally`` is how a :class:`~flowplex.LocalRuntime` composes: every subflow is
+        ``serving_user``'s, whatever its ``user_id`` says, at its ``flow_endpoint`` (or, lacking
+        one, its key), and an endpoint nobody serves yet is served on first use from the
+        subflow's ``flow_class_name`` (so the first entry naming an endpoint defines it).
+
+        Raises :class:`~flowplex.FlowInstanceError` with the reason for any failure of the
+        flow or its subflows ("Not serving at {endpoint}.", "Failed to get instance of
+        subflow {key}.", a constructor or ``set_up_flow_state`` that raised, ...).
+        """
+        if config_overrides is not None and not isinstance(config_overrides, Mapping):
+            raise FlowplexError("config_overrides must be a mapping.")
+        if initial_state is not None and not isinstance(initial_state, Mapping):
+            raise FlowplexError("initial_state must be a mapping.")
+        request = MountRequest(
+            requester=requester,
+            serving_user=serving_user,
+            endpoint=endpoint,
+            config_overrides=config_overrides,
+            initial_state=initial_state,
+            dispatch_point_override=dispatch_point_override,
+            compose_locally=compose_locally,
+        )
+        return mount(self, request)
+
+    # -- running ----------------------------------------------------------------------------
 
     def register_worker(self, worker: DispatchWorker) -> None:
         """Track a worker thread so :meth:`close` stops it."""
@@ -120,6 +323,27 @@ class Node:
         finally:
             with self._helpers_lock:
                 self.helpers -= 1
+
+    def run_in_callers(self, dispatcher: Dispatcher) -> None:
+        """Let every thread that waits on a reply run ``dispatcher``'s messages meanwhile.
+
+        The dispatcher gets no thread of its own: its messages run only while someone waits
+        (or calls :meth:`Dispatcher.run_batch`). On a private (memory) node with no worker
+        threads, a wait that finds nothing to run raises at once: the reply cannot come.
+        """
+        with self._lock:
+            self._caller_dispatchers.append(dispatcher)
+
+    @property
+    def caller_dispatchers(self) -> list[Dispatcher]:
+        """The dispatchers run by waiting threads (see :meth:`run_in_callers`)."""
+        return self._caller_dispatchers
+
+    @property
+    def callers_run_everything(self) -> bool:
+        """True when only the threads waiting on replies run this node's messages: nothing
+        else can answer a request (a private node, no worker threads, caller dispatchers)."""
+        return self.private and bool(self._caller_dispatchers) and not self._workers
 
     @property
     def has_workers(self) -> bool:
@@ -222,134 +446,6 @@ def build_outgoing(
     return envelopes, records, sent
 
 
-class Client:
-    """A user's handle on a node (``cl`` in the serving API).
-
-    It is also the transport for proxies held by user code: messages sent through them are
-    committed at once, and futures wait on the node's database.
-    """
-
-    __slots__ = ("_user_id", "node")
-
-    def __init__(self, node: Node, user_id: str) -> None:
-        self.node = node
-        self._user_id = user_id
-
-    def get_user_id(self) -> str:
-        """This user's id: the hex Ed25519 public key."""
-        return self._user_id
-
-    @property
-    def user_id(self) -> str:
-        """Same as :meth:`get_user_id`."""
-        return self._user_id
-
-    # -- Transport --------------------------------------------------------------------------
-
-    def send(self, target: InstanceAddress, message: FlowMessage) -> None:
-        """Queue ``message`` for ``target`` (committed before this returns)."""
-        node = self.node
-        if node.has_workers:
-            # The sender usually waits on the reply next, running the message itself: the
-            # worker threads woken by this message leave it that moment.
-            node.help_expected_until = time.monotonic() + HELP_EXPECTED
-        node.deliver(requests=[(target, message)])
-
-    def send_reply(self, reply: FlowMessage) -> None:
-        """Route a reply (user code rarely sends one; flows do, through their worker)."""
-        self.node.deliver(replies=[reply])
-
-    def poll_reply(self, future_id: str) -> FlowMessage | None:
-        """The reply for ``future_id`` if it has arrived (taken: a second poll gets None)."""
-        body = self.node.backend.take_reply(future_id)
-        return None if body is None else FlowMessage.from_json(body)
-
-    def peek_reply(self, future_id: str) -> FlowMessage | None:
-        """The reply for ``future_id`` if it has arrived, left in place until
-        :meth:`discard_reply`: for callers that must save what they did with it first."""
-        body = self.node.backend.peek_reply(future_id)
-        return None if body is None else FlowMessage.from_json(body)
-
-    def discard_reply(self, future_id: str) -> None:
-        """Drop the reply for ``future_id`` (once its reader has saved its effect)."""
-        self.node.backend.take_reply(future_id)
-
-    def wait_reply(self, future_id: str, timeout: float | None) -> FlowMessage:
-        """Wait for the reply for ``future_id``; :class:`FlowTimeoutError` after ``timeout`` s.
-
-        While it waits, this thread runs claimable messages for the dispatch workers this
-        process runs on the node (same pools, same secrets): a request served in-process is
-        then answered without a thread hand-off.
-        """
-        if timeout is None and self.node.has_workers:
-            while True:
-                with self.node.helping():
-                    reply = self._help_until_reply(future_id)
-                if reply is not None:
-                    return reply
-                self.node.backend.wait_for_reply(future_id, 1.0)
-        # Helping runs a message of unknown length, so a bounded wait does not help: it must
-        # return when its timeout says.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            reply = self._poll_open(future_id)
-            if reply is not None:
-                return reply
-            wait = 1.0
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise FlowTimeoutError(
-                        f"no reply for future {future_id} within {timeout} s: is a dispatch "
-                        f"worker running for the flow's dispatch point?"
-                    )
-            self.node.backend.wait_for_reply(future_id, min(wait, 1.0))
-
-    def _poll_open(self, future_id: str) -> FlowMessage | None:
-        """:meth:`poll_reply`, raising once the node is closed (no reply can come then)."""
-        reply = self.poll_reply(future_id)
-        if reply is None and self.node.closed:
-            raise MessagingError("the node was closed while waiting for a reply.")
-        return reply
-
-    def _help_until_reply(self, future_id: str) -> FlowMessage | None:
-        """Run claimable messages until the reply is in (returned), or none is left (None).
-
-        It runs a message before it first looks for the reply: a caller usually waits just
-        after sending, when the reply cannot be in yet, and the look costs a round trip.
-        """
-        while True:
-            helped = self._help()
-            reply = self._poll_open(future_id)
-            if reply is not None or not helped:
-                return reply
-
-    def _help(self) -> bool:
-        """Run one claimable message of an in-process worker's pool; False if there was none."""
-        for worker in self.node.workers:
-            dispatcher = worker.dispatcher
-            if not dispatcher.stopping and dispatcher.run_batch(limit=1):
-                return True
-        return False
-
-    async def wait_reply_async(self, future_id: str, timeout: float | None) -> FlowMessage:
-        """As :meth:`wait_reply`, in a thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.wait_reply, future_id, timeout)
-
-    def __repr__(self) -> str:
-        return f"<Client user={self._user_id[:16]}… node={self.node.url}>"
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Client)
-            and other.node is self.node
-            and other.get_user_id() == self._user_id
-        )
-
-    def __hash__(self) -> int:
-        return hash((id(self.node), self._user_id))
-
-
 def _node_key(url: str) -> str | None:
     """A key identifying the database, or None if it cannot be shared (volatile)."""
     from ..db import DatabaseURL
@@ -360,18 +456,22 @@ def _node_key(url: str) -> str | None:
 def open_node(db: str | None = None, path: str | Path | None = None) -> Node:
     """Open (or reopen) the node whose database is ``db``, files in ``path``.
 
-    ``db`` defaults to ``FLOWPLEX_DB``, else a SQLite file in ``path``; ``path`` defaults to a
-    fresh temporary directory. Within one process the same database gives the same Node.
+    The defaults are the settings' (:meth:`flowplex.Settings.from_env`), so with neither
+    argument this is the node the ``flowplex`` command works on: files in ``FLOWPLEX_HOME``
+    (``./.flowplex``), database ``FLOWPLEX_DB`` or a SQLite file there. With only ``path``,
+    the database is ``FLOWPLEX_DB`` or a SQLite file in ``path``. Within one process the same
+    database gives the same Node.
     """
     node_path = Path(path) if path is not None else None
     if db is None:
-        db = os.environ.get("FLOWPLEX_DB") or None
-    if db is None:
+        settings = Settings.from_env()
+        db = settings.db_url
         if node_path is None:
-            node_path = Path(tempfile.mkdtemp(prefix="flowplex-node-"))
-        db = f"sqlite:///{node_path / 'flowplex.db'}"
-    if node_path is not None:
-        node_path.mkdir(parents=True, exist_ok=True)
+            node_path = settings.home
+        elif db == _sqlite_in(settings.home):  # no FLOWPLEX_DB: the file goes in ``path``
+            db = _sqlite_in(node_path)
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
     key = _node_key(db)
     with _NODES_LOCK:
         if key is not None and key in _NODES and not _NODES[key].closed:
@@ -380,6 +480,11 @@ def open_node(db: str | None = None, path: str | Path | None = None) -> Node:
         if key is not None:
             _NODES[key] = node
         return node
+
+
+def _sqlite_in(home: Path) -> str:
+    """The default database of a node whose files are in ``home`` (as the settings say)."""
+    return Settings.from_env({"FLOWPLEX_HOME": str(home)}).db_url
 
 
 def start_node_with_users(
@@ -401,9 +506,10 @@ def start_node_with_users(
 def start_node(path: str | Path | None = None, db: str | None = None) -> Client:
     """Start (or reopen) a node and return the handle of its first user.
 
-    ``path`` holds the node's files (a fresh temporary directory when None); ``db`` picks the
-    backend: ``"memory://"``, ``"sqlite:///file.db"`` (the default: a file in ``path``, or
-    ``FLOWPLEX_DB`` when set) or ``"postgresql://..."``. Reopening an existing node gives back
-    its users, endpoints, instances, state and queued messages.
+    ``path`` holds the node's files (default: ``FLOWPLEX_HOME``, else ``./.flowplex``, the
+    node the ``flowplex`` command uses); ``db`` picks the backend: ``"memory://"``,
+    ``"sqlite:///file.db"`` (the default: ``FLOWPLEX_DB`` when set, else a file in ``path``) or
+    ``"postgresql://..."``. Reopening an existing node gives back its users, endpoints,
+    instances, state and queued messages.
     """
     return start_node_with_users(1, path, db)[0]

@@ -60,6 +60,8 @@ class MemoryBackend(Backend):
     """Everything in this process's memory; see the module doc. Lease deadlines and creation
     times are read from ``clock`` (the system clock by default)."""
 
+    volatile = True
+
     def __init__(self, url: str = "memory://", *, clock: Clock | None = None) -> None:
         self.url = url
         self.clock = clock or SYSTEM_CLOCK
@@ -199,7 +201,7 @@ class MemoryBackend(Backend):
             )
             points.add(rec.dispatch_point)
         for reply in replies:
-            self._replies[reply.future_id] = reply.body
+            self._replies.setdefault(reply.future_id, reply.body)  # the first reply wins
         return unknown
 
     def _notify(self, points: set[str], replies: Sequence[ReplyRecord]) -> None:

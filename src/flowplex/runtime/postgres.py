@@ -143,7 +143,7 @@ _PUT_REPLIES = f"""
 WITH stored AS (
     INSERT INTO replies (future_id, body, created_at)
     SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])
-    ON CONFLICT (future_id) DO UPDATE SET body = excluded.body, created_at = excluded.created_at
+    ON CONFLICT (future_id) DO NOTHING
     RETURNING future_id
 )
 SELECT count(*) FROM stored CROSS JOIN LATERAL pg_notify('{REPLIES_CHANNEL}', stored.future_id)
@@ -598,9 +598,11 @@ class _Put:
                 self._locked = conn.execute(_LOCK_INSTANCES, (sorted(set(flows)),))
             self._queued = conn.execute(_ENQUEUE, (flows, [env.body for env in envelopes]))
         if replies:
-            # One row per future (the last reply wins), as ON CONFLICT cannot touch a row twice.
-            latest = {r.future_id: r.body for r in replies}
-            conn.execute(_PUT_REPLIES, (list(latest), list(latest.values()), [now] * len(latest)))
+            # One row per future (the first reply wins), as ON CONFLICT cannot touch a row twice.
+            first: dict[str, str] = {}
+            for r in replies:
+                first.setdefault(r.future_id, r.body)
+            conn.execute(_PUT_REPLIES, (list(first), list(first.values()), [now] * len(first)))
 
     def outcome(self) -> tuple[list[str], list[str]]:
         """The unknown flow ids (in envelope order) and the dispatch points that got messages."""

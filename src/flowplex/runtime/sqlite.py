@@ -75,7 +75,7 @@ RETURNING dispatch_point
 """
 _PUT_REPLY = """
 INSERT INTO replies (future_id, body, created_at) VALUES (?, ?, ?)
-ON CONFLICT (future_id) DO UPDATE SET body = excluded.body, created_at = excluded.created_at
+ON CONFLICT (future_id) DO NOTHING
 """
 _CLAIMABLE = "m.dispatch_point = ? AND m.head = 1 AND m.lease_until <= ?"
 _PEEK = f"SELECT 1 FROM messages AS m WHERE {_CLAIMABLE} LIMIT 1"

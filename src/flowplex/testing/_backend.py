@@ -516,12 +516,14 @@ def check_release(open_backend: Opener) -> None:
 
 
 def check_replies(open_backend: Opener) -> None:
-    """take_reply removes and returns a reply; a later one for the same future replaces it."""
+    """take_reply removes and returns a reply; the first one stored for a future wins, within
+    one batch or across commits (a flow that replies twice is answered by its first reply)."""
     with opened(open_backend) as b:
         assert b.take_reply("nothing") is None
-        assert b.enqueue([], [ReplyRecord("f", "one"), ReplyRecord("g", "gee")]) == []
+        batch = [ReplyRecord("f", "one"), ReplyRecord("g", "gee"), ReplyRecord("g", "again")]
+        assert b.enqueue([], batch) == []
         b.enqueue([], [ReplyRecord("f", "two")])
-        assert b.take_reply("f") == "two"
+        assert b.take_reply("f") == "one"
         assert b.take_reply("f") is None
         assert b.take_reply("g") == "gee"
 

@@ -1,9 +1,9 @@
 """The engine's commands: ``flowplex runs ...`` and ``flowplex runner``.
 
-Runs live in the node database (``--db``, else ``FLOWPLEX_DB``, else the embedded SQLite file
-in ``FLOWPLEX_HOME``). ``call`` tasks reach the serving runtime through a client of that same
-node, opened when the first ``call`` task runs; a dispatch worker for the called flow must be
-running (``flowplex worker``).
+Runs live in the node database (``--db``, else ``FLOWPLEX_DB``, else the SQLite file in the
+home). ``call`` tasks reach the serving runtime through a client of that same node, opened when
+the first ``call`` task runs; a dispatch worker for the called flow must be running
+(``flowplex worker``).
 """
 
 from __future__ import annotations
@@ -19,34 +19,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 from rich.tree import Tree
 
 from ..config import Settings, load_yaml
 from ..db import DatabaseURL
-from ._engine import FlowEngine
-from ._errors import EngineError
-from ._graph import COMPLETED, FAILED, FINISHED, ROOT_KEY, RUNNING, TaskFlow
+from ..engine import ROOT_KEY, EngineError, FlowEngine, Status, TaskFlow
+from ..runtime import Client
+from ._common import (
+    DbOption,
+    HomeOption,
+    PathOption,
+    add_import_paths,
+    console,
+    err_console,
+    open_client,
+    require_database,
+    settings,
+)
 
 if TYPE_CHECKING:
-    from ..runtime import Client
-    from ._runner import FlowRunner
-    from ._store import FlowStore
+    from ..engine import FlowRunner, FlowStore
 
-__all__ = ["register", "runner_command", "runs_app"]
+__all__ = ["register"]
+
+COMPLETED, FAILED, RUNNING = Status.COMPLETED, Status.FAILED, Status.RUNNING
+FINISHED = frozenset({COMPLETED, FAILED})
 
 runs_app = typer.Typer(
-    help="Task-graph flow runs (seed 003): create, list, show and tick them.",
+    help="Task-graph flow runs: create, list, show and tick them.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (default: FLOWPLEX_DB, else SQLite in FLOWPLEX_HOME)."),
-]
 LeaseOption = Annotated[
     float, typer.Option(min=0.05, help="Seconds a claimed flow stays reserved to this process.")
 ]
@@ -60,29 +64,28 @@ def register(app: typer.Typer) -> None:
     app.command("runner")(runner_command)
 
 
-def _url(db: str | None) -> tuple[str, Path | None]:
-    settings = Settings.from_env()
-    url = db or settings.db_url
-    if DatabaseURL.parse(url).volatile:
+def _settings(home: Path | None, db: str | None, *, read_only: bool = False) -> Settings:
+    resolved = settings(home, db)
+    if DatabaseURL.parse(resolved.db_url).volatile:
         raise typer.BadParameter(
             "runs need a database that outlives the command: use a SQLite file or PostgreSQL."
         )
-    return url, settings.home if url == settings.db_url else None
+    if read_only:
+        require_database(resolved.db_url)
+    return resolved
 
 
-def _store(url: str) -> FlowStore:
-    from ._store import FlowStore
+def _store(resolved: Settings) -> FlowStore:
+    from ..engine import FlowStore
 
-    store = FlowStore(url)
+    store = FlowStore(resolved.db_url)
     store.ensure_tables()
     return store
 
 
-def _engine(store: FlowStore, url: str, home: Path | None) -> FlowEngine:
+def _engine(store: FlowStore, resolved: Settings) -> FlowEngine:
     def client() -> Client:
-        from ..runtime import start_node_with_users
-
-        return start_node_with_users(1, path=home, db=url)[0]
+        return open_client(resolved)
 
     return FlowEngine(store=store, client=client)
 
@@ -101,8 +104,11 @@ def _progress(flow: TaskFlow) -> str:
 def create(
     file: Annotated[Path, typer.Argument(help="Flow spec file: YAML, or JSON (.json).")],
     db: DbOption = None,
+    home: HomeOption = None,
+    path: PathOption = None,
 ) -> None:
     """Store a new run from a flow spec; print its key."""
+    add_import_paths(path or ())
     if not file.is_file():
         raise typer.BadParameter(f"no such file: {file}")
     if not file.read_bytes().strip():
@@ -115,8 +121,7 @@ def create(
     else:
         spec = load_yaml(file)
     flow = TaskFlow.from_flow_spec(spec)
-    url, _ = _url(db)
-    store = _store(url)
+    store = _store(_settings(home, db))
     try:
         console.print(store.create_flow(flow), highlight=False, soft_wrap=True)
     finally:
@@ -131,14 +136,14 @@ def ls(
     label: Annotated[str | None, typer.Option(help="Only runs with this label.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
     db: DbOption = None,
+    home: HomeOption = None,
 ) -> None:
     """List runs, newest first."""
     statuses = [s.upper() for s in status or []]
     unknown = sorted(set(statuses) - {"PENDING", "RUNNING", "COMPLETED", "FAILED"})
     if unknown:
         raise typer.BadParameter(f"unknown status {unknown}: use PENDING, RUNNING, ...")
-    url, _ = _url(db)
-    store = _store(url)
+    store = _store(_settings(home, db, read_only=True))
     try:
         flows = store.query_flows(
             status=statuses or None, label=label, descending=True, limit=limit
@@ -159,10 +164,10 @@ def ls(
 def show(
     key: Annotated[str, typer.Argument(help="The run's key (flow:...).")],
     db: DbOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Show a run's task tree with statuses (and its errors)."""
-    url, _ = _url(db)
-    store = _store(url)
+    store = _store(_settings(home, db, read_only=True))
     try:
         flow = store.get_flow(key)
     finally:
@@ -217,6 +222,8 @@ def tick(
         bool, typer.Option("--json", help="Print the flow dict(s) as JSON.")
     ] = False,
     db: DbOption = None,
+    home: HomeOption = None,
+    path: PathOption = None,
 ) -> None:
     """Tick runs and print where they stand.
 
@@ -224,21 +231,22 @@ def tick(
     its child runs until it finishes. Without KEY: one runner round (every claimable run
     ticked as far as it goes now), or rounds until no run is PENDING or RUNNING.
     """
-    from ._runner import FlowRunner
+    from ..engine import FlowRunner
 
-    url, home = _url(db)
-    store = _store(url)
+    add_import_paths(path or ())
+    resolved = _settings(home, db)
+    store = _store(resolved)
     try:
         if key is None:
             keys = [f.key for f in store.query_flows(status=["PENDING", "RUNNING"]) if f.key]
             # One round takes every run listed (a runner's default would take only ten).
             runner = FlowRunner(
-                store, _engine(store, url, home), lease=lease, max_flows_per_tick=max(1, len(keys))
+                store, _engine(store, resolved), lease=lease, max_flows_per_tick=max(1, len(keys))
             )
             _run_all(runner, until_finished, max_ticks, interval)
         else:
             keys = [key]
-            runner = FlowRunner(store, _engine(store, url, home), lease=lease)
+            runner = FlowRunner(store, _engine(store, resolved), lease=lease)
             _run_one(runner, key, until_finished, max_ticks, interval)
         flows = [store.get_flow(k) for k in keys]
     finally:
@@ -332,13 +340,16 @@ def runner_command(
         float, typer.Option(min=0.0, help="Seconds to wait after a round with nothing to do.")
     ] = 0.5,
     max_flows: Annotated[int, typer.Option(min=1, help="Flows claimed per round.")] = 10,
+    home: HomeOption = None,
+    path: PathOption = None,
 ) -> None:
     """Run task-graph flows from the database until SIGINT/SIGTERM (then finish the round)."""
-    from ._runner import FlowRunner
+    from ..engine import FlowRunner
 
-    url, home = _url(db)
-    store = _store(url)
-    runner = FlowRunner(store, _engine(store, url, home), lease=lease, max_flows_per_tick=max_flows)
+    add_import_paths(path or ())
+    resolved = _settings(home, db)
+    store = _store(resolved)
+    runner = FlowRunner(store, _engine(store, resolved), lease=lease, max_flows_per_tick=max_flows)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -1,0 +1,172 @@
+"""``flowplex registry`` and ``flowplex up``: flowplex's HTTP services from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+from ..config import Settings
+from ._common import (
+    DbOption,
+    HomeOption,
+    PathOption,
+    UrlOption,
+    add_import_paths,
+    err_console,
+    settings,
+)
+
+__all__ = ["register"]
+
+OrgOption = Annotated[str | None, typer.Option("--organization", "-o", help="Organization name.")]
+ConnectOption = Annotated[
+    list[str] | None,
+    typer.Option("--connect", "-c", help="A registry to connect to (repeatable)."),
+]
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache",
+        help="Registry state file (default: registry.json in the home).",
+        show_default=False,
+    ),
+]
+ResetOption = Annotated[bool, typer.Option("--reset", help="Ignore the cache and start empty.")]
+HeartbeatOption = Annotated[
+    float,
+    typer.Option(
+        "--heartbeat",
+        min=0.05,
+        help="Heartbeat interval in seconds; a node silent for three intervals is listed offline.",
+    ),
+]
+OfflineRemoveOption = Annotated[
+    float,
+    typer.Option(
+        "--offline-remove-after",
+        min=0,
+        help="Seconds after which an offline node leaves the listing (0: keep it).",
+    ),
+]
+
+
+def _remove_after(seconds: float) -> float | None:
+    return seconds or None
+
+
+def _advertised(url: str) -> str:
+    """``url``, refused when its port is 0: the mesh advertises it, so it must be the real one."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return url  # the mesh names what is wrong with it
+    if port == 0:
+        raise typer.BadParameter(f"{url}: peers reach this service at its URL; give a real port.")
+    return url
+
+
+def _cache_path(cache: Path | None, resolved: Settings) -> str:
+    return str(cache if cache is not None else resolved.home / "registry.json")
+
+
+def registry(
+    url: UrlOption = "http://127.0.0.1:3366",
+    organization: OrgOption = None,
+    connect: ConnectOption = None,
+    cache: CacheOption = None,
+    reset: ResetOption = False,
+    provider: Annotated[
+        bool, typer.Option("--provider", help="Offer this registry's nodes, take no feed back.")
+    ] = False,
+    heartbeat: HeartbeatOption = 10.0,
+    offline_remove_after: OfflineRemoveOption = 86400.0,
+    home: HomeOption = None,
+) -> None:
+    """Run a mesh registry: nodes register their flows, peers exchange updates."""
+    from .._asgi import listen, serve
+    from ..mesh import MeshService
+    from ..server import create_app
+
+    resolved = settings(home)
+    path = _cache_path(cache, resolved)
+    service = MeshService(
+        _advertised(url),
+        organization,
+        node=False,
+        registry=True,
+        provider=provider,
+        connect=connect or (),
+        cache=path,
+        reset=reset,
+        heartbeat_interval=heartbeat,
+        offline_remove_after=_remove_after(offline_remove_after),
+    )
+    sock, _ = listen(service.state.url, "flowplex registry")
+    err_console.print(
+        f"flowplex registry at [bold]{service.state.url}[/] (cache {path})", highlight=False
+    )
+    serve(create_app(mesh=service), sock, log_level=resolved.log_level)
+
+
+def up(
+    url: UrlOption = "http://127.0.0.1:3366",
+    db: DbOption = None,
+    home: HomeOption = None,
+    organization: OrgOption = None,
+    connect: ConnectOption = None,
+    cache: CacheOption = None,
+    reset: ResetOption = False,
+    heartbeat: HeartbeatOption = 10.0,
+    offline_remove_after: OfflineRemoveOption = 86400.0,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Dispatch worker threads running the node's messages.")
+    ] = 1,
+    opstore: Annotated[
+        bool, typer.Option("--opstore/--no-opstore", help="Serve the op store at /opstore.")
+    ] = True,
+    path: PathOption = None,
+) -> None:
+    """Serve the node over HTTP: registry, dashboard, dispatch workers and op store.
+
+    The node's served endpoints are its flows in the mesh (re-read every two seconds); the
+    dashboard is the HTML listing at /flows?format=html. ``--workers`` dispatch worker threads
+    run the messages of every user's instances on the node, and the op store (its artifacts in
+    the home's artifacts folder, its rows in the node database) answers at /opstore/v1/....
+    """
+    from .._asgi import listen, serve
+    from ..server import NodeServer
+
+    add_import_paths(path or ())
+    resolved = settings(home, db)
+    with NodeServer(
+        _advertised(url),
+        resolved.db_url,
+        resolved.home,
+        organization=organization,
+        connect=connect or (),
+        cache=_cache_path(cache, resolved),
+        reset=reset,
+        workers=workers,
+        opstore=opstore,
+        heartbeat_interval=heartbeat,
+        offline_remove_after=_remove_after(offline_remove_after),
+    ) as server:
+        sock, base = listen(server.url, "flowplex up")
+        err_console.print(
+            f"flowplex up: node + registry at [bold]{base}[/], node database "
+            f"{resolved.db_url}, {workers} dispatch worker(s)\n"
+            f"dashboard: {base}/flows?format=html"
+            + (f"\nop store: {base}/opstore" if opstore else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        serve(server.app, sock, log_level=resolved.log_level)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``registry`` and ``up`` to the root command."""
+    app.command("registry")(registry)
+    app.command("up")(up)

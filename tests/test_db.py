@@ -393,3 +393,24 @@ def test_runtime_backends_raise_duplicate_key_errors_through_the_translator(
         assert caught.value.__cause__ is None  # the message names the user instead
     finally:
         backend.close()
+
+
+def test_a_node_on_a_password_url_never_shows_the_password(pg_url: str) -> None:
+    """The node's URL, as client handles, messages and stored run data show it, hides the
+    password (the test server trusts local connections, so any password opens it)."""
+    import flowplex
+    from flowplex import serving
+    from flowplex.errors import FlowInstanceError
+
+    url = pg_url.replace("://postgres@", "://postgres:s3cret-pw@", 1)
+    assert "s3cret-pw" in url
+    cl = flowplex.start_node(db=url)
+    try:
+        assert cl.node.backend.url == url
+        assert "s3cret-pw" not in cl.node.url and "postgres:***@" in cl.node.url
+        assert "s3cret-pw" not in repr(cl)
+        with pytest.raises(FlowInstanceError) as caught:
+            serving.get_flow_instance(cl, "nothing", user_id="ab" * 32)
+        assert "s3cret-pw" not in str(caught.value)
+    finally:
+        cl.node.close()

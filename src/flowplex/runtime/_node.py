@@ -82,8 +82,11 @@ class Node:
 
     @property
     def url(self) -> str:
-        """The database URL."""
-        return self.backend.url
+        """The database URL, its password (if any) hidden: fit for messages, logs and stored
+        run data (``backend.url`` is the URL as given)."""
+        from ..db import redact
+
+        return redact(self.backend.url)
 
     def users(self) -> list[Client]:
         """A client handle for every user of the node, oldest first."""

@@ -21,6 +21,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from ..config import Settings
+from ..db import redact
 from ..errors import ConfigurationError
 from ..runtime import Client, Node, open_node, start_node_with_users
 
@@ -150,7 +151,7 @@ def _find_user(node: Node, user: str, url: str) -> Client:
     for cl in node.users():
         if cl.get_user_id() == user:
             return cl
-    raise typer.BadParameter(f"no user {user} on the node at {url}.")
+    raise typer.BadParameter(f"no user {user} on the node at {redact(url)}.")
 
 
 def parse_json_object(text: str, what: str) -> dict[str, Any]:

@@ -84,8 +84,13 @@ example = pytest.mark.timeout(60)
 
 
 @example
-def test_helpful_utils(examples_on: list[Client], capsys: pytest.CaptureFixture[str]) -> None:
-    cl = run_example("helpful_utils", examples_on)
+def test_helpful_utils(
+    examples_on: list[Client],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="flowplex"):
+        cl = run_example("helpful_utils", examples_on)
     out = capsys.readouterr().out
     lines = out.splitlines()
 
@@ -109,6 +114,8 @@ def test_helpful_utils(examples_on: list[Client], capsys: pytest.CaptureFixture[
     ) in out
     assert sequential_id in instances[0]
     assert cl.node.endpoints(user) == [] and cl.node.instances(user) == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "deleted endpoint reverse_number_sequential" in caplog.messages
 
 
 @example
@@ -566,3 +573,38 @@ def test_subflow_futures_answer_like_aiflows_too(
         flow.get_reply_future(flow.package_input_message({"number": 12})).get_data(TIMEOUT)
     assert info.value.remote_type == "KeyError"
     assert "output_number" in info.value.remote_message
+
+
+# -- the migration page ---------------------------------------------------------------------------
+
+
+def test_the_migration_page_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from docsnippets import python_blocks
+
+    before, after, native_flow, native_script = python_blocks("From aiflows")
+    # The whole migration is the import swap.
+    assert "from aiflows." in before
+    assert after == before.replace("aiflows", "flowplex.compat.aiflows")
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    namespace: dict[str, Any] = {}
+    exec(after, namespace)  # the page's own code
+    namespace["cl"].node.close()
+    assert capsys.readouterr().out == "{'output_number': 4321}\n"
+
+    (tmp_path / "reverse_number.py").write_text(native_flow)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace = {}
+    exec(native_script, namespace)
+    namespace["cl"].node.close()
+    assert capsys.readouterr().out == "{'output_number': 4321}\n"
+
+
+def test_the_key_interface_of_the_migration_page() -> None:
+    data = {"a": 1, "c": 2}
+    compat = KeyInterface(keys_to_rename={"a": "b"}, keys_to_select=["b"])
+    native = flowplex.KeyInterface(rename={"a": "b"}, select=("b",))
+    assert compat(data) == native(data) == {"b": 1}

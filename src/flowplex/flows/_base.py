@@ -46,7 +46,7 @@ class Flow:
     default_config: ClassVar[Mapping[str, Any] | None] = {"private_keys": []}
 
     #: Whether ``input_interface`` / ``output_interface`` in the config are applied. Classes that
-    #: keep them as documentation only (the aiflows compatibility classes) set it to False.
+    #: keep them as documentation only (those of :mod:`flowplex.compat`) set it to False.
     apply_config_interfaces: ClassVar[bool] = True
 
     def __init__(

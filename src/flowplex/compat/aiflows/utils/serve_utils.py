@@ -1,29 +1,14 @@
-"""``aiflows.utils.serve_utils``: the name :mod:`.serving` had before aiflows 1.1."""
+"""``aiflows.utils.serve_utils``: the name :mod:`.serving` had before aiflows 1.1.
 
-from .serving import (
-    DEFAULT_DISPATCH_POINT,
-    FlowInstanceException,
-    _get_local_flow_instance_metadata,
-    delete_all_flow_endpoints,
-    delete_flow_endpoint,
-    delete_flow_instance,
-    get_flow_instance,
-    is_flow_served,
-    recursive_serve_flow,
-    serve_flow,
-    unserve_flow,
-)
+Every name is looked up in :mod:`.serving`, so the two stay one module's functions.
+"""
 
-__all__ = [
-    "DEFAULT_DISPATCH_POINT",
-    "FlowInstanceException",
-    "_get_local_flow_instance_metadata",
-    "delete_all_flow_endpoints",
-    "delete_flow_endpoint",
-    "delete_flow_instance",
-    "get_flow_instance",
-    "is_flow_served",
-    "recursive_serve_flow",
-    "serve_flow",
-    "unserve_flow",
-]
+from typing import Any
+
+from . import serving
+
+__all__ = serving.__all__
+
+
+def __getattr__(name: str) -> Any:
+    return getattr(serving, name)

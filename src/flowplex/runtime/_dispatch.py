@@ -20,7 +20,7 @@ from typing import Any
 
 from .._clock import Clock
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
-from ..flows import Flow, InstanceAddress, error_reply, run_message
+from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import DeadLetter, Delivery, InstanceRecord
 from ._client import never_arrives
@@ -257,7 +257,7 @@ class Dispatcher:
         config = instance.config
         if _has_placeholder(config):
             config = fill_secrets(config, self.secrets, f"flow instance {instance.flow_id}")
-        flow = cls(config, None)  # the (flow_config, flow_state) a mount checked
+        flow = build_flow(cls, config)  # as the mount built it
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._json import dumps
 from ..errors import DuplicateKeyError
 from ..messages import new_id
@@ -56,10 +57,14 @@ class _Instance:
 
 
 class MemoryBackend(Backend):
-    """Everything in this process's memory; see the module doc."""
+    """Everything in this process's memory; see the module doc. Lease deadlines and creation
+    times are read from ``clock`` (the system clock by default)."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    volatile = True
+
+    def __init__(self, url: str = "memory://", *, clock: Clock | None = None) -> None:
         self.url = url
+        self.clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._signals = Signals()
         self._users: list[UserRecord] = []
@@ -215,7 +220,7 @@ class MemoryBackend(Backend):
         if limit <= 0:
             return []
         self._signals.remember(dispatch_point)
-        now = time.time()
+        now = self.clock.time()
         with self._lock:
             candidates: list[tuple[_Message, _Instance | None]] = []
             for flow_id, queue in self._queues.items():
@@ -275,7 +280,7 @@ class MemoryBackend(Backend):
                 row.state_json = state_json
                 row.record = replace(row.record, state_version=row.record.state_version + 1)
             if dead_letter is not None:
-                self._dead.append(replace(dead_letter, created_at=time.time()))
+                self._dead.append(replace(dead_letter, created_at=self.clock.time()))
             unknown = self._enqueue_locked(envelopes, replies, points)
             if queue:
                 points.add(queue[0].dispatch_point)  # the next message became claimable

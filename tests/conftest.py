@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The conformance kit asserts with plain ``assert``: let pytest explain its failures.
+pytest.register_assert_rewrite("flowplex.testing")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowplex.engine import BaseTaskHandler, TaskContext
+from flowplex.testing import FakeClock
 
 
 def add(a: int, b: int) -> int:
@@ -80,7 +82,14 @@ class MyCustomTask(BaseTaskHandler):
             ctx.complete()
 
 
-def nap(seconds: float) -> float:
-    """A task that takes a while."""
-    time.sleep(seconds)
+#: Fake clocks by name, each with what to do once it moved: see ``pass_time``.
+CLOCKS: dict[str, tuple[FakeClock, Callable[[], object]]] = {}
+
+
+def pass_time(clock: str, seconds: float) -> float:
+    """A task that takes ``seconds`` on the fake clock ``CLOCKS[clock]``, then runs that
+    clock's callback (a competitor trying its luck meanwhile)."""
+    fake, then = CLOCKS[clock]
+    fake.advance(seconds)
+    then()
     return seconds

@@ -107,6 +107,23 @@ class PrivateForwardFlow(CompositeFlow):
         return {"echo_received": received}
 
 
+class TimedWaitFlow(CompositeFlow):
+    """Asks its echo subflow and waits ``data["timeout"]`` seconds for the answer."""
+
+    default_config = {
+        "name": "TimedWait",
+        "description": "Waits for a subflow's reply, up to a timeout.",
+        "subflows_config": {
+            "echo": {"flow_class_name": "testflows.EchoFlow", "flow_endpoint": "echo"}
+        },
+    }
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        echo = self.subflows["echo"]
+        request = self.package_input_message({"ping": True})
+        return echo.get_reply_future(request).get_data(timeout=input_message.data["timeout"])
+
+
 class NoClassNameCompositeFlow(CompositeFlow):
     """A composite whose subflow names an endpoint but no flow_class_name."""
 

@@ -610,7 +610,7 @@ def test_store_refuses_bad_input_and_changes_nothing(store: OpStore) -> None:
 
 
 def test_unusable_databases_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="unsupported"):
+    with pytest.raises(ConfigurationError, match="not supported"):
         OpStore(FileSaver(tmp_path), "mysql://nope")
     with pytest.raises(BackendError, match=r"127\.0\.0\.1:1"):
         OpStore(FileSaver(tmp_path), "postgresql://postgres@127.0.0.1:1/nothing")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from flowplex import AtomicFlow, FlowMessage, run_local
 from flowplex.artifacts import (
@@ -40,8 +40,7 @@ from flowplex.artifacts import (
     op_path,
     save_artifact,
 )
-from flowplex.db import schema
-from flowplex.db.migrate import _sqlalchemy_url
+from flowplex.db import create_engine, schema
 from flowplex.errors import ConfigurationError
 from waiting import wait_for
 
@@ -96,7 +95,7 @@ def client(server: Server) -> Iterator[OpStoreClient]:
 
 
 def count(db: str, table: Any) -> int:
-    engine = create_engine(_sqlalchemy_url(db))
+    engine = create_engine(db)
     try:
         with engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
@@ -200,7 +199,7 @@ def test_register_new_pipeline_is_idempotent(client: OpStoreClient, db: str) -> 
     client.register_new_pipeline("pipe", "last")
     assert client.pipeline_exists("pipe") is True
     assert count(db, schema.opstore_pipelines) == 1
-    engine = create_engine(_sqlalchemy_url(db))
+    engine = create_engine(db)
     with engine.connect() as conn:
         ops = schema.opstore_ops
         pipes = schema.opstore_pipelines
@@ -689,7 +688,7 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert bad.returncode == 1 and "unsupported op store database URL" in bad.stderr
+    assert bad.returncode == 1 and "is not supported" in bad.stderr
     missing = tmp_path / "typo.db"
     command = [sys.executable, "-m", "flowplex", "opstore", "versions", "op"]
     typo = subprocess.run(

@@ -1,28 +1,27 @@
 """Every backend passes the conformance kit; the SQL ones also migrate and fail cleanly.
 
-The kit (``backend_conformance.py``) runs against memory, a SQLite file in ``tmp_path`` and a
+The kit (:mod:`flowplex.testing`) runs against memory, a SQLite file in ``tmp_path`` and a
 fresh PostgreSQL schema per test (``pg_url``: skipped locally without
 ``FLOWPLEX_TEST_POSTGRES_URL``, failing on CI).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from backend_conformance import CHECKS, SHARED_STORE_CHECKS, Opener, instance
-from flowplex.errors import BackendError, ConfigurationError
+from flowplex.errors import BackendError
 from flowplex.runtime import Backend, Envelope, open_backend
 from flowplex.runtime.memory import MemoryBackend
-
-Check = Callable[[Opener], None]
+from flowplex.testing import CHECKS, SHARED_STORE_CHECKS, Check, Opener
+from flowplex.testing._backend import instance
 
 
 def _sql_opener(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Opener:
@@ -30,7 +29,7 @@ def _sql_opener(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Op
         url = f"sqlite:///{tmp_path}/conformance.db"
     else:
         url = request.getfixturevalue("pg_url")
-    return lambda: open_backend(url)
+    return functools.partial(open_backend, url)
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -141,20 +140,29 @@ def test_concurrent_ensure_schema(sql_url: str) -> None:
         backend.close()
 
 
-def test_opening_a_current_database_skips_alembic(tmp_path: Path) -> None:
-    """Opening an up-to-date SQLite database imports neither Alembic nor SQLAlchemy."""
-    url = f"sqlite:///{tmp_path}/node.db"
-    open_backend(url).close()
+def _modules_loaded_by(url: str) -> list[str]:
+    """The heavy modules a fresh process has loaded once it opened and closed ``url``."""
     code = (
         "import json, sys\n"
         "from flowplex.runtime import open_backend\n"
         f"open_backend({url!r}).close()\n"
-        "print(json.dumps([m for m in ('alembic', 'sqlalchemy') if m in sys.modules]))\n"
+        "heavy = ('alembic', 'sqlalchemy', 'sqlalchemy.orm')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert json.loads(out) == []
+    loaded: list[str] = json.loads(out)
+    return loaded
+
+
+def test_opening_a_current_database_skips_alembic(tmp_path: Path) -> None:
+    """Opening an up-to-date SQLite database imports no Alembic and no ORM (SQLAlchemy's core
+    parses the URL); an in-process memory:// backend loads no SQLAlchemy at all."""
+    url = f"sqlite:///{tmp_path}/node.db"
+    open_backend(url).close()
+    assert _modules_loaded_by(url) == ["sqlalchemy"]
+    assert _modules_loaded_by("memory://") == []
 
 
 def test_sqlite_creates_parent_directories_and_relative_paths(
@@ -164,14 +172,6 @@ def test_sqlite_creates_parent_directories_and_relative_paths(
     backend = open_backend("sqlite:///nested/dirs/node.db")
     backend.close()
     assert (tmp_path / "nested" / "dirs" / "node.db").is_file()
-
-
-@pytest.mark.parametrize(
-    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///", "sqlite:///?mode=ro"]
-)
-def test_sqlite_rejects_urls_without_a_file(url: str) -> None:
-    with pytest.raises(ConfigurationError, match="SQLite URL"):
-        open_backend(url)
 
 
 def test_unreachable_postgres_names_the_url_without_password() -> None:

@@ -253,7 +253,7 @@ def test_ctrl_c_in_runner(tmp_path: Path) -> None:
 
     def claimed() -> bool:
         session = store.session
-        session.expire_all()
+        session.rollback()  # end the last look's transaction: its snapshot misses the claim
         row = session.get(store.model, key)
         return row is not None and row.claimed_by is not None
 

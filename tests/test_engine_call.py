@@ -16,6 +16,7 @@ import pytest
 import flowplex
 from flowplex import Client, serving
 from flowplex.engine import FlowEngine, FlowRunner, FlowStore, TaskFlow
+from flowplex.testing import FakeClock
 from flowplex.workers import run_dispatch_worker_thread
 from waiting import wait_for
 
@@ -101,7 +102,8 @@ def test_a_reply_read_by_a_runner_that_dies_before_saving_is_not_lost(
 ) -> None:
     """A runner reads the reply, then dies before its save: the reply is still in the runtime
     for the runner that takes the run over, and is dropped once that one has saved."""
-    store = FlowStore(f"sqlite:///{tmp_path}/runs.db")
+    clock = FakeClock()
+    store = FlowStore(f"sqlite:///{tmp_path}/runs.db", clock=clock)
     store.ensure_tables()
     key = store.create_flow(TaskFlow.from_flow_spec(call_flow(1234)))
     FlowRunner(store, FlowEngine(store=store, client=cl)).tick()  # sends, saves RUNNING
@@ -109,17 +111,14 @@ def test_a_reply_read_by_a_runner_that_dies_before_saving_is_not_lost(
     run_dispatch_worker_thread(cl)
     wait_for(lambda: cl.peek_reply(future_id) is not None, "the reply")
     doomed = FlowEngine(store=store, client=cl, hold_replies=True)
-    [claim] = store.claim_flows(1, lease=0.2)
+    [claim] = store.claim_flows(1, lease=10)
     doomed.tick_flow(claim.flow)
     assert claim.flow.tasks["call"]["status"] == "COMPLETED"  # in the dying runner only
     # ... which never saves nor releases. Once its lease runs out, another runner finishes.
     second = FlowRunner(store, FlowEngine(store=store, client=cl))
-
-    def finished() -> bool:
-        second.tick()
-        return bool(store.get_flow(key).status == "COMPLETED")
-
-    wait_for(finished, "the second runner to finish the run")
+    assert second.tick()["claimed"] == 0  # still held by the dying runner
+    clock.advance(10)
+    assert second.tick() == {"claimed": 1, "progressed": 1, "COMPLETED": 1}
     assert store.get_flow(key).data["out"] == 4321
     assert cl.peek_reply(future_id) is None  # dropped once the run that used it was saved
     store.close()

@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import engineflows
 from flowplex import BackendError, ConfigurationError
 from flowplex.engine import (
     EngineError,
@@ -29,6 +31,7 @@ from flowplex.engine import (
     LeaseLostError,
     TaskFlow,
 )
+from flowplex.testing import FakeClock
 from waiting import wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -398,11 +401,18 @@ def test_claims_take_the_least_recently_saved_first(store: FlowStore) -> None:
     assert claim.key == second.key
 
 
-def test_an_expired_claim_is_taken_over_and_its_saves_refused(store: FlowStore) -> None:
+def test_an_expired_claim_is_taken_over_and_its_saves_refused(store_url: str) -> None:
+    clock = FakeClock()
+    store = FlowStore(store_url, clock=clock)
+    store.ensure_tables()
     key = store.create_flow(chain("lease"))
-    stale = store.claim_flow(key, lease=0.05)
-    assert stale is not None
-    fresh = wait_for(lambda: store.claim_flow(key, lease=30), "the lease to expire")
+    stale = store.claim_flow(key, lease=10)
+    assert stale is not None and stale.lease_until == clock.time() + 10
+    clock.advance(9.9)
+    assert store.claim_flow(key, lease=30) is None  # still held
+    clock.advance(0.1)
+    fresh = store.claim_flow(key, lease=30)
+    assert fresh is not None
     stale.flow.data["from"] = "stale"
     with pytest.raises(LeaseLostError, match="another runner took it over"):
         store.save_flow(stale.flow, claim=stale, release=True)
@@ -410,12 +420,16 @@ def test_an_expired_claim_is_taken_over_and_its_saves_refused(store: FlowStore) 
         store.renew_claim(stale)
     store.release_claim(stale)  # a no-op: the fresh claim holds
     assert store.claim_flow(key) is None
+    clock.advance(29)
     store.renew_claim(fresh, lease=60)
-    assert fresh.lease_until > time.time() + 50
+    assert fresh.lease_until == clock.time() + 60
+    clock.advance(59)
+    assert store.claim_flow(key) is None  # the renewed lease holds past the first one's end
     fresh.flow.data["from"] = "fresh"
     store.save_flow(fresh.flow, claim=fresh, release=True)
     assert store.get_flow(key).data == {"from": "fresh"}
     assert store.claim_flow(key) is not None  # released
+    store.close()
 
 
 def test_bad_leases_are_rejected(store: FlowStore) -> None:
@@ -787,41 +801,36 @@ def test_spread_into_persisted_child_runs(
 
 
 def test_the_runner_renews_its_lease_on_a_long_run(tmp_path: Path) -> None:
-    # Eight 0.2 s ticks under a 1 s lease: without renewal, the competitor would take the flow.
+    # Eight ticks of 0.4 s (on a fake clock) under a 1 s lease; after each, a competitor tries
+    # to claim the flow: without renewal it would have it from the third tick on.
     url = f"sqlite:///{tmp_path}/renew.db"
-    store, competitor = FlowStore(url), FlowStore(url)
+    clock = FakeClock()
+    store, competitor = FlowStore(url, clock=clock), FlowStore(url, clock=clock)
     store.ensure_tables()
+    stolen: list[object] = []
+    name = uuid.uuid4().hex
     key = store.create_flow(
         TaskFlow.from_flow_spec(
             {
                 "tasks": [
-                    {"task_type": "python", "task_params": {"fn": "engineflows.nap", "args": [0.2]}}
+                    {
+                        "task_type": "python",
+                        "task_params": {"fn": "engineflows.pass_time", "args": [name, 0.4]},
+                    }
                     for _ in range(8)
                 ]
             }
         )
     )
-    stolen: list[object] = []
-    done = threading.Event()
-
-    def compete() -> None:
-        while not done.is_set():
-            claim = competitor.claim_flow(key, lease=30)
-            if claim is not None:
-                stolen.append(claim)
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=compete)
+    engineflows.CLOCKS[name] = (clock, lambda: stolen.append(competitor.claim_flow(key, lease=30)))
     runner = FlowRunner(store, lease=1.0)
     (claim,) = store.claim_flows(lease=1.0)
-    thread.start()
     try:
         runner.run_claim(claim)
     finally:
-        done.set()
-        thread.join(DEADLINE)
-    assert stolen == []
+        del engineflows.CLOCKS[name]
+    assert stolen == [None] * 8
+    assert clock.monotonic() == pytest.approx(3.2)
     assert store.get_flow(key).status == "COMPLETED"
     store.close()
     competitor.close()

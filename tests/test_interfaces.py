@@ -9,6 +9,7 @@ import pytest
 
 from flowplex.errors import FlowDefinitionError, InterfaceError
 from flowplex.flows._interfaces import KeyInterface
+from flowplex.messages import FlowMessage
 
 WHAT = "ReverseFlow.input_interface"
 
@@ -51,6 +52,13 @@ def test_interface_error_is_not_a_definition_error() -> None:
     with pytest.raises(InterfaceError) as info:
         _parse(["number"]).apply({}, WHAT)
     assert not isinstance(info.value, FlowDefinitionError)
+
+
+def test_a_bare_key_is_a_list_of_one() -> None:
+    interface = _parse("number")
+
+    assert interface == KeyInterface(select=("number",))
+    assert interface.apply({"number": 12, "noise": "x"}, WHAT) == {"number": 12}
 
 
 # --- mapping form -----------------------------------------------------------------------------
@@ -137,8 +145,8 @@ def test_target_key_is_allowed() -> None:
         ({"keys_to_copy": {"a": None}}, "keys_to_copy must map key names to key names"),
         ({"keys_to_set": ["a"]}, "keys_to_set must be a mapping"),
         (["number", 2], "must be a list of key names"),
-        (3, "must be a list of keys or a mapping, got int"),
-        ("number", "must be a list of keys or a mapping, got str"),
+        (3, "must be a key, a list of keys or a mapping, got int"),
+        ("", "must name a key, got an empty string"),
     ],
 )
 def test_bad_declarations(spec: Any, message: str) -> None:
@@ -211,3 +219,36 @@ def test_interface_is_reusable() -> None:
 
     assert first == {"x": 1, "k": 1}
     assert second == {"x": 2, "k": 1}
+
+
+# --- calling an interface -----------------------------------------------------------------------
+
+
+def test_calling_on_data_gives_new_data() -> None:
+    interface = _parse(
+        {"keys_to_rename": {"output_number": "number"}, "keys_to_select": ["number"]}
+    )
+    data = {"output_number": 4321, "id": 0}
+
+    assert interface(data) == {"number": 4321}
+    assert data == {"output_number": 4321, "id": 0}
+
+
+def test_calling_on_a_message_gives_a_new_message() -> None:
+    interface = _parse(["output_number"])
+    message = FlowMessage(data={"output_number": 1234, "noise": 1}, src_flow="first")
+
+    reshaped = interface(message)
+
+    assert isinstance(reshaped, FlowMessage)
+    assert reshaped.data == {"output_number": 1234}
+    assert (reshaped.message_id, reshaped.src_flow) == (message.message_id, "first")
+    assert message.data == {"output_number": 1234, "noise": 1}
+
+
+def test_calling_checks_the_keys_and_the_argument() -> None:
+    interface = _parse(["number"])
+    with pytest.raises(InterfaceError, match=r"required key\(s\) \['number'\] missing"):
+        interface(FlowMessage(data={}))
+    with pytest.raises(InterfaceError, match="applies to a dict or a FlowMessage, got list"):
+        interface(["number"])  # type: ignore[call-overload]

@@ -30,7 +30,9 @@ from flowplex import (
     MessagingError,
     serving,
 )
+from flowplex.runtime import Node, open_backend
 from flowplex.runtime._dispatch import Dispatcher
+from flowplex.testing import FakeClock
 from flowplex.workers import run_dispatch_worker_thread, run_dispatch_worker_threads
 from waiting import wait_for
 
@@ -511,29 +513,42 @@ def test_private_keys_are_stripped_from_what_the_target_receives(cl: Client) -> 
 # -- redelivery, leases, dead letters ------------------------------------------------------------
 
 
-def claim_after_lease_expires(cl: Client, lease: float) -> Any:
-    """Claim (as a worker that will die) the one queued message once it is claimable."""
-    claimed: list[Any] = []
+@pytest.fixture
+def clock() -> FakeClock:
+    """The clock of ``timed_cl``'s backend: leases run out when the test advances it."""
+    return FakeClock()
 
-    def claim() -> bool:
-        claimed.extend(cl.node.backend.claim("default", None, lease, 10))
-        return bool(claimed)
 
-    wait_for(claim, "the message to be claimable", TIMEOUT)
-    assert len(claimed) == 1
+@pytest.fixture
+def timed_cl(tmp_path: Path, db_url: str, clock: FakeClock) -> Iterator[Client]:
+    """A fresh node (one user) on the backend under test, its leases timed by ``clock``."""
+    node = Node(open_backend(db_url, clock=clock), tmp_path, f"fake-clock-{uuid.uuid4()}")
+    client = node.add_user()
+    yield client
+    node.close()
+
+
+def claim_as_a_dying_worker(cl: Client, lease: float) -> Any:
+    """Claim (as a worker that will die) the one queued message, which must be claimable."""
+    claimed = cl.node.backend.claim("default", None, lease, 10)
+    assert len(claimed) == 1, claimed
     return claimed[0]
 
 
-def test_a_message_whose_worker_died_is_delivered_again(cl: Client) -> None:
+def test_a_message_whose_worker_died_is_delivered_again(timed_cl: Client, clock: FakeClock) -> None:
     """A worker claims a message and dies (never completes): once the lease expires the
     message is delivered again and runs once."""
+    cl = timed_cl
     counter = mount(cl, "servingflows.LoggedCounterFlow", "counter")
     log = uuid.uuid4().hex
     future = counter.get_reply_future(counter.package_input_message({"log": log, "i": 1}))
-    dead = claim_after_lease_expires(cl, lease=0.1)
+    dead = claim_as_a_dying_worker(cl, lease=10)
     assert dead.deliveries == 1
-    dispatcher = Dispatcher(cl.node, "default", lease_seconds=0.1, max_deliveries=2)
-    wait_for(lambda: dispatcher.run_batch() == 1, "the redelivery", TIMEOUT)
+    dispatcher = Dispatcher(cl.node, "default", lease_seconds=10, max_deliveries=2)
+    clock.advance(9)
+    assert dispatcher.run_batch() == 0  # still leased to the dead worker
+    clock.advance(1)
+    assert dispatcher.run_batch() == 1
     assert future.get_data(timeout=TIMEOUT) == {"count": 1}
     assert servingflows.RUN_LOG[log] == [1]
     assert cl.node.backend.list_dead_letters() == []
@@ -541,21 +556,24 @@ def test_a_message_whose_worker_died_is_delivered_again(cl: Client) -> None:
 
 
 def test_after_max_deliveries_the_caller_gets_an_error_and_a_dead_letter_is_kept(
-    cl: Client,
+    timed_cl: Client, clock: FakeClock
 ) -> None:
     """Two deliveries to workers that died (max_deliveries=2): the next claim gives up, answers
     the caller with a FlowError and keeps the message as a dead letter; it never ran."""
+    cl = timed_cl
     counter = mount(cl, "servingflows.LoggedCounterFlow", "counter")
     flow_id = counter.get_instance_id()
     log = uuid.uuid4().hex
     request = counter.package_input_message({"log": log, "i": 1})
     future = counter.get_reply_future(request)
-    first = claim_after_lease_expires(cl, lease=0.1)
-    second = claim_after_lease_expires(cl, lease=0.1)
+    first = claim_as_a_dying_worker(cl, lease=10)
+    clock.advance(10)
+    second = claim_as_a_dying_worker(cl, lease=10)
     assert (first.deliveries, second.deliveries) == (1, 2)
 
-    dispatcher = Dispatcher(cl.node, "default", lease_seconds=0.1, max_deliveries=2)
-    wait_for(lambda: dispatcher.run_batch() == 1, "the third delivery", TIMEOUT)
+    dispatcher = Dispatcher(cl.node, "default", lease_seconds=10, max_deliveries=2)
+    clock.advance(10)
+    assert dispatcher.run_batch() == 1
     with pytest.raises(FlowError) as excinfo:
         future.get_data(timeout=TIMEOUT)
     assert "max_deliveries=2" in excinfo.value.remote_message
@@ -565,6 +583,7 @@ def test_after_max_deliveries_the_caller_gets_an_error_and_a_dead_letter_is_kept
     assert len(letters) == 1
     assert letters[0].flow_id == flow_id
     assert "max_deliveries=2" in letters[0].error
+    assert letters[0].created_at == clock.time()
     assert FlowMessage.from_json(letters[0].body).data == {"log": log, "i": 1}
     assert cl.node.backend.list_dead_letters(flow_id) == letters
     assert cl.node.backend.list_dead_letters("another-id") == []
@@ -573,17 +592,19 @@ def test_after_max_deliveries_the_caller_gets_an_error_and_a_dead_letter_is_kept
     assert serving.get_flow_state(cl, flow_id) == {"count": 0}
 
 
-def test_a_run_whose_lease_was_lost_commits_nothing(cl: Client) -> None:
+def test_a_run_whose_lease_was_lost_commits_nothing(timed_cl: Client, clock: FakeClock) -> None:
     """A worker runs a message after its lease expired and another worker took it: the late
     run's completion is refused (no state, no reply, message still queued); the current holder
     then commits a state built from the stored one."""
+    cl = timed_cl
     counter = mount(cl, "servingflows.LoggedCounterFlow", "counter")
     flow_id = counter.get_instance_id()
     log = uuid.uuid4().hex
     future = counter.get_reply_future(counter.package_input_message({"log": log, "i": 1}))
-    dispatcher = Dispatcher(cl.node, "default", lease_seconds=0.1)
-    late = claim_after_lease_expires(cl, lease=0.1)
-    current = claim_after_lease_expires(cl, lease=30)  # another worker took the message
+    dispatcher = Dispatcher(cl.node, "default", lease_seconds=10)
+    late = claim_as_a_dying_worker(cl, lease=10)
+    clock.advance(10)
+    current = claim_as_a_dying_worker(cl, lease=30)  # another worker took the message
 
     dispatcher.process(late)
     assert servingflows.RUN_LOG[log] == [1], "the late run did run"
@@ -598,14 +619,47 @@ def test_a_run_whose_lease_was_lost_commits_nothing(cl: Client) -> None:
     assert cl.node.backend.pending_count(flow_id) == 0
 
 
+def test_a_flows_wait_for_a_reply_times_out_on_the_dispatchers_clock(
+    timed_cl: Client, clock: FakeClock
+) -> None:
+    """The dispatcher times a running flow's wait for a reply on its clock (by default the
+    backend's): a 60 s wait ends when the clock has moved 60 s, not a minute later."""
+    cl = timed_cl
+    assert serving.serve_flow(cl, "testflows.EchoFlow", "echo", dispatch_point="nobody")
+    waiter = mount(cl, "servingflows.TimedWaitFlow", "waiter")
+    future = waiter.get_reply_future(waiter.package_input_message({"timeout": 60}))
+    # A lease longer than the wait: the message must not be redelivered meanwhile.
+    dispatcher = Dispatcher(cl.node, "default", lease_seconds=600)
+    assert dispatcher.clock is clock
+    ran: list[int] = []
+    thread = threading.Thread(target=lambda: ran.append(dispatcher.run_batch()))
+    thread.start()
+    try:
+        # Queued: the waiter's own message (leased) and its request to the echo, which no
+        # worker serves: the flow is waiting.
+        wait_for(lambda: cl.node.backend.pending_count() == 2, "the flow to wait", TIMEOUT)
+        clock.advance(59)
+        assert outcome(future) is None
+        clock.advance(1)
+        thread.join(TIMEOUT)
+    finally:
+        clock.advance(120)  # a failing test must not leave the flow waiting
+        thread.join(TIMEOUT)
+    assert ran == [1]
+    with pytest.raises(FlowError) as excinfo:
+        future.get_data(timeout=TIMEOUT)
+    assert excinfo.value.remote_type == "FlowTimeoutError"
+
+
 def test_a_redelivered_message_runs_on_the_stored_state_not_on_a_run_in_flight(
-    cl: Client,
+    timed_cl: Client, clock: FakeClock
 ) -> None:
     """One dispatcher (a worker thread and a caller helping it share one) runs a message past
     its lease, and then runs the redelivery too: the redelivery must start from the stored
     state, not from the flow object the stale run has already changed."""
+    cl = timed_cl
     counter = mount(cl, "servingflows.GatedCounterFlow", "counter")
-    dispatcher = Dispatcher(cl.node, "default", lease_seconds=0.3)
+    dispatcher = Dispatcher(cl.node, "default", lease_seconds=10)
     # A first message, committed: the dispatcher now keeps this instance's flow object.
     first = counter.get_reply_future(counter.package_input_message({}))
     assert dispatcher.run_batch() == 1
@@ -615,15 +669,18 @@ def test_a_redelivered_message_runs_on_the_stored_state_not_on_a_run_in_flight(
     servingflows.STARTED[key] = threading.Semaphore(0)
     second = counter.get_reply_future(counter.package_input_message({"gate": key}))
 
-    def run_once_claimable() -> None:
-        wait_for(lambda: dispatcher.run_batch() == 1, "a claimable message", TIMEOUT)
+    ran: list[int] = []
 
-    stale = threading.Thread(target=run_once_claimable)  # counts, then outlives its lease
+    def run_once() -> None:
+        ran.append(dispatcher.run_batch())
+
+    stale = threading.Thread(target=run_once)  # counts, then outlives its lease
     stale.start()
     redelivery = None
     try:
         assert servingflows.STARTED[key].acquire(timeout=TIMEOUT)
-        redelivery = threading.Thread(target=run_once_claimable)  # claims it after the lease
+        clock.advance(10)
+        redelivery = threading.Thread(target=run_once)  # claims it after the lease
         redelivery.start()
         assert servingflows.STARTED[key].acquire(timeout=TIMEOUT)
     finally:
@@ -631,6 +688,7 @@ def test_a_redelivered_message_runs_on_the_stored_state_not_on_a_run_in_flight(
         stale.join(TIMEOUT)
         if redelivery is not None:
             redelivery.join(TIMEOUT)
+    assert ran == [1, 1]
     # The stale run's completion was refused; the redelivery counted once over count 1.
     assert second.get_data(timeout=TIMEOUT) == {"count": 2}
     assert serving.get_flow_state(cl, counter.get_instance_id()) == {"count": 2}

@@ -294,21 +294,28 @@ def print_served_flows(cl: Client, print_values: bool = False) -> None:
     print(format_served_flows(cl, print_values))
 
 
-def format_flow_instances(cl: Client) -> str:
-    """The ids of every instance user ``cl`` serves, one per line."""
+def format_flow_instances(cl: Client, print_values: bool = False) -> str:
+    """The ids of every instance user ``cl`` serves, one per line (what
+    :func:`print_flow_instances` prints)."""
     cl = _check_client(cl)
     node, user_id = cl.node, cl.get_user_id()
-    ids = [
-        inst.flow_id
-        for ep in node.endpoints(user_id)
-        for inst in node.instances(user_id, ep.endpoint)
-    ]
-    return "\n".join(f" {flow_id}" for flow_id in ids)
+    lines = []
+    for ep in node.endpoints(user_id):
+        for inst in node.instances(user_id, ep.endpoint):
+            line = f" {inst.flow_id}"
+            if print_values:
+                metadata = {"flow_endpoint": inst.endpoint, "user_id": inst.client_id}
+                line += f": {_value(metadata)}"
+            lines.append(line)
+    return "\n".join(lines)
 
 
-def print_flow_instances(cl: Client) -> None:
-    """Print the ids of every instance user ``cl`` serves."""
-    print(format_flow_instances(cl))
+def print_flow_instances(cl: Client, print_values: bool = False) -> None:
+    """Print the ids of every instance user ``cl`` serves.
+
+    ``print_values=True`` adds each one's metadata (as :func:`get_flow_instance_metadata`).
+    """
+    print(format_flow_instances(cl, print_values))
 
 
 #: The aiflows name of :func:`get_flow_instance_metadata`.

@@ -7,18 +7,15 @@ twice changes nothing, and every client mistake raises an :class:`ArtifactError`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Table, bindparam, create_engine, event, select
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.engine import Connection
 
-from ..db.migrate import _sqlalchemy_url, ensure_schema, redact_url
+from ..db import DatabaseURL, create_engine, ensure_schema, is_retryable, transaction
 from ..db.schema import (
     metadata,
     opstore_links,
@@ -26,7 +23,7 @@ from ..db.schema import (
     opstore_pipelines,
     opstore_versions,
 )
-from ..errors import ConfigurationError
+from ..errors import BackendError, ConfigurationError
 from ._errors import (
     ArtifactNotFoundError,
     InvalidRequestError,
@@ -48,32 +45,35 @@ _T = TypeVar("_T")
 _TABLES: list[Table] = [opstore_ops, opstore_versions, opstore_links, opstore_pipelines]
 # A registration that lost a race (unique violation, deadlock) is simply run again.
 _ATTEMPTS = 5
-_SQLITE_BUSY_TIMEOUT = 30.0
 
 
 class OpStore:
     """Ops' serialized bytes by version, version numbers, validated links and pipelines.
 
     ``saver`` keeps the bytes; ``db_url`` keeps the rest: ``"sqlite://"`` (in memory, for one
-    process), ``"sqlite:///path.db"`` or ``"postgresql://..."`` (migrated to the schema head on
-    open, shareable by many processes). ``.app`` is an ASGI (FastAPI) app serving the
-    ``POST /v1/...`` routes plus streaming ``/v1/op_bytes``; ``.client()`` an in-process
-    client. Methods raise :class:`ArtifactError` subclasses for client mistakes and
-    :class:`OpStoreUnavailableError` when the database fails.
+    process; ``memory://`` and ``sqlite:///:memory:`` alike), ``"sqlite:///path.db"`` or
+    ``"postgresql://..."`` (migrated to the schema head on open, shareable by many processes).
+    ``.app`` is an ASGI (FastAPI) app serving the ``POST /v1/...`` routes plus streaming
+    ``/v1/op_bytes``; ``.client()`` an in-process client. Methods raise :class:`ArtifactError`
+    subclasses for client mistakes and :class:`OpStoreUnavailableError` when the database fails.
     """
 
     def __init__(self, saver: Saver, db_url: str = "sqlite://") -> None:
         if not isinstance(saver, Saver):
             raise ConfigurationError(f"OpStore needs a Saver (e.g. FileSaver), got {saver!r}")
-        if not isinstance(db_url, str):
-            raise ConfigurationError(f"db_url must be a string, got {db_url!r}")
+        self._db = DatabaseURL.parse(db_url)
         self.saver = saver
         self.db_url = db_url
-        self._engine, self._lock = _open_engine(db_url)
+        self._engine = create_engine(self._db, name="the op store database")
+        if self._db.volatile:
+            with self._transaction() as conn:
+                metadata.create_all(conn, tables=_TABLES)
+        else:
+            ensure_schema(self._db)
         self._app: FastAPI | None = None
 
     def __repr__(self) -> str:
-        return f"OpStore({self.saver!r}, {redact_url(self.db_url)!r})"
+        return f"OpStore({self.saver!r}, {self._db.redacted!r})"
 
     # -- adapters -------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class OpStore:
             .where(opstore_ops.c.op_name == op_name)
             .order_by(v.c.major_num, v.c.minor_num, v.c.patch_num)
         )
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             rows = conn.execute(query).all()
         return [VersionInfo(_version(row), VersionNumber(*row[4:7])) for row in rows]
 
@@ -146,7 +146,7 @@ class OpStore:
             .where(down.c.op_name == downstream_op_name, up.c.op_name == upstream_op_name)
             .order_by(v.c.major_num, v.c.minor_num, v.c.patch_num)
         )
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             rows = conn.execute(query).all()
         return [_version(row) for row in rows] or None
 
@@ -154,7 +154,7 @@ class OpStore:
         """Whether a pipeline of that name was registered."""
         check_name("pipeline name", pipeline_name)
         p = opstore_pipelines
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             found = conn.execute(select(p.c.id).where(p.c.pipeline_name == pipeline_name))
             return found.first() is not None
 
@@ -162,14 +162,14 @@ class OpStore:
         """The names of every op with a registered version, sorted."""
         o, v = opstore_ops, opstore_versions
         query = select(o.c.op_name).where(o.c.id.in_(select(v.c.op_id))).order_by(o.c.op_name)
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             return [row[0] for row in conn.execute(query)]
 
     def list_pipelines(self) -> dict[str, str]:
         """Every registered pipeline and the name of its last op."""
         p, o = opstore_pipelines, opstore_ops
         query = select(p.c.pipeline_name, o.c.op_name).join(o, o.c.id == p.c.last_op_id)
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             return {row[0]: row[1] for row in conn.execute(query)}
 
     def registered_version(self, op_name: str, version: Version) -> Version:
@@ -177,7 +177,7 @@ class OpStore:
         (raises :class:`NotRegisteredError` if the op or the version is unknown)."""
         check_name("op name", op_name)
         _check_version(version)
-        with self._transaction() as conn:
+        with self._transaction(write=False) as conn:
             return self._registered(conn, op_name, version)
 
     # -- registrations --------------------------------------------------------------------------
@@ -277,15 +277,9 @@ class OpStore:
         return _version(row[1:5])
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        with self._lock:
-            try:
-                with self._engine.begin() as conn:
-                    yield conn
-            except SQLAlchemyError as exc:
-                raise OpStoreUnavailableError(
-                    f"the op store database at {redact_url(self.db_url)} failed: {exc}"
-                ) from exc
+    def _transaction(self, write: bool = True) -> Iterator[Connection]:
+        with transaction(self._engine, write=write, error=OpStoreUnavailableError) as conn:
+            yield conn
 
     def _retrying(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in a transaction, again if it lost a race to another writer."""
@@ -293,56 +287,13 @@ class OpStore:
         while True:
             attempts += 1
             try:
-                with self._lock, self._engine.begin() as conn:
+                with self._transaction() as conn:
                     return work(conn)
-            except SQLAlchemyError as exc:
-                raced = isinstance(exc, DBAPIError) and _is_race(exc)
-                if not raced or attempts >= _ATTEMPTS:
-                    raise OpStoreUnavailableError(
-                        f"the op store database at {redact_url(self.db_url)} failed: {exc}"
-                    ) from exc
-
-
-def _open_engine(db_url: str) -> tuple[Engine, AbstractContextManager[Any]]:
-    """The engine for ``db_url`` and the lock its transactions take (in-memory SQLite shares
-    one connection between threads, so its transactions take turns)."""
-    scheme = db_url.split("://", 1)[0].lower()
-    if db_url in {"sqlite://", "sqlite:///:memory:", "memory://"}:
-        engine = create_engine(
-            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
-        metadata.create_all(engine, tables=_TABLES)
-        return engine, threading.RLock()
-    if scheme not in {"sqlite", "postgresql", "postgres", "postgresql+psycopg"}:
-        raise ConfigurationError(
-            f"unsupported op store database URL {redact_url(db_url)!r}: use sqlite:// (in "
-            f"memory), sqlite:///path.db or postgresql://..."
-        )
-    ensure_schema(db_url)
-    if scheme != "sqlite":
-        return create_engine(_sqlalchemy_url(db_url)), nullcontext()
-    engine = create_engine(
-        _sqlalchemy_url(db_url),
-        connect_args={"timeout": _SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
-    )
-
-    # Every transaction takes the write lock up front (BEGIN IMMEDIATE): a read-then-insert
-    # registration then never fails half-way because another process started writing.
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: object) -> None:
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA foreign_keys = ON")
-        # As the node's SQLite backend: WAL, and fsync at checkpoints rather than per commit.
-        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
-        mode = dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]
-        if str(mode).lower() != "wal":
-            dbapi_connection.execute("PRAGMA journal_mode = WAL")
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine, nullcontext()
+            except BackendError as exc:
+                if not is_retryable(exc) or attempts >= _ATTEMPTS:
+                    if isinstance(exc, OpStoreUnavailableError):
+                        raise
+                    raise OpStoreUnavailableError(str(exc)) from exc
 
 
 def _check_version(version: object) -> None:
@@ -352,13 +303,6 @@ def _check_version(version: object) -> None:
 
 def _version(row: Any) -> Version:
     return Version(row[0], row[1], row[2], row[3].replace(tzinfo=UTC))
-
-
-def _is_race(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError):
-        return True
-    # PostgreSQL: deadlock_detected, serialization_failure.
-    return getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
 
 
 # Statements built once: building and cache-keying a statement per call cost about as much

@@ -25,6 +25,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..config import Settings
+from ..db import redact
 from ..errors import ConfigurationError
 from ..runtime import Client, Node, open_node, start_node_with_users
 
@@ -184,12 +185,10 @@ def add_import_paths(paths: Iterable[Path] = ()) -> None:
 def require_database(url: str) -> None:
     """Refuse a SQLite file that does not exist: a command that only reads must not create
     an empty database at a mistyped path."""
-    if not url.lower().startswith("sqlite:///"):
-        return
-    from ..db.migrate import sqlite_path
+    from ..db import DatabaseURL
 
-    path = sqlite_path(url)
-    if not path.is_file():
+    path = DatabaseURL.parse(url).path
+    if path is not None and not path.is_file():
         raise ConfigurationError(
             f"no database at {path}: check --db, FLOWPLEX_DB or --home (this command only "
             f"reads, it creates none)."
@@ -218,7 +217,7 @@ def _find_user(node: Node, user: str, url: str) -> Client:
     for cl in node.users():
         if cl.get_user_id() == user:
             return cl
-    raise typer.BadParameter(f"no user {user} on the node at {url}.")
+    raise typer.BadParameter(f"no user {user} on the node at {redact(url)}.")
 
 
 def parse_json_object(text: str, what: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from rich.table import Column, Table
 from rich.tree import Tree
 
 from ..config import Settings, load_yaml
+from ..db import DatabaseURL
 from ..engine import ROOT_KEY, EngineError, FlowEngine, Status, TaskFlow
 from ..runtime import Client
 from ._common import (
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
 def _settings(home: Path | None, db: str | None, *, read_only: bool = False) -> Settings:
     resolved = settings(home, db)
-    if resolved.db_url.startswith("memory://"):
+    if DatabaseURL.parse(resolved.db_url).volatile:
         raise typer.BadParameter(
             "runs need a database that outlives the command: use a SQLite file or PostgreSQL."
         )

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import typer
 
 from ..config import Settings
+from ..db import redact
 from ._common import (
     COMMAND,
     DbOption,
@@ -172,7 +173,7 @@ def up(
         sock, base = listen(server.url, "flowplex up")
         err_console.print(
             f"flowplex up: node + registry at [bold]{base}[/], node database "
-            f"{resolved.db_url}, {workers} dispatch worker(s)\n"
+            f"{redact(resolved.db_url)}, {workers} dispatch worker(s)\n"
             f"dashboard: {base}/" + (f"\nop store: {base}/opstore" if opstore else ""),
             highlight=False,
             soft_wrap=True,

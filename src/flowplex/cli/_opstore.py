@@ -68,7 +68,7 @@ def serve(
 ) -> None:
     """Serve an op store over HTTP (POST /v1/... routes) until interrupted."""
     from .._asgi import listen, serve
-    from ..db.migrate import redact_url
+    from ..db import redact
 
     if host is not None or port is not None:
         err_console.print("--host and --port are deprecated: use --url http://HOST:PORT.")
@@ -81,7 +81,7 @@ def serve(
     try:
         sock, base = listen(url, "the op store")
         console.print(
-            f"[green]op store[/] on {base} (db {redact_url(resolved.db_url)}, bytes in {folder})",
+            f"[green]op store[/] on {base} (db {redact(resolved.db_url)}, bytes in {folder})",
             highlight=False,
             soft_wrap=True,
         )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._clock import Clock
 from ..errors import BackendError
 from ._engine import FlowEngine
 from ._errors import EngineError, LeaseLostError
@@ -34,7 +34,7 @@ class FlowRunner:
 
     ``engine`` defaults to ``FlowEngine(store=store)``, so ``flow`` tasks store their child
     runs in the same database. Claims expire, so a crashed runner's flows are not stuck
-    claimed for ever.
+    claimed for ever. ``clock`` (default: the store's) times the lease renewals.
     """
 
     def __init__(
@@ -45,6 +45,7 @@ class FlowRunner:
         lease: float = 30.0,
         max_flows_per_tick: int = 10,
         ctx: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if isinstance(lease, bool) or not isinstance(lease, int | float) or lease <= 0:
             raise EngineError(f"lease must be a positive number of seconds, got {lease!r}.")
@@ -65,6 +66,7 @@ class FlowRunner:
         self.lease = float(lease)
         self.max_flows_per_tick = max_flows_per_tick
         self.ctx = ctx
+        self.clock = clock or store.clock
 
     def tick(self) -> dict[str, int]:
         """One round: claim, run and save up to ``max_flows_per_tick`` flows.
@@ -97,15 +99,16 @@ class FlowRunner:
         renew_after = self.lease / 2
         saved = progressed = False
         try:
-            since = time.monotonic()
+            clock = self.clock
+            since = clock.monotonic()
             while True:
                 moved, has_ready = self.engine._tick(flow, self.ctx)
                 progressed = progressed or moved
                 if flow.status in FINISHED or not has_ready:
                     break
-                if time.monotonic() - since > renew_after:
+                if clock.monotonic() - since > renew_after:
                     self.store.renew_claim(claim, self.lease)
-                    since = time.monotonic()
+                    since = clock.monotonic()
             try:
                 self.store.save_flow(flow, claim=claim, release=True)
             except LeaseLostError:

@@ -14,8 +14,6 @@ so two runners never tick one flow at the same time.
 from __future__ import annotations
 
 import functools
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,13 +24,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Engine,
     Executable,
     Integer,
     and_,
     bindparam,
-    create_engine,
-    event,
     false,
     not_,
     or_,
@@ -40,13 +37,13 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session
-from sqlalchemy.pool import StaticPool
 
-from ..db.migrate import _sqlalchemy_url, ensure_schema, redact_url, sqlite_path
+from .._clock import SYSTEM_CLOCK, Clock
+from ..db import DatabaseURL, create_engine, ensure_schema, transaction
 from ..db.schema import engine_flows, metadata
-from ..errors import BackendError, ConfigurationError
+from ..errors import DuplicateKeyError
 from ._errors import EngineError, FlowExistsError, FlowNotFoundError, LeaseLostError
 from ._graph import COMPLETED, FAILED, PENDING, RUNNING, TaskFlow
 
@@ -64,10 +61,6 @@ _COLUMNS = (
     _T.c.graph,
 )
 _UNFINISHED = (PENDING.value, RUNNING.value)
-_SQLITE_BUSY_TIMEOUT = 30.0
-# Strict JSON on every backend: PostgreSQL refuses NaN and Infinity, so SQLite must too (a run
-# that stored on one database and not on the other would crash a runner only on PostgreSQL).
-_JSON_DUMPS = functools.partial(json.dumps, allow_nan=False)
 
 
 def new_flow_key() -> str:
@@ -173,48 +166,21 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 
 class FlowStore:
-    """Task flows in a SQL database: ``sqlite://`` (in memory), ``sqlite:///path.db`` or
-    ``postgresql://...`` (``memory://`` is taken as ``sqlite://``).
+    """Task flows in a SQL database: ``sqlite://`` (in memory, as are ``memory://`` and
+    ``sqlite:///:memory:``), ``sqlite:///path.db`` or ``postgresql://...``.
 
     Call :meth:`ensure_tables` once (it migrates a file or PostgreSQL database to flowplex's
     current schema, or creates the table in memory). Keys are ``flow:<uuid4>`` unless the flow
-    already has one. Methods raise :class:`~flowplex.BackendError` when the database fails.
+    already has one. Claims and timestamps read ``clock`` (the system clock by default).
+    Methods raise :class:`~flowplex.BackendError` when the database fails.
     """
 
-    def __init__(self, db_url: str) -> None:
-        if not isinstance(db_url, str) or "://" not in db_url:
-            raise ConfigurationError(
-                f"a FlowStore needs a database URL (sqlite://, sqlite:///file.db or "
-                f"postgresql://...), got {db_url!r}."
-            )
+    def __init__(self, db_url: str, *, clock: Clock | None = None) -> None:
+        self._db = DatabaseURL.parse(db_url)
         self.url = db_url
-        scheme = db_url.split("://", 1)[0].lower()
-        self._memory = db_url in {"sqlite://", "memory://", "sqlite:///:memory:"}
-        # One shared connection in memory: serialize its users.
-        self._lock: threading.RLock | None = threading.RLock() if self._memory else None
+        self.clock = clock or SYSTEM_CLOCK
         self._session: Session | None = None
-        if self._memory:
-            self.engine: Engine = create_engine(
-                "sqlite://",
-                poolclass=StaticPool,
-                connect_args={"check_same_thread": False},
-                json_serializer=_JSON_DUMPS,
-            )
-        elif scheme == "sqlite":
-            sqlite_path(db_url)  # validates the URL
-            self.engine = create_engine(
-                _sqlalchemy_url(db_url),
-                connect_args={"timeout": _SQLITE_BUSY_TIMEOUT},
-                json_serializer=_JSON_DUMPS,
-            )
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        elif scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
-            self.engine = create_engine(_sqlalchemy_url(db_url), json_serializer=_JSON_DUMPS)
-        else:
-            raise ConfigurationError(
-                f"unsupported FlowStore URL {redact_url(db_url)!r}: use sqlite://, "
-                f"sqlite:///file.db or postgresql://..."
-            )
+        self.engine: Engine = create_engine(self._db, name="the flow store")
         self._postgres = self.engine.dialect.name == "postgresql"
 
     #: The ORM model of a stored flow.
@@ -229,11 +195,11 @@ class FlowStore:
 
     def ensure_tables(self) -> None:
         """Create or migrate the tables (idempotent; safe from several processes)."""
-        with self._guard():
-            if self._memory:
-                metadata.create_all(self.engine, tables=[engine_flows])
-            else:
-                ensure_schema(self.url)
+        if self._db.volatile:
+            with self._begin() as conn:
+                metadata.create_all(conn, tables=[engine_flows])
+        else:
+            ensure_schema(self._db)
 
     # -- flows ------------------------------------------------------------------------------
 
@@ -244,7 +210,7 @@ class FlowStore:
         """
         _check_flow(flow)
         key = flow.key or new_flow_key()
-        now = time.time()
+        now = self.clock.time()
         values = {
             **_row_values(flow),
             "key": key,
@@ -256,14 +222,14 @@ class FlowStore:
         try:
             with self._begin() as conn:
                 conn.execute(_INSERT, values)
-        except IntegrityError:
+        except DuplicateKeyError:
             raise FlowExistsError(f"a flow with key {key!r} is stored already.") from None
         flow.key = key
         return key
 
     def get_flow(self, key: str) -> TaskFlow:
         """The stored flow ``key``; raises :class:`FlowNotFoundError`."""
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             row = conn.execute(_GET, {"b_key": key}).first()
         if row is None:
             raise FlowNotFoundError(f"no flow with key {key!r}.")
@@ -279,7 +245,7 @@ class FlowStore:
         _check_flow(flow)
         if flow.key is None:
             raise FlowNotFoundError("this flow has no key: store it with create_flow first.")
-        params = {**_row_values(flow), "modified_at": time.time(), "b_key": flow.key}
+        params = {**_row_values(flow), "modified_at": self.clock.time(), "b_key": flow.key}
         if claim is not None:
             params["b_token"] = claim.token
         stmt = _save_statement(claim is not None, claim is not None and release)
@@ -350,7 +316,7 @@ class FlowStore:
             raise EngineError(f"limit must be a non-negative integer, got {limit!r}.")
         order = _T.c[order_by].desc() if descending else _T.c[order_by].asc()
         stmt = select(*_COLUMNS).where(*conditions).order_by(order, _T.c.key).limit(limit)
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             rows = conn.execute(stmt).all()
         return [_flow_from_row(row) for row in rows]
 
@@ -372,7 +338,7 @@ class FlowStore:
 
     def _claim(self, stmt: Executable, params: dict[str, Any], lease: float) -> list[Claim]:
         token = uuid.uuid4().hex
-        now = time.time()
+        now = self.clock.time()
         until = now + lease
         params.update(b_now=now, b_token=token, b_until=until)
         with self._begin() as conn:
@@ -383,11 +349,12 @@ class FlowStore:
         """Extend ``claim`` to ``lease`` seconds from now; :class:`LeaseLostError` if it was
         taken over."""
         _check_lease(lease)
-        until = time.time() + lease
+        until = self.clock.time() + lease
         params = {"b_key": claim.key, "b_token": claim.token, "b_until": until}
         with self._begin() as conn:
-            if conn.execute(_RENEW, params).rowcount == 0:
-                self._missing(claim.key, claim)
+            renewed = conn.execute(_RENEW, params).rowcount > 0
+        if not renewed:
+            self._missing(claim.key, claim)
         claim.lease_until = until
 
     def release_claim(self, claim: Claim) -> None:
@@ -397,7 +364,7 @@ class FlowStore:
 
     def _missing(self, key: str, claim: Claim | None) -> None:
         if claim is not None:
-            with self._begin() as conn:
+            with self._begin(write=False) as conn:
                 found = conn.execute(_GET, {"b_key": key}).first()
             if found is not None:
                 raise LeaseLostError(
@@ -422,36 +389,21 @@ class FlowStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<FlowStore {redact_url(self.url)}>"
+        return f"<FlowStore {self._db}>"
 
     @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Serialize users of the in-memory connection; turn driver errors into BackendError."""
-        lock = self._lock
-        if lock is not None:
-            lock.acquire()
+    def _begin(self, write: bool = True) -> Iterator[Connection]:
+        """One transaction (:func:`flowplex.db.transaction`: driver errors become
+        BackendError); a value the database cannot take becomes EngineError."""
         try:
-            yield
-        except IntegrityError:
-            raise
-        except DBAPIError as exc:
-            raise BackendError(
-                f"the flow store at {redact_url(self.url)} failed: {exc.orig or exc}"
-            ) from exc
+            with transaction(self.engine, write=write) as conn:
+                yield conn
         except StatementError as exc:
             # Raised before the database is reached: a value SQLAlchemy cannot encode.
             raise EngineError(f"cannot store the flow: {exc.orig}") from exc
         except (TypeError, ValueError) as exc:
             # The same, from psycopg's JSON adapter.
             raise EngineError(f"cannot store the flow: {exc}") from exc
-        finally:
-            if lock is not None:
-                lock.release()
-
-    @contextmanager
-    def _begin(self) -> Iterator[Any]:
-        with self._guard(), self.engine.begin() as conn:
-            yield conn
 
 
 # -- statements --------------------------------------------------------------------------------
@@ -497,18 +449,6 @@ def _claim_many_statement(postgres: bool) -> Executable:
     # The lease test is repeated outside the subquery: PostgreSQL re-checks it on the row
     # version it updates, so a flow claimed meanwhile is not taken twice.
     return update(_T).where(which, _CLAIMABLE).values(_CLAIMED).returning(*_COLUMNS)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
-    # WAL and synchronous=NORMAL, as the runtime's SQLite backend uses on the same file:
-    # readers never block the writer, and a commit costs no fsync.
-    cursor = dbapi_connection.cursor()
-    try:
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cursor.close()
 
 
 def _check_flow(flow: Any) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 import sys
 import traceback
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from .._json import dumps
 from ..config import deep_merge, ensure_json_serializable, load_yaml, require_keys
@@ -18,7 +20,9 @@ from ..messages import FlowMessage, ReplyMode
 from ._interfaces import KeyInterface
 from ._transport import Transport, run_coroutine_sync
 
-__all__ = ["AtomicFlow", "Flow", "check_state", "error_reply", "run_message"]
+__all__ = ["AtomicFlow", "Flow", "build_flow", "check_state", "error_reply", "run_message"]
+
+F = TypeVar("F", bound="Flow")
 
 
 class Flow:
@@ -41,6 +45,10 @@ class Flow:
     #: named after the class is used when this is None.
     default_config: ClassVar[Mapping[str, Any] | None] = {"private_keys": []}
 
+    #: Whether ``input_interface`` / ``output_interface`` in the config are applied. Classes that
+    #: keep them as documentation only (those of :mod:`flowplex.compat`) set it to False.
+    apply_config_interfaces: ClassVar[bool] = True
+
     def __init__(
         self, flow_config: Mapping[str, Any], flow_state: Mapping[str, Any] | None = None
     ) -> None:
@@ -58,17 +66,21 @@ class Flow:
             raise FlowDefinitionError(
                 f"{self.name}: private_keys must be a list of key names, got {private!r}."
             )
-        self._input_interface = KeyInterface.parse(
-            self.flow_config.get("input_interface"), f"{self.name}.input_interface"
-        )
-        self._output_interface = KeyInterface.parse(
-            self.flow_config.get("output_interface"), f"{self.name}.output_interface"
-        )
+        self._input_interface: KeyInterface | None = None
+        self._output_interface: KeyInterface | None = None
+        if self.apply_config_interfaces:
+            self._input_interface = KeyInterface.parse(
+                self.flow_config.get("input_interface"), f"{self.name}.input_interface"
+            )
+            self._output_interface = KeyInterface.parse(
+                self.flow_config.get("output_interface"), f"{self.name}.output_interface"
+            )
         self._transport: Transport | None = None
         self.flow_state: dict[str, Any] = {}
         self.set_up_flow_state()
         if flow_state:
             self.flow_state.update(copy.deepcopy(dict(flow_state)))
+        pack_messages(self.flow_state)
         ensure_json_serializable(self.flow_state, f"{self.name}.flow_state")
 
     # -- construction ---------------------------------------------------------------------
@@ -85,12 +97,12 @@ class Flow:
     @classmethod
     def instantiate_from_default_config(cls, **overrides: Any) -> Self:
         """A new flow from :meth:`get_config` with ``overrides``."""
-        return cls(cls.get_config(**overrides))
+        return build_flow(cls, cls.get_config(**overrides))
 
     @classmethod
     def instantiate_from_config(cls, config: Mapping[str, Any]) -> Self:
         """A new flow from a complete config (no defaults merged)."""
-        return cls(config)
+        return build_flow(cls, config)
 
     def set_up_flow_state(self) -> None:
         """Give ``flow_state`` its initial keys; override to add yours (it starts empty)."""
@@ -205,14 +217,112 @@ class AtomicFlow(Flow):
     """A flow that does its work itself, without subflows."""
 
 
+def build_flow(
+    cls: type[F], flow_config: Mapping[str, Any], flow_state: Mapping[str, Any] | None = None
+) -> F:
+    """``cls(flow_config, flow_state)``: how the runtime builds every flow it mounts or runs.
+
+    A constructor that takes only keywords (``def __init__(self, **kwargs)``, passing them on
+    to ``super().__init__``) is called as ``cls(flow_config=..., flow_state=...)``. A
+    constructor that can be called neither way raises :class:`FlowDefinitionError` saying why.
+    """
+    style = _call_style(cls)
+    if style == "keywords":
+        return cls(flow_config=flow_config, flow_state=flow_state)
+    if style is not None and style != "positional":
+        raise FlowDefinitionError(
+            f"{cls.__qualname__} cannot be built as {cls.__qualname__}(flow_config, flow_state): "
+            f"{style}. A flow's constructor must accept the flow config and the initial state."
+        )
+    return cls(flow_config, flow_state)
+
+
+def _call_style(cls: type[Flow]) -> str | None:
+    """How ``cls`` takes its config and state: ``"positional"``, ``"keywords"``, why neither
+    works, or None when its constructor has no signature to tell (it is then simply tried).
+    Cached per class, since every mount and every worker asks."""
+    if cls in _CALL_STYLES:
+        return _CALL_STYLES[cls]
+    style: str | None
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        style = None
+    else:
+        try:
+            signature.bind({}, None)
+            style = "positional"
+        except TypeError as exc:
+            try:
+                signature.bind(flow_config={}, flow_state=None)
+                style = "keywords"
+            except TypeError:
+                style = str(exc)
+    _CALL_STYLES[cls] = style
+    return style
+
+
+_CALL_STYLES: weakref.WeakKeyDictionary[type[Flow], str | None] = weakref.WeakKeyDictionary()
+
+
+#: The key a :class:`FlowMessage` kept in ``flow_state`` is stored under (see pack_messages).
+MESSAGE_TAG = "__flowmessage__"
+
+
+def pack_messages(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every :class:`FlowMessage` in it (in dicts and lists, at any depth)
+    replaced by ``{"__flowmessage__": <its dict form>}``, so that a flow may keep the messages it
+    answers later in its state, which is stored as JSON. Changes ``state`` in place."""
+    if type(state) is dict:
+        for key, item in state.items():
+            if type(item) in _CONTAINERS or isinstance(item, FlowMessage):
+                state[key] = _pack(item)
+    return state
+
+
+def unpack_messages(state: dict[str, Any]) -> dict[str, Any]:
+    """The reverse of :func:`pack_messages` (in place): tagged dicts become messages again."""
+    if type(state) is dict:
+        for key, item in state.items():
+            if type(item) in _CONTAINERS:
+                state[key] = _unpack(item)
+    return state
+
+
+_CONTAINERS = (dict, list)
+
+
+def _pack(value: Any) -> Any:
+    if isinstance(value, FlowMessage):
+        return {MESSAGE_TAG: value.to_dict()}
+    items = value.items() if type(value) is dict else enumerate(value)
+    for key, item in items:
+        if type(item) in _CONTAINERS or isinstance(item, FlowMessage):
+            value[key] = _pack(item)
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    if type(value) is dict and len(value) == 1 and MESSAGE_TAG in value:
+        return FlowMessage.from_dict(value[MESSAGE_TAG])
+    items = value.items() if type(value) is dict else enumerate(value)
+    for key, item in items:
+        if type(item) in _CONTAINERS:
+            value[key] = _unpack(item)
+    return value
+
+
 def run_message(flow: Flow, message: FlowMessage) -> None:
     """Run one message through an attached flow.
 
     Applies the input interface (to requests only: replies pushed back to a composite carry
     its subflows' outputs, not its inputs), calls ``run`` (awaiting it if it is a coroutine),
     sends the returned dict as the reply, and checks that ``flow_state`` is still JSON-serializable.
-    Exceptions propagate; the runtime turns them into an :func:`error_reply`.
+    Messages the flow keeps in ``flow_state`` are packed for storage after the run and unpacked
+    before the next (see :func:`pack_messages`). Exceptions propagate; the runtime turns them
+    into an :func:`error_reply`.
     """
+    unpack_messages(flow.flow_state)
     data = message.data
     if flow._input_interface is not None and not message.is_reply:
         data = flow._input_interface.apply(data, f"{flow.name} input_interface")
@@ -231,7 +341,16 @@ def run_message(flow: Flow, message: FlowMessage) -> None:
 
 
 def check_state(flow: Flow) -> str:
-    """``flow_state`` as JSON; :class:`FlowStateError` naming the bad value if it is not JSON."""
+    """``flow_state`` as JSON, its messages packed (see :func:`pack_messages`);
+    :class:`FlowStateError` naming the bad value if it is not JSON."""
+    try:
+        return dumps(flow.flow_state)
+    except TypeError:
+        # Only the rare state holding messages needs packing: it is tried once dumping failed.
+        with contextlib.suppress(RecursionError):
+            pack_messages(flow.flow_state)
+    except (ValueError, RecursionError):
+        pass
     try:
         return dumps(flow.flow_state)
     except (TypeError, ValueError, RecursionError):

@@ -3,22 +3,26 @@
 A flow config may declare ``input_interface`` (applied to each input message's data before
 ``run``) and ``output_interface`` (applied to the data of each reply it packages). Either is:
 
-- a list of keys: those keys are required and selected; any other key is dropped;
+- a list of keys: those keys are required and selected; any other key is dropped (a single key
+  may be written bare, ``input_interface: number``);
 - a mapping with any of ``keys_to_rename`` ({old: new}), ``keys_to_copy`` ({src: dst}),
   ``keys_to_set`` ({key: value}), ``keys_to_select`` ([keys]) and ``keys_to_delete`` ([keys]),
   applied in that order (the order of the original ``KeyInterface``, which the original never
   applied).
 
-A missing required key raises :class:`~flowplex.InterfaceError` naming it.
+A missing required key raises :class:`~flowplex.InterfaceError` naming it. A parsed interface is
+also a function of message data (or of a whole :class:`~flowplex.FlowMessage`), for flows that
+reshape data by hand between subflows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from ..errors import FlowDefinitionError, InterfaceError
+from ..messages import FlowMessage
 
 __all__ = ["KeyInterface"]
 
@@ -54,6 +58,10 @@ class KeyInterface:
         """Parse an interface declaration (see the module doc); None or empty means no interface."""
         if spec is None or (isinstance(spec, list | tuple | Mapping) and not spec):
             return None
+        if isinstance(spec, str):
+            if not spec.strip():
+                raise FlowDefinitionError(f"{what} must name a key, got an empty string.")
+            return cls(select=(spec,))
         if isinstance(spec, list | tuple):
             return cls(select=_str_list(spec, what))
         if isinstance(spec, Mapping):
@@ -75,8 +83,25 @@ class KeyInterface:
                 delete=_str_list(spec.get("keys_to_delete") or [], f"{what}.keys_to_delete"),
             )
         raise FlowDefinitionError(
-            f"{what} must be a list of keys or a mapping, got {type(spec).__name__}."
+            f"{what} must be a key, a list of keys or a mapping, got {type(spec).__name__}."
         )
+
+    @overload
+    def __call__(self, data: FlowMessage) -> FlowMessage: ...
+
+    @overload
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def __call__(self, data: FlowMessage | Mapping[str, Any]) -> FlowMessage | dict[str, Any]:
+        """Apply the interface to message data, or to a message: a new message with the new data
+        (the given one is left as it was)."""
+        if isinstance(data, FlowMessage):
+            return data.replace(data=self.apply(data.data, "KeyInterface"))
+        if not isinstance(data, Mapping):
+            raise InterfaceError(
+                f"a KeyInterface applies to a dict or a FlowMessage, got {type(data).__name__}."
+            )
+        return self.apply(data, "KeyInterface")
 
     def apply(self, data: Mapping[str, Any], what: str) -> dict[str, Any]:
         """Return a new dict: ``data`` renamed, copied, set, selected and pruned, in that order."""

@@ -61,8 +61,9 @@ class NodeEndpoints:
     """
 
     def __init__(self, db: str) -> None:
-        if not isinstance(db, str) or "://" not in db:
-            raise ConfigurationError(f"NodeEndpoints needs a database URL, got {db!r}.")
+        from ..db import DatabaseURL
+
+        DatabaseURL.parse(db)  # a ConfigurationError naming the accepted forms
         self.db = db
         self._backend: Any = None
         self._lock = threading.Lock()

@@ -3,17 +3,18 @@
 Everything the serving runtime keeps (users, served endpoints, mounted instances with their
 config and state, queued messages, future replies and dead letters) goes through one
 :class:`Backend`. Three implement it: :class:`~flowplex.runtime.memory.MemoryBackend` (in-process,
-volatile), SQLite (the embedded default) and PostgreSQL. ``tests/backend_conformance.py`` runs
-the same checks against all three.
+volatile), SQLite (the embedded default) and PostgreSQL. The conformance kit of
+:mod:`flowplex.testing` runs the same checks against all three (and any other implementation).
 
 Queue semantics every backend guarantees:
 
 - **Per-instance FIFO, one in flight.** A message is claimable only when it is the oldest
   message of its instance and no other message of that instance is leased, unless the instance
   is ``parallel``. Order is enqueue order (``seq``), across all senders.
-- **Leases.** :meth:`Backend.claim` leases messages for ``lease_seconds`` and counts the
-  delivery. A message whose lease expires is claimable again (the worker died), against the
-  state as it was: nothing of the failed run was committed.
+- **Leases.** :meth:`Backend.claim` leases messages for ``lease_seconds`` (measured on the
+  backend's :attr:`~Backend.clock`) and counts the delivery. A message whose lease expires
+  is claimable again (the worker died), against the state as it was: nothing of the failed
+  run was committed.
 - **Atomic completion.** :meth:`Backend.complete` removes the message, writes the new state,
   enqueues what the run sent and stores the replies in one transaction, and only if the lease
   is still held by the caller.
@@ -30,7 +31,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from .._clock import SYSTEM_CLOCK, Clock
 
 __all__ = [
     "Backend",
@@ -192,6 +195,11 @@ class Backend(ABC):
 
     #: The URL this backend was opened with (``memory://``, ``sqlite:///...``, ``postgresql://...``).
     url: str
+    #: True when nothing but this object sees the store (memory): no other process, no reopening.
+    volatile: ClassVar[bool] = False
+    #: Where lease deadlines, creation times and log timestamps come from (``clock=`` when
+    #: opening; tests pass a :class:`flowplex.testing.FakeClock`).
+    clock: Clock = SYSTEM_CLOCK
     #: Entries kept in each instance's message log (0 keeps none); older ones are pruned as
     #: new ones are written.
     log_limit: int = DEFAULT_LOG_LIMIT

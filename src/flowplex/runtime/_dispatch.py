@@ -15,12 +15,12 @@ import asyncio
 import copy
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._clock import Clock
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
-from ..flows import Flow, InstanceAddress, error_reply, run_message
+from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import DeadLetter, Delivery, Envelope, InstanceRecord, LogEntry, ReplyRecord
 from ._client import never_arrives
@@ -110,9 +110,10 @@ class RunContext:
         """Wait for a reply, running other claimable messages meanwhile."""
         from ..errors import FlowTimeoutError
 
-        deadline = None if timeout is None else time.monotonic() + timeout
-        backend = self._dispatcher.node.backend
         dispatcher = self._dispatcher
+        clock = dispatcher.clock
+        deadline = None if timeout is None else clock.monotonic() + timeout
+        backend = dispatcher.node.backend
         while True:
             # The worker running this flow is blocked here, so it runs other messages
             # meanwhile (otherwise a blocking composite on one worker waits for ever). A
@@ -123,7 +124,7 @@ class RunContext:
             reply = self.poll_reply(future_id)
             if reply is not None:
                 return reply
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and clock.monotonic() >= deadline:
                 raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.")
             if dispatcher.stopping:
                 raise MessagingError("the worker is stopping; giving up waiting for a reply.")
@@ -131,7 +132,7 @@ class RunContext:
                 raise never_arrives(future_id)
             if not helped:
                 wait = (
-                    0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+                    0.05 if deadline is None else max(0.0, min(0.05, deadline - clock.monotonic()))
                 )
                 backend.wait_for_reply(future_id, wait)
 
@@ -144,7 +145,11 @@ class RunContext:
 
 
 class Dispatcher:
-    """Claims and runs messages of one dispatch point (of one user's instances, or all)."""
+    """Claims and runs messages of one dispatch point (of one user's instances, or all).
+
+    ``clock`` (default: the backend's) times the waits of flows for their replies; the
+    backend's clock times the leases.
+    """
 
     def __init__(
         self,
@@ -155,6 +160,8 @@ class Dispatcher:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         batch_size: int = 1,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(dispatch_point, str) or not dispatch_point:
             raise ConfigurationError("dispatch_point must be a non-empty string.")
@@ -169,6 +176,7 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.max_deliveries = max_deliveries
         self.batch_size = batch_size
+        self.clock = clock or node.backend.clock
         self.stopping = False
         # Flows kept between messages, keyed by instance; reused while the stored
         # state_version matches (nobody else committed state meanwhile).
@@ -214,14 +222,15 @@ class Dispatcher:
             return
         context = RunContext(self, instance.user_id)
         flow.attach(context)
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         try:
             run_message(flow, message)
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
-            self._commit_failure(delivery, message, exc, flow.name, time.perf_counter() - started)
+            duration = self.clock.monotonic() - started
+            self._commit_failure(delivery, message, exc, flow.name, duration)
             return
-        duration = time.perf_counter() - started
+        duration = self.clock.monotonic() - started
         state = None if instance.parallel_dispatch else flow.flow_state
         envelopes, records, sent = build_outgoing(context.requests, context.replies)
         log = LogEntry(
@@ -259,7 +268,7 @@ class Dispatcher:
         config = instance.config
         if _has_placeholder(config):
             config = fill_secrets(config, self.secrets, f"flow instance {instance.flow_id}")
-        flow = cls(config, None)  # the (flow_config, flow_state) a mount checked
+        flow = build_flow(cls, config)  # as the mount built it
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state

@@ -16,11 +16,9 @@ of subflow {key}." and its own error below). Storage failures stay
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from ..errors import (
     FlowInstanceError,
     FlowplexError,
 )
-from ..flows import CompositeFlow, Flow, SubflowSpec, subflow_specs
+from ..flows import CompositeFlow, SubflowSpec, build_flow, subflow_specs
 from ..identity import is_user_id
 from ..messages import new_id
 from ._backend import EndpointRecord, InstanceRecord
@@ -190,7 +188,7 @@ def _plan_mount(
     )
     config["flow_id"] = flow_id
     with _failures_as_instance_errors(endpoint, serving_user):
-        flow = _construct(cls, config, initial_state)  # config and state checked now, not later
+        flow = build_flow(cls, config, initial_state)  # config and state checked now
         ensure_json_serializable(config, f"config of {endpoint}")
     plan.records.append(
         InstanceRecord(
@@ -210,37 +208,6 @@ def _plan_mount(
     if record.singleton:
         plan.singletons[(serving_user, endpoint)] = flow_id
     return flow_id
-
-
-def _construct(
-    cls: type[Flow], config: dict[str, Any], initial_state: Mapping[str, Any] | None
-) -> Flow:
-    mismatch = _signature_mismatch(cls)
-    if mismatch is not None:
-        raise FlowDefinitionError(
-            f"{cls.__qualname__} cannot be built as {cls.__qualname__}(flow_config, flow_state): "
-            f"{mismatch}. A flow's constructor must accept the flow config and the initial state."
-        )
-    return cls(config, initial_state)
-
-
-def _signature_mismatch(cls: type[Flow]) -> str | None:
-    """Why ``cls(flow_config, flow_state)`` cannot be called, or None if it can (or cannot be
-    told: a constructor without a signature is simply tried). Cached per class."""
-    if cls in _MISMATCHES:
-        return _MISMATCHES[cls]
-    mismatch = None
-    try:
-        inspect.signature(cls).bind({}, None)
-    except TypeError as exc:
-        mismatch = str(exc)
-    except ValueError:
-        pass
-    _MISMATCHES[cls] = mismatch
-    return mismatch
-
-
-_MISMATCHES: weakref.WeakKeyDictionary[type[Flow], str | None] = weakref.WeakKeyDictionary()
 
 
 def _plan_subflow(

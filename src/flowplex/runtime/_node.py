@@ -71,7 +71,7 @@ class Node:
         self._lock = threading.Lock()
         self.closed = False
         # A memory database lives in this process only: no other process runs its messages.
-        self.private = backend.url.split("://", 1)[0].lower() == "memory"
+        self.private = backend.volatile
         # Threads that wait on a reply and run messages meanwhile (Client.wait_reply), while
         # they are awake. Worker threads give them the first go at a new message: two threads
         # racing for it cost more (GIL and lock hand-offs) than one running it.
@@ -82,8 +82,11 @@ class Node:
 
     @property
     def url(self) -> str:
-        """The database URL."""
-        return self.backend.url
+        """The database URL, its password (if any) hidden: fit for messages, logs and stored
+        run data (``backend.url`` is the URL as given)."""
+        from ..db import redact
+
+        return redact(self.backend.url)
 
     def users(self) -> list[Client]:
         """A client handle for every user of the node, oldest first."""
@@ -447,12 +450,10 @@ def build_outgoing(
 
 
 def _node_key(url: str) -> str | None:
-    """A key identifying the database, or None if it cannot be shared (anonymous memory)."""
-    if url == "memory://":
-        return None
-    if url.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(url[len("sqlite:///") :]).resolve())
-    return url
+    """A key identifying the database, or None if it cannot be shared (volatile)."""
+    from ..db import DatabaseURL
+
+    return DatabaseURL.parse(url).key
 
 
 def open_node(db: str | None = None, path: str | Path | None = None) -> Node:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["Signals"]
 
@@ -99,28 +99,20 @@ class Signals:
     def wait_messages(self, point: str, token: tuple[int, int], until: float) -> bool:
         """Wait until ``point``'s counters move past ``token``, the close, or ``until``
         (monotonic). True if woken, False on time-out."""
-        with self.cond:
-            self._waiting += 1
-            try:
-                while True:
-                    if self.closed or (self._everything, self._points.get(point, 0)) != token:
-                        return True
-                    remaining = until - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self.cond.wait(remaining)
-            finally:
-                self._waiting -= 1
+        return self._wait(lambda: (self._everything, self._points.get(point, 0)) != token, until)
 
     def wait_reply(self, future_id: str, token: int, until: float) -> bool:
         """Wait until a reply for ``future_id`` is committed in this process, anything changes
         (past ``token``), the close, or ``until`` (monotonic). True if woken, False on
         time-out."""
+        return self._wait(lambda: future_id in self._recent or self._everything != token, until)
+
+    def _wait(self, changed: Callable[[], bool], until: float) -> bool:
         with self.cond:
             self._waiting += 1
             try:
                 while True:
-                    if self.closed or future_id in self._recent or self._everything != token:
+                    if self.closed or changed():
                         return True
                     remaining = until - time.monotonic()
                     if remaining <= 0:

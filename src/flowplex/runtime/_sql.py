@@ -3,27 +3,35 @@
 The statements here are written once, with ``?`` placeholders; :class:`SQLBackend` turns them
 into the driver's style (``%s`` for psycopg) when a subclass is defined. What differs between
 the two databases (connections, claims, batched writes, wake-ups across processes) stays in
-``sqlite.py`` and ``postgres.py``.
+``sqlite.py`` and ``postgres.py``. Both open their connections with :mod:`flowplex.db`'s
+helpers and turn driver errors into flowplex errors with its one translator.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._json import dumps
+from ..db import DatabaseURL, ensure_schema, is_driver_error, translate_error
+from ..db.migrate import HEAD, VERSION_QUERY
+from ..errors import BackendError, DuplicateKeyError
+from ..messages import new_id
 from ._backend import (
     LOG_PRUNE_EVERY,
     Backend,
     DeadLetter,
+    Delivery,
     EndpointRecord,
+    Envelope,
     InstanceRecord,
     InstanceStats,
     LogEntry,
+    ReplyRecord,
     UserRecord,
     cut,
 )
@@ -31,10 +39,12 @@ from ._signals import Signals
 
 __all__ = [
     "INSTANCE_COLUMNS",
+    "Call",
+    "ClaimedRow",
+    "Outcome",
     "SQLBackend",
     "instance_from_row",
     "instance_params",
-    "write_log",
 ]
 
 #: The ``instances`` columns in the order :func:`instance_from_row` reads them.
@@ -50,6 +60,7 @@ _ENDPOINT_COLUMNS = (
 
 # Ties on created_at are broken by the key, the same way on both databases.
 _QUERIES = {
+    "add_user": "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)",
     "list_users": "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, user_id",
     # Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
     # served one is left alone and returns no row.
@@ -114,15 +125,47 @@ RETURNING 1
     ),
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
     "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
+    "take_reply": "DELETE FROM replies WHERE future_id = ? RETURNING body",
+    # Completion: the message goes only while the lease is still the caller's.
+    "ack": "DELETE FROM messages WHERE seq = ? AND lease = ? RETURNING parallel, dispatch_point",
+    "save_state": (
+        "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
+    ),
+    "add_dead": (
+        "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
+        "VALUES (?, ?, ?, ?, ?)"
+    ),
 }
+
+
+Conn = TypeVar("Conn")
+
+#: Instances whose log writes are counted before the counts start over (see ``_add_log``).
+_LOG_COUNTS_KEPT = 10_000
+
+#: A claimed message: seq, flow id, body, deliveries and its instance (None if deleted).
+ClaimedRow = tuple[int, str, str, int, InstanceRecord | None]
+
+
+class Outcome(NamedTuple):
+    """What :meth:`~flowplex.runtime.Backend.complete` commits with a delivery."""
+
+    state: dict[str, Any] | None
+    envelopes: Sequence[Envelope]
+    replies: Sequence[ReplyRecord]
+    dead_letter: DeadLetter | None
+    #: The entry for the instance's message log (written unless the backend's log_limit is 0).
+    log: LogEntry | None
+    #: The creation time of the dead letter, the replies and the log entry (the backend's clock).
+    now: float
 
 
 class SQLBackend(Backend):
     """A :class:`Backend` on a SQL database: the reads and simple writes, once for both.
 
     Subclasses set :attr:`placeholder`, create ``self._signals``, and give connections through
-    :meth:`_read` and :meth:`_write` (context managers that commit or roll back and turn
-    driver errors into :class:`~flowplex.BackendError`).
+    :meth:`_read`, :meth:`_write` and :meth:`_write_one` (context managers that commit or roll
+    back and turn driver errors into :class:`~flowplex.BackendError`).
     """
 
     #: The driver's parameter marker.
@@ -130,6 +173,14 @@ class SQLBackend(Backend):
     #: The shared statements in the driver's style (set for each subclass).
     sql: ClassVar[dict[str, str]] = _QUERIES
     _signals: Signals
+    clock: Clock = SYSTEM_CLOCK
+    #: The database, and how messages name it (set by subclasses).
+    _db: DatabaseURL
+    _where: str
+    _closed: bool
+    #: Log entries written per instance since its last prune, in this process (set by
+    #: subclasses: see :meth:`_add_log`).
+    _log_writes: dict[str, int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,6 +193,106 @@ class SQLBackend(Backend):
     @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
         """A connection for one writing transaction."""
+
+    @abstractmethod
+    def _write_one(self) -> AbstractContextManager[Any]:
+        """A connection for a single statement that only moves a lease or takes a reply (its
+        own transaction; it need not wait for the disk, see the backends)."""
+
+    @abstractmethod
+    def _claim(
+        self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
+    ) -> list[ClaimedRow]:
+        """Lease up to ``limit`` (at least 1) messages under ``lease``, oldest first."""
+
+    @abstractmethod
+    def _complete(self, delivery: Delivery, outcome: Outcome) -> tuple[bool, list[str]]:
+        """:meth:`complete`, with its arguments in ``outcome``."""
+
+    def claim(
+        self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
+        if limit <= 0:
+            return []
+        self._signals.remember(dispatch_point)
+        lease = new_id()
+        return [
+            Delivery(seq, flow_id, body, deliveries, lease, instance)
+            for seq, flow_id, body, deliveries, instance in self._claim(
+                dispatch_point, user_id, lease_seconds, limit, lease
+            )
+        ]
+
+    def complete(
+        self,
+        delivery: Delivery,
+        *,
+        state: dict[str, Any] | None,
+        envelopes: Sequence[Envelope] = (),
+        replies: Sequence[ReplyRecord] = (),
+        dead_letter: DeadLetter | None = None,
+        log: LogEntry | None = None,
+    ) -> tuple[bool, list[str]]:
+        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
+        was lost (then nothing changes)."""
+        now = self.clock.time()
+        outcome = Outcome(state, envelopes, replies, dead_letter, log, now)
+        return self._complete(delivery, outcome)
+
+    def _migrate_unless_current(self, conn: Any, db: DatabaseURL) -> None:
+        """Bring the database to the newest schema, unless ``conn`` finds it there already
+        (one query: opening a current database needs no Alembic)."""
+        try:
+            row = conn.execute(VERSION_QUERY).fetchone()
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            row = None  # never migrated (no version table); ensure_schema reports the rest
+        if row is None or row[0] != HEAD:
+            ensure_schema(db)
+
+    def _acknowledge(self, conn: Any, delivery: Delivery, outcome: Outcome) -> Any:
+        """Acknowledge ``delivery`` and store its state, dead letter and log entry, inside the
+        caller's transaction; the acknowledged row ``(parallel, dispatch_point)``, or None if
+        the lease was lost (then the caller rolls back, or has changed nothing)."""
+        acked = conn.execute(self.sql["ack"], (delivery.seq, delivery.lease)).fetchone()
+        if acked is None:
+            return None
+        if outcome.state is not None:
+            conn.execute(self.sql["save_state"], (dumps(outcome.state), delivery.flow_id))
+        if (d := outcome.dead_letter) is not None:
+            params = (d.flow_id, d.body, d.error, d.deliveries, outcome.now)
+            conn.execute(self.sql["add_dead"], params)
+        if outcome.log is not None and self.log_limit > 0:
+            self._add_log(conn, delivery.seq, outcome.log, outcome.now)
+        return acked
+
+    def _add_log(self, conn: Any, seq: int, entry: LogEntry, now: float) -> None:
+        """Add ``entry`` (for the message queued as ``seq``) to its instance's log, pruning the
+        log to :attr:`log_limit` entries on every :data:`LOG_PRUNE_EVERY`-th write: most
+        completions pay for the insert alone."""
+        e, limit = entry, self.log_limit
+        params = (e.flow_id, seq, cut(e.body), e.outcome, cut(e.reply), cut(e.error), e.deliveries)
+        conn.execute(self.sql["add_log"], (*params, e.duration, now))
+        # Counted per process without a lock: a lost count only moves a prune by one entry.
+        writes = self._log_writes
+        count = writes.get(e.flow_id, 0) + 1
+        if count >= LOG_PRUNE_EVERY:
+            conn.execute(self.sql["prune_log"], (e.flow_id, e.flow_id, limit))
+            count = 0
+        elif len(writes) >= _LOG_COUNTS_KEPT:
+            writes.clear()  # bounded memory; the forgotten logs are pruned a little later
+        writes[e.flow_id] = count
+
+    def add_user(self, user: UserRecord) -> None:
+        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
+        try:
+            with self._write() as conn:
+                params = (user.user_id, user.private_key, user.created_at)
+                conn.execute(self.sql["add_user"], params)
+        except DuplicateKeyError:
+            raise DuplicateKeyError(f"user {user.user_id} exists already") from None
 
     def list_users(self) -> list[UserRecord]:
         """Every user, oldest first."""
@@ -231,7 +382,7 @@ class SQLBackend(Backend):
     def instance_stats(self, flow_ids: Sequence[str] | None = None) -> dict[str, InstanceStats]:
         """Queue depth, in-flight messages, dead letters and last error, by flow id."""
         with self._read() as conn:
-            queues = conn.execute(self.sql["queue_stats"], (time.time(),)).fetchall()
+            queues = conn.execute(self.sql["queue_stats"], (self.clock.time(),)).fetchall()
             dead = conn.execute(self.sql["dead_stats"]).fetchall()
             activity = conn.execute(self.sql["activity_stats"]).fetchall()
             errors = conn.execute(self.sql["error_stats"]).fetchall()
@@ -254,38 +405,90 @@ class SQLBackend(Backend):
             rows = conn.execute(self.sql["read_log"], (flow_id, max(0, count))).fetchall()
         return [LogEntry(*row) for row in rows]
 
+    def take_reply(self, future_id: str) -> str | None:
+        """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
+        with self._write_one() as conn:
+            row = conn.execute(self.sql["take_reply"], (future_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def _has_reply(self, future_id: str) -> bool:
         with self._read() as conn:
             return conn.execute(self.sql["has_reply"], (future_id,)).fetchone() is not None
+
+    @abstractmethod
+    def _watch_others(self) -> None:
+        """Start noticing other processes' commits (from the first wait on)."""
+
+    @abstractmethod
+    def _wait(self, wake: Callable[[float], bool], timeout: float) -> None:
+        """Call ``wake(until)`` (a wait on :attr:`_signals` up to the monotonic ``until``; True
+        once woken) until it wakes or ``timeout`` seconds pass, noticing other processes'
+        commits meanwhile."""
+
+    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
+        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes."""
+        self._watch_others()
+        signals = self._signals
+        token = signals.message_token(dispatch_point)
+        self._wait(lambda until: signals.wait_messages(dispatch_point, token, until), timeout)
+
+    def wait_for_reply(self, future_id: str, timeout: float) -> None:
+        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+        self._watch_others()
+        signals = self._signals
+        token = signals.everything_token()
+        # The reply may have been committed before this process was watching.
+        if signals.closed or self._has_reply(future_id):
+            return
+        self._wait(lambda until: signals.wait_reply(future_id, token, until), timeout)
+
+    def _driver_error(self, exc: Exception) -> BackendError:
+        """The flowplex error for the driver error ``exc`` (:func:`flowplex.db.translate_error`),
+        or a plain "closed" if this backend was closed under the call."""
+        if self._closed:
+            return self._closed_error(f" ({exc})")
+        return translate_error(exc, self._where)
+
+    def _closed_error(self, detail: str = "") -> BackendError:
+        return BackendError(f"this backend on {self._db} is closed{detail}")
 
     def wake(self) -> None:
         """Make this process's current waits return now."""
         self._signals.everything()
 
 
-# Most completions pay for the insert alone: see LOG_PRUNE_EVERY.
-_WRITES_KEPT = 10_000
+class Call(Generic[Conn]):
+    """A pooled connection for one call of a SQL backend, as a context manager.
 
+    Entering takes a connection (:meth:`_acquire`) and begins what the call needs
+    (:meth:`_begin`); if beginning fails, :meth:`_abandon` gives everything back and a driver
+    error becomes a flowplex error. Subclasses end the call in ``__exit__``.
+    """
 
-def write_log(backend: SQLBackend, conn: Any, entry: LogEntry, seq: int, now: float) -> None:
-    """Add ``entry`` (for the message queued as ``seq``) to its instance's log inside the
-    caller's transaction, pruning the log to ``backend.log_limit`` entries now and then
-    (nothing when the limit is 0)."""
-    limit = backend.log_limit
-    if limit <= 0:
-        return
-    e, sql = entry, backend.sql
-    params = (e.flow_id, seq, cut(e.body), e.outcome, cut(e.reply), cut(e.error), e.deliveries)
-    conn.execute(sql["add_log"], (*params, e.duration, now))
-    # Counted per process without a lock: a lost count only moves a prune by one entry.
-    writes = backend.__dict__.setdefault("_log_writes", {})
-    count = writes.get(e.flow_id, 0) + 1
-    if count >= LOG_PRUNE_EVERY:
-        conn.execute(sql["prune_log"], (e.flow_id, e.flow_id, limit))
-        count = 0
-    elif len(writes) >= _WRITES_KEPT:
-        writes.clear()  # bounded memory; the forgotten logs are pruned a little later
-    writes[e.flow_id] = count
+    __slots__ = ("_conn",)
+
+    def _acquire(self) -> Conn:
+        raise NotImplementedError
+
+    def _begin(self, conn: Conn) -> None:
+        """Begin the call's transaction, if it has one."""
+
+    def _abandon(self, conn: Conn) -> None:
+        raise NotImplementedError
+
+    def _backend_of(self) -> SQLBackend:
+        raise NotImplementedError
+
+    def __enter__(self) -> Conn:
+        conn = self._conn = self._acquire()
+        try:
+            self._begin(conn)
+        except BaseException as exc:
+            self._abandon(conn)
+            if isinstance(exc, Exception) and is_driver_error(exc):
+                raise self._backend_of()._driver_error(exc) from exc
+            raise
+        return conn
 
 
 def instance_from_row(row: Sequence[Any], at: int = 0) -> InstanceRecord:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._json import dumps
 from ..errors import DuplicateKeyError
 from ..messages import new_id
@@ -59,10 +60,14 @@ class _Instance:
 
 
 class MemoryBackend(Backend):
-    """Everything in this process's memory; see the module doc."""
+    """Everything in this process's memory; see the module doc. Lease deadlines and creation
+    times are read from ``clock`` (the system clock by default)."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    volatile = True
+
+    def __init__(self, url: str = "memory://", *, clock: Clock | None = None) -> None:
         self.url = url
+        self.clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._signals = Signals()
         self._users: list[UserRecord] = []
@@ -221,7 +226,7 @@ class MemoryBackend(Backend):
         if limit <= 0:
             return []
         self._signals.remember(dispatch_point)
-        now = time.time()
+        now = self.clock.time()
         with self._lock:
             candidates: list[tuple[_Message, _Instance | None]] = []
             for flow_id, queue in self._queues.items():
@@ -281,10 +286,11 @@ class MemoryBackend(Backend):
             if state_json is not None and row is not None:
                 row.state_json = state_json
                 row.record = replace(row.record, state_version=row.record.state_version + 1)
+            now = self.clock.time()
             if dead_letter is not None:
-                self._dead.append(replace(dead_letter, created_at=time.time()))
+                self._dead.append(replace(dead_letter, created_at=now))
             if log is not None and self.log_limit > 0:
-                self._add_log_locked(log)
+                self._add_log_locked(log, now)
             unknown = self._enqueue_locked(envelopes, replies, points)
             if queue:
                 points.add(queue[0].dispatch_point)  # the next message became claimable
@@ -319,7 +325,7 @@ class MemoryBackend(Backend):
         with self._lock:
             return [d for d in self._dead if flow_id is None or d.flow_id == flow_id]
 
-    def _add_log_locked(self, log: LogEntry) -> None:
+    def _add_log_locked(self, log: LogEntry, now: float) -> None:
         entries = self._log.get(log.flow_id)
         if entries is None or entries.maxlen != self.log_limit:
             entries = self._log[log.flow_id] = deque(entries or (), maxlen=self.log_limit)
@@ -328,14 +334,14 @@ class MemoryBackend(Backend):
             body=cut(log.body) or "",
             reply=cut(log.reply),
             error=cut(log.error),
-            finished_at=time.time(),
+            finished_at=now,
         )
         entries.append(entry)
 
     # -- inspection -------------------------------------------------------------------------
 
     def instance_stats(self, flow_ids: Sequence[str] | None = None) -> dict[str, InstanceStats]:
-        now = time.time()
+        now = self.clock.time()
         found: dict[str, dict[str, Any]] = {}
         with self._lock:
             for flow_id, queue in self._queues.items():

@@ -7,7 +7,9 @@ round trip to the server.
 Queue. ``claim`` takes the oldest claimable messages with ``FOR UPDATE SKIP LOCKED``, so
 concurrent workers never wait for, or take, each other's rows. A message is claimable when it is
 a *head* (``messages.head``: every message of a parallel instance, the oldest one of any other)
-and its lease has run out (lease times use the database clock, one clock for every machine).
+and its lease has run out. Lease times use the database clock, one clock for every machine,
+unless the backend was given a ``clock`` (a test's fake one): then that clock's time is sent
+with each claim.
 Keeping ``head`` right under concurrency is what ``enqueue`` and ``complete`` lock the instance
 rows for (``FOR NO KEY UPDATE``, in flow id order so two transactions never deadlock): whoever
 decides whether a new message is the head, or which message becomes the next head, sees every
@@ -29,28 +31,26 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from types import TracebackType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import pq
 
-from .._json import dumps
-from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, redact_url
-from ..errors import BackendError, DuplicateKeyError
-from ..messages import new_id
-from ._backend import (
-    DeadLetter,
-    Delivery,
-    Envelope,
-    InstanceRecord,
-    LogEntry,
-    ReplyRecord,
-    UserRecord,
-)
+from .._clock import SYSTEM_CLOCK, Clock
+from ..db import DatabaseURL, connect_postgres, translate_error
+from ..errors import BackendError, ConfigurationError, DuplicateKeyError
+from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params, write_log
+from ._sql import (
+    INSTANCE_COLUMNS,
+    Call,
+    ClaimedRow,
+    Outcome,
+    SQLBackend,
+    instance_from_row,
+    instance_params,
+)
 
 __all__ = ["MESSAGES_CHANNEL", "REPLIES_CHANNEL", "PostgresBackend"]
 
@@ -76,9 +76,8 @@ _LISTENER_START_TIMEOUT = 10.0
 _LISTENER_RETRY_SECONDS = 1.0
 
 _I = ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
-_NOW = "extract(epoch FROM statement_timestamp())::float8"
-
-_ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (%s, %s, %s)"
+# The claim's "now": the time sent with it (an injected clock), else the database's.
+_NOW = "coalesce(%(now)s::float8, extract(epoch FROM statement_timestamp())::float8)"
 
 _DELETE_ENDPOINT = """
 WITH gone AS (
@@ -171,7 +170,6 @@ ORDER BY leased.seq
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
-_ACK = "DELETE FROM messages WHERE seq = %s AND lease = %s RETURNING parallel, dispatch_point"
 _NEXT_HEAD = f"""
 WITH promoted AS (
     UPDATE messages SET head = true
@@ -181,13 +179,6 @@ WITH promoted AS (
 SELECT p.dispatch_point FROM promoted AS p
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.dispatch_point)
 """
-_SAVE_STATE = (
-    "UPDATE instances SET state = %s, state_version = state_version + 1 WHERE flow_id = %s"
-)
-_ADD_DEAD = (
-    "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
-    "VALUES (%s, %s, %s, %s, %s)"
-)
 _RELEASE = f"""
 WITH released AS (
     UPDATE messages
@@ -198,28 +189,36 @@ WITH released AS (
 SELECT r.dispatch_point FROM released AS r
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', r.dispatch_point)
 """
-_TAKE_REPLY = "DELETE FROM replies WHERE future_id = %s RETURNING body"
 
 
 class PostgresBackend(SQLBackend):
-    placeholder = "%s"
-
     """A :class:`~flowplex.runtime.Backend` on a PostgreSQL database; see the module doc.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:port/db?options=...``); the schema
     is migrated on open. Tables live in the connection's ``search_path``, so
-    ``?options=-csearch_path%3Dname`` puts a node in its own schema.
+    ``?options=-csearch_path%3Dname`` puts a node in its own schema. Without ``clock``, leases
+    follow the database server's clock and creation times the system clock; with one, both
+    follow it.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        scheme, _, rest = url.partition("://")
-        self._conninfo = url if scheme.lower() == "postgresql" else f"postgresql://{rest}"
+    placeholder = "%s"
+
+    def __init__(self, url: str | DatabaseURL, *, clock: Clock | None = None) -> None:
+        db = DatabaseURL.parse(url)
+        if db.kind != "postgresql":
+            raise ConfigurationError(f"PostgresBackend needs a postgresql:// URL, got {db}")
+        self.url = db.text
+        self._db = db
+        self.clock = clock or SYSTEM_CLOCK
+        # Sent with each claim as its "now"; None lets the database clock decide.
+        self._lease_clock = clock
+        self._where = f"the database at {db}"
         # Idle connections: [durable, lease-only] (see _NOT_DURABLE).
         self._pools: tuple[deque[psycopg.Connection[Any]], ...] = (deque(), deque())
         self._pool_lock = threading.Lock()
         self._own_pids: set[int] = set()
         self._signals = Signals()
+        self._log_writes = {}
         self._closed = False
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
@@ -227,15 +226,7 @@ class PostgresBackend(SQLBackend):
         self._listener_ready = threading.Event()
         conn = self._connect()
         try:
-            try:
-                row = conn.execute(VERSION_QUERY).fetchone()
-            except psycopg.errors.UndefinedTable:
-                row = None
-            if row is None or row[0] != HEAD:
-                ensure_schema(url)
-        except psycopg.Error as exc:
-            conn.close()
-            raise BackendError(f"PostgreSQL at {redact_url(url)} failed: {exc}") from exc
+            self._migrate_unless_current(conn, db)
         except BaseException:
             conn.close()
             raise
@@ -246,17 +237,14 @@ class PostgresBackend(SQLBackend):
     # -- connections ------------------------------------------------------------------------
 
     def _connect(self, durable: bool = True) -> psycopg.Connection[Any]:
+        conn = connect_postgres(self._db, autocommit=True, prepare_threshold=0)
         try:
-            conn = psycopg.connect(
-                self._conninfo, autocommit=True, prepare_threshold=0, application_name="flowplex"
-            )
             conn.execute(_GENERIC_PLANS)
             if not durable:
                 conn.execute(_NOT_DURABLE)
         except psycopg.Error as exc:
-            raise BackendError(
-                f"cannot connect to PostgreSQL at {redact_url(self.url)}: {exc}"
-            ) from exc
+            conn.close()
+            raise translate_error(exc, self._where) from exc
         self._own_pids.add(conn.info.backend_pid)
         return conn
 
@@ -265,9 +253,7 @@ class PostgresBackend(SQLBackend):
             return self._pools[not durable].pop()
         except IndexError:
             if self._closed:
-                raise BackendError(
-                    f"the PostgreSQL backend on {redact_url(self.url)} is closed"
-                ) from None
+                raise self._closed_error() from None
             return self._connect(durable)
 
     def _release(self, conn: psycopg.Connection[Any], durable: bool) -> None:
@@ -296,22 +282,14 @@ class PostgresBackend(SQLBackend):
         """A connection for one writing statement (its own transaction)."""
         return self._use()
 
+    def _write_one(self) -> _Use:
+        """A connection for one statement moving a lease or taking a reply (not durable)."""
+        return self._use(durable=False)
+
     def _transaction(self) -> _Use:
         """A connection in one pipelined transaction; statements whose results are not read
         inside the block all travel in the round trip of the COMMIT."""
         return _Use(self, transaction=True, durable=True)
-
-    # -- users ------------------------------------------------------------------------------
-
-    def add_user(self, user: UserRecord) -> None:
-        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
-        try:
-            with self._use() as conn:
-                conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
-        except _Wrapped as exc:
-            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise DuplicateKeyError(f"user {user.user_id} exists already") from None
-            raise
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -349,79 +327,45 @@ class PostgresBackend(SQLBackend):
         if not envelopes and not replies:
             return []
         with self._transaction() as conn:
-            put = _Put(conn, envelopes, replies)
+            put = _Put(conn, envelopes, replies, self.clock.time())
         return self._after_put(put, ())
 
-    def claim(
-        self,
-        dispatch_point: str,
-        user_id: str | None,
-        lease_seconds: float,
-        limit: int,
-    ) -> list[Delivery]:
-        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
-        if limit <= 0:
-            return []
+    def _claim(
+        self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
+    ) -> list[ClaimedRow]:
         self._ensure_listener()
-        self._signals.remember(dispatch_point)
-        lease = new_id()
         params = {
             "point": dispatch_point,
             "user": user_id,
             "limit": limit,
             "lease": lease,
             "seconds": lease_seconds,
+            "now": None if self._lease_clock is None else self._lease_clock.time(),
         }
-        with self._use(durable=False) as conn:
+        with self._write_one() as conn:
             rows = conn.execute(_CLAIM_ANY if user_id is None else _CLAIM_USER, params).fetchall()
         return [
-            Delivery(
-                seq=row[0],
-                flow_id=row[1],
-                body=row[2],
-                deliveries=row[3],
-                lease=lease,
-                instance=None if row[4] is None else instance_from_row(row, 4),
-            )
+            (row[0], row[1], row[2], row[3], None if row[4] is None else instance_from_row(row, 4))
             for row in rows
         ]
 
-    def complete(
-        self,
-        delivery: Delivery,
-        *,
-        state: dict[str, Any] | None,
-        envelopes: Sequence[Envelope] = (),
-        replies: Sequence[ReplyRecord] = (),
-        dead_letter: DeadLetter | None = None,
-        log: LogEntry | None = None,
-    ) -> tuple[bool, list[str]]:
-        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
-        was lost (then nothing changes)."""
-        state_json = None if state is None else dumps(state)
+    def _complete(self, delivery: Delivery, outcome: Outcome) -> tuple[bool, list[str]]:
         flow_id = delivery.flow_id
         try:
             with self._transaction() as conn:
                 # Instance locks first, in flow id order, then the message row: the order of
                 # every other writer, so no deadlock.
-                locks = sorted({flow_id, *(env.flow_id for env in envelopes)})
+                locks = sorted({flow_id, *(env.flow_id for env in outcome.envelopes)})
                 if len(locks) == 1:
                     locked = conn.execute(_LOCK_INSTANCE, (flow_id,))
                 else:
                     locked = conn.execute(_LOCK_INSTANCES, (locks,))
-                acked = conn.execute(_ACK, (delivery.seq, delivery.lease)).fetchone()
+                acked = self._acknowledge(conn, delivery, outcome)
                 if acked is None:
                     raise _Rollback
                 # The next message of a one-at-a-time instance becomes claimable.
                 promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id,))
-                if state_json is not None:
-                    conn.execute(_SAVE_STATE, (state_json, flow_id))
-                if dead_letter is not None:
-                    d = dead_letter
-                    conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
-                if log is not None:
-                    write_log(self, conn, log, delivery.seq, time.time())
-                put = _Put(conn, envelopes, replies, locked)
+                put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
         except _Rollback:
             return False, []
         points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
@@ -439,7 +383,7 @@ class PostgresBackend(SQLBackend):
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""
-        with self._use(durable=False) as conn:
+        with self._write_one() as conn:
             rows = conn.execute(_RELEASE, (delivery.seq, delivery.lease)).fetchall()
         if rows:
             self._signals.messages([rows[0][0]])
@@ -447,30 +391,15 @@ class PostgresBackend(SQLBackend):
     def take_reply(self, future_id: str) -> str | None:
         """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
         self._ensure_listener()
-        with self._use(durable=False) as conn:
-            row = conn.execute(_TAKE_REPLY, (future_id,)).fetchone()
-        return None if row is None else str(row[0])
+        return super().take_reply(future_id)
 
     # -- wake-ups ---------------------------------------------------------------------------
 
-    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
-        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes."""
-        self._ensure_listener()
-        signals = self._signals
-        token = signals.message_token(dispatch_point)
-        signals.wait_messages(dispatch_point, token, self._until(timeout))
+    def _wait(self, wake: Callable[[float], bool], timeout: float) -> None:
+        wake(self._until(timeout))
 
-    def wait_for_reply(self, future_id: str, timeout: float) -> None:
-        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+    def _watch_others(self) -> None:
         self._ensure_listener()
-        signals = self._signals
-        token = signals.everything_token()
-        if signals.closed:
-            return
-        # The reply may have been committed before this process was listening.
-        if self._has_reply(future_id):
-            return
-        signals.wait_reply(future_id, token, self._until(timeout))
 
     def _until(self, timeout: float) -> float:
         wait = max(0.0, timeout)
@@ -496,7 +425,7 @@ class PostgresBackend(SQLBackend):
         while not self._closed:
             conn = None
             try:
-                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                conn = connect_postgres(self._db, autocommit=True, connect_timeout=10)
                 conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
                 conn.execute(f"LISTEN {REPLIES_CHANNEL}")
                 self._listening = True
@@ -504,7 +433,7 @@ class PostgresBackend(SQLBackend):
                 # Whatever was committed while nobody listened: let every waiter re-check.
                 signals.everything()
                 self._pump(conn.pgconn)
-            except (psycopg.Error, OSError, ValueError):
+            except (psycopg.Error, BackendError, OSError, ValueError):
                 pass  # reconnect below; ValueError: close() shut the wake-up socket meanwhile
             finally:
                 self._listening = False
@@ -566,19 +495,16 @@ class PostgresBackend(SQLBackend):
         self._wake_w.close()
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({redact_url(self.url)!r})"
-
-
-class _Wrapped(BackendError):
-    """A BackendError raised for a driver error (the driver error is its ``__cause__``)."""
+        return f"PostgresBackend({self._db.redacted!r})"
 
 
 class _Rollback(Exception):
     """Raised inside a :meth:`PostgresBackend._transaction` block to roll it back."""
 
 
-class _Use:
-    """A pooled connection for one call. Driver errors become BackendError.
+class _Use(Call[psycopg.Connection[Any]]):
+    """A pooled connection for one call. Driver errors become flowplex errors
+    (:func:`flowplex.db.translate_error`).
 
     Without ``transaction`` the connection autocommits each statement. With it, the block is
     one explicit transaction in pipeline mode: BEGIN, the statements and COMMIT travel
@@ -588,34 +514,29 @@ class _Use:
     ``_NOT_DURABLE``).
     """
 
-    __slots__ = ("_backend", "_conn", "_durable", "_pipeline", "_transaction")
+    __slots__ = ("_backend", "_durable", "_pipeline", "_transaction")
 
     def __init__(self, backend: PostgresBackend, transaction: bool, durable: bool = True) -> None:
         self._backend = backend
         self._transaction = transaction
         self._durable = durable
 
-    def __enter__(self) -> psycopg.Connection[Any]:
-        backend = self._backend
-        conn = self._conn = backend._acquire(self._durable)
-        if self._transaction:
-            try:
-                self._pipeline = conn.pipeline()
-                self._pipeline.__enter__()
-                conn.execute("BEGIN", prepare=False)
-            except BaseException as exc:
-                backend._discard(conn)
-                if isinstance(exc, psycopg.Error):
-                    raise _wrap(backend, exc) from exc
-                raise
-        return conn
+    def _backend_of(self) -> PostgresBackend:
+        return self._backend
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _acquire(self) -> psycopg.Connection[Any]:
+        return self._backend._acquire(self._durable)
+
+    def _begin(self, conn: psycopg.Connection[Any]) -> None:
+        if self._transaction:
+            self._pipeline = conn.pipeline()
+            self._pipeline.__enter__()
+            conn.execute("BEGIN", prepare=False)
+
+    def _abandon(self, conn: psycopg.Connection[Any]) -> None:
+        self._backend._discard(conn)
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         backend = self._backend
         conn = self._conn
         error: BaseException | None = exc
@@ -637,7 +558,7 @@ class _Use:
                 _rollback_quietly(conn)
             backend._release(conn, self._durable)
         if isinstance(error, psycopg.Error):
-            raise _wrap(backend, error) from error
+            raise backend._driver_error(error) from error
 
 
 def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
@@ -653,13 +574,6 @@ def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
 
-def _wrap(backend: PostgresBackend, exc: psycopg.Error) -> BackendError:
-    where = redact_url(backend.url)
-    if backend._closed:
-        return _Wrapped(f"the PostgreSQL backend on {where} is closed ({exc})")
-    return _Wrapped(f"PostgreSQL at {where} failed: {exc}")
-
-
 class _Put:
     """Queue envelopes and store replies inside a pipelined transaction; the results are read
     (:meth:`outcome`) after it commits."""
@@ -669,9 +583,11 @@ class _Put:
         conn: psycopg.Connection[Any],
         envelopes: Sequence[Envelope],
         replies: Sequence[ReplyRecord],
+        now: float,
         locked: psycopg.Cursor[Any] | None = None,
     ) -> None:
-        """``locked``: the caller's _LOCK_INSTANCES of (at least) the envelopes' instances."""
+        """``now``: the replies' creation time; ``locked``: the caller's _LOCK_INSTANCES of (at
+        least) the envelopes' instances."""
         self.envelopes = envelopes
         self.replies = replies
         self._locked = locked
@@ -691,7 +607,6 @@ class _Put:
             first: dict[str, str] = {}
             for r in replies:
                 first.setdefault(r.future_id, r.body)
-            now = time.time()
             conn.execute(_PUT_REPLIES, (list(first), list(first.values()), [now] * len(first)))
 
     def outcome(self) -> tuple[list[str], list[str]]:

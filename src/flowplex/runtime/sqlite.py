@@ -2,9 +2,9 @@
 
 The hot path (enqueue, claim, complete, take_reply) runs plain SQL on the stdlib ``sqlite3``
 driver: no ORM, no per-call schema checks, at most one short write transaction per call (a
-claim reads the leased messages' instances just after it commits). Connections come
-from a small pool (``isolation_level=None``: transactions are explicit), the file is in WAL mode
-with ``synchronous=NORMAL`` and a 10 s busy timeout. Write transactions start with
+claim reads the leased messages' instances just after it commits). Connections come from a
+small pool, opened by :func:`flowplex.db.connect_sqlite` (transactions explicit, WAL,
+``synchronous=NORMAL``, the busy timeout). Write transactions start with
 ``BEGIN IMMEDIATE``, so they take the write lock first and never fail half-way on a lock. Inside
 one process they also queue on a lock of their own: SQLite's busy handler retries by sleeping
 for milliseconds, a Python lock hands over in microseconds.
@@ -26,26 +26,24 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from types import TracebackType
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._json import dumps
-from ..db.migrate import HEAD, VERSION_QUERY, ensure_schema, sqlite_path
-from ..errors import BackendError, DuplicateKeyError
-from ..messages import new_id
-from ._backend import (
-    DeadLetter,
-    Delivery,
-    Envelope,
-    InstanceRecord,
-    LogEntry,
-    ReplyRecord,
-    UserRecord,
-)
+from .._clock import SYSTEM_CLOCK, Clock
+from ..db import DatabaseURL, connect_sqlite, translate_error
+from ..errors import ConfigurationError, DuplicateKeyError
+from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
 from ._doorbell import Doorbell
 from ._signals import Signals
-from ._sql import INSTANCE_COLUMNS, SQLBackend, instance_from_row, instance_params, write_log
+from ._sql import (
+    INSTANCE_COLUMNS,
+    Call,
+    ClaimedRow,
+    Outcome,
+    SQLBackend,
+    instance_from_row,
+    instance_params,
+)
 
 __all__ = ["DOORBELL_POLL_SECONDS", "EXTERNAL_POLL_SECONDS", "SQLiteBackend"]
 
@@ -54,10 +52,7 @@ EXTERNAL_POLL_SECONDS = 0.02
 #: The same, as a safety net, while the doorbell rings.
 DOORBELL_POLL_SECONDS = 0.25
 
-_BUSY_TIMEOUT_MS = 10_000
 _IDLE_CONNECTIONS = 8
-
-_ADD_USER = "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)"
 
 _ENDPOINT_INSTANCES = (
     "SELECT flow_id FROM instances WHERE user_id = ? AND endpoint = ? ORDER BY created_at, rowid"
@@ -95,54 +90,47 @@ RETURNING seq, flow_id, body, deliveries
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND m.user_id = ?")
-_ACK = "DELETE FROM messages WHERE seq = ? AND lease = ? RETURNING parallel, dispatch_point"
 _NEXT_HEAD = """
 UPDATE messages SET head = 1
 WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = ?)
 RETURNING dispatch_point
 """
-_SAVE_STATE = "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
-_ADD_DEAD = (
-    "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) VALUES (?, ?, ?, ?, ?)"
-)
 _RELEASE = """
 UPDATE messages SET lease = NULL, lease_until = 0, deliveries = max(0, deliveries - 1)
 WHERE seq = ? AND lease = ?
 RETURNING dispatch_point
 """
-_TAKE_REPLY = "DELETE FROM replies WHERE future_id = ? RETURNING body"
 
 
 class SQLiteBackend(SQLBackend):
     """A :class:`~flowplex.runtime.Backend` on a SQLite file; see the module doc.
 
     ``url`` is ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; missing
-    parent directories are created and the schema is migrated on open.
+    parent directories are created and the schema is migrated on open. Lease deadlines and
+    creation times are read from ``clock`` (the system clock by default).
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.path = sqlite_path(url)
+    def __init__(self, url: str | DatabaseURL, *, clock: Clock | None = None) -> None:
+        db = DatabaseURL.parse(url)
+        if db.kind != "sqlite" or db.path is None:
+            raise ConfigurationError(f"SQLiteBackend needs a sqlite:/// file URL, got {db}")
+        self.url = db.text
+        self.path = db.path
+        self.clock = clock or SYSTEM_CLOCK
+        self._db = db
+        self._where = f"the database at {db}"
         self._pool: deque[sqlite3.Connection] = deque()
         self._pool_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._signals = Signals()
+        self._log_writes = {}
         # (dispatch point, user) pairs whose last claim came back empty. Only a hint, updated
         # without a lock: a lost update costs one needless look, or one needless write lock.
         self._idle: set[tuple[str, str | None]] = set()
         self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BackendError(f"cannot create the directory of {self.path}: {exc}") from exc
         conn = self._connect()
         try:
-            try:
-                row = conn.execute(VERSION_QUERY).fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            if row is None or row[0] != HEAD:
-                ensure_schema(url)
+            self._migrate_unless_current(conn, db)
             # Baseline for noticing other processes' commits (see the module doc).
             self._watch = self._connect()
         except BaseException:
@@ -153,7 +141,7 @@ class SQLiteBackend(SQLBackend):
         except sqlite3.Error as exc:
             conn.close()
             self._watch.close()
-            raise BackendError(f"cannot read the SQLite database {self.path}: {exc}") from exc
+            raise translate_error(exc, self._where) from exc
         self._watch_lock = threading.Lock()
         self._last_poll = time.monotonic()
         self._poll_every = EXTERNAL_POLL_SECONDS
@@ -164,32 +152,14 @@ class SQLiteBackend(SQLBackend):
     # -- connections ------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=256,
-            )
-        except sqlite3.Error as exc:
-            raise BackendError(f"cannot open the SQLite database {self.path}: {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                _switch_to_wal(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise BackendError(f"cannot set up the SQLite database {self.path}: {exc}") from exc
-        return conn
+        return connect_sqlite(self.path, cached_statements=256)
 
     def _acquire(self) -> sqlite3.Connection:
         try:
             return self._pool.pop()
         except IndexError:
             if self._closed:
-                raise BackendError(f"the SQLite backend on {self.path} is closed") from None
+                raise self._closed_error() from None
             return self._connect()
 
     def _release(self, conn: sqlite3.Connection) -> None:
@@ -205,15 +175,9 @@ class SQLiteBackend(SQLBackend):
     def _write(self, single: bool = False) -> _Use:
         return _Use(self, write=True, single=single)
 
-    # -- users ------------------------------------------------------------------------------
-
-    def add_user(self, user: UserRecord) -> None:
-        """Store a new user; ``DuplicateKeyError`` if the id exists already."""
-        with self._write() as conn:
-            try:
-                conn.execute(_ADD_USER, (user.user_id, user.private_key, user.created_at))
-            except sqlite3.IntegrityError:
-                raise DuplicateKeyError(f"user {user.user_id} exists already") from None
+    def _write_one(self) -> _Use:
+        # One statement is its own transaction; no BEGIN/COMMIT needed around it.
+        return _Use(self, write=True, single=True)
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -233,14 +197,14 @@ class SQLiteBackend(SQLBackend):
         rows = [instance_params(record) for record in instances]
         if not rows:
             return
-        with self._write() as conn:
-            try:
+        try:
+            with self._write() as conn:
                 conn.executemany(_ADD_INSTANCE, rows)
-            except sqlite3.IntegrityError:
-                # Undo the rows inserted before the clash, then name the id that clashed.
-                conn.execute("ROLLBACK")
+        except DuplicateKeyError:
+            # Rolled back, rows inserted before the clash too: name the id that clashed.
+            with self._read() as conn:
                 taken = _first_taken(conn, [row[0] for row in rows])
-                raise DuplicateKeyError(f"instance {taken} exists already") from None
+            raise DuplicateKeyError(f"instance {taken} exists already") from None
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -252,37 +216,27 @@ class SQLiteBackend(SQLBackend):
             return []
         points: set[str] = set()
         with self._write(single=len(envelopes) + len(replies) == 1) as conn:
-            unknown = _put(conn, envelopes, replies, points)
+            unknown = _put(conn, envelopes, replies, points, self.clock.time())
         self._notify(points, replies)
         return unknown
 
-    def claim(
-        self,
-        dispatch_point: str,
-        user_id: str | None,
-        lease_seconds: float,
-        limit: int,
-    ) -> list[Delivery]:
-        """Lease up to ``limit`` claimable messages of ``dispatch_point``, oldest first."""
-        if limit <= 0:
-            return []
-        self._signals.remember(dispatch_point)
+    def _claim(
+        self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
+    ) -> list[ClaimedRow]:
         key = (dispatch_point, user_id)
         if key in self._idle:
             # The last claim here found nothing: look before taking the write lock, so idle
             # workers (in this and other processes) polling an empty queue stay off it.
             with self._read() as conn:
+                now = self.clock.time()
                 if user_id is None:
-                    found = conn.execute(_PEEK, (dispatch_point, time.time())).fetchone()
+                    found = conn.execute(_PEEK, (dispatch_point, now)).fetchone()
                 else:
-                    found = conn.execute(
-                        _PEEK_USER, (dispatch_point, time.time(), user_id)
-                    ).fetchone()
+                    found = conn.execute(_PEEK_USER, (dispatch_point, now, user_id)).fetchone()
             if found is None:
                 return []
-        lease = new_id()
-        with self._write(single=True) as conn:
-            now = time.time()
+        with self._write_one() as conn:
+            now = self.clock.time()
             until = now + lease_seconds
             if user_id is None:
                 params: tuple[Any, ...] = (lease, until, dispatch_point, now, limit)
@@ -304,97 +258,43 @@ class SQLiteBackend(SQLBackend):
                 r[0]: r for r in conn.execute(_instances_sql(len(flow_ids)), flow_ids).fetchall()
             }
         return [
-            Delivery(
-                seq=row[0],
-                flow_id=row[1],
-                body=row[2],
-                deliveries=row[3],
-                lease=lease,
-                instance=None if (r := found.get(row[1])) is None else instance_from_row(r),
-            )
+            (*row, None if (r := found.get(row[1])) is None else instance_from_row(r))
             for row in rows
         ]
 
-    def complete(
-        self,
-        delivery: Delivery,
-        *,
-        state: dict[str, Any] | None,
-        envelopes: Sequence[Envelope] = (),
-        replies: Sequence[ReplyRecord] = (),
-        dead_letter: DeadLetter | None = None,
-        log: LogEntry | None = None,
-    ) -> tuple[bool, list[str]]:
-        """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
-        was lost (then nothing changes)."""
-        state_json = None if state is None else dumps(state)
+    def _complete(self, delivery: Delivery, outcome: Outcome) -> tuple[bool, list[str]]:
         points: set[str] = set()
         with self._write() as conn:
-            acked = conn.execute(_ACK, (delivery.seq, delivery.lease)).fetchall()
-            if not acked:
+            acked = self._acknowledge(conn, delivery, outcome)
+            if acked is None:
                 return False, []
-            if not acked[0][0]:
+            if not acked[0]:
                 # The next message of a one-at-a-time instance becomes claimable.
                 points.update(r[0] for r in conn.execute(_NEXT_HEAD, (delivery.flow_id,)))
-            if state_json is not None:
-                conn.execute(_SAVE_STATE, (state_json, delivery.flow_id))
-            if dead_letter is not None:
-                d = dead_letter
-                conn.execute(_ADD_DEAD, (d.flow_id, d.body, d.error, d.deliveries, time.time()))
-            if log is not None:
-                write_log(self, conn, log, delivery.seq, time.time())
-            unknown = _put(conn, envelopes, replies, points)
-        self._notify(points, replies)
+            unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
+        self._notify(points, outcome.replies)
         return True, unknown
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""
-        with self._write(single=True) as conn:
+        with self._write_one() as conn:
             rows = conn.execute(_RELEASE, (delivery.seq, delivery.lease)).fetchall()
         if rows:
             self._notify({rows[0][0]}, ())
 
-    def take_reply(self, future_id: str) -> str | None:
-        """Remove and return the reply body for ``future_id``, or None if it has not arrived."""
-        # One statement is its own transaction; no BEGIN/COMMIT needed around it.
-        with self._write(single=True) as conn:
-            rows = conn.execute(_TAKE_REPLY, (future_id,)).fetchall()
-        return rows[0][0] if rows else None
-
     # -- wake-ups ---------------------------------------------------------------------------
 
-    def wait_for_messages(self, dispatch_point: str, timeout: float) -> None:
-        """Block until messages may be claimable at ``dispatch_point``, or ``timeout`` passes.
-
-        Commits in this process wake at once; other processes' within about 20 ms.
-        """
-        self._ensure_doorbell()
-        signals = self._signals
-        token = signals.message_token(dispatch_point)
+    def _wait(self, wake: Callable[[float], bool], timeout: float) -> None:
+        """Commits in this process wake at once; other processes' within about 20 ms (the
+        doorbell, else polling ``PRAGMA data_version``)."""
         until = time.monotonic() + max(0.0, timeout)
-        while not signals.wait_messages(
-            dispatch_point, token, min(until, time.monotonic() + self._poll_every)
-        ):
+        while not wake(min(until, time.monotonic() + self._poll_every)):
             if time.monotonic() >= until:
                 return
             self._poll_other_processes()
 
-    def wait_for_reply(self, future_id: str, timeout: float) -> None:
-        """Block until the reply for ``future_id`` may have arrived, or ``timeout`` passes."""
+    def _watch_others(self) -> None:
         self._ensure_doorbell()
-        signals = self._signals
-        token = signals.everything_token()
-        if signals.closed:
-            return
-        if self._has_reply(future_id):
-            return
-        until = time.monotonic() + max(0.0, timeout)
-        while not signals.wait_reply(
-            future_id, token, min(until, time.monotonic() + self._poll_every)
-        ):
-            if time.monotonic() >= until:
-                return
-            self._poll_other_processes()
 
     def _ensure_doorbell(self) -> None:
         """Listen for other processes' rings from the first wait on."""
@@ -450,41 +350,37 @@ class SQLiteBackend(SQLBackend):
         return f"SQLiteBackend({self.url!r})"
 
 
-class _Use:
+class _Use(Call[sqlite3.Connection]):
     """A pooled connection for one call. With ``write``, the process's write lock and one
     ``BEGIN IMMEDIATE`` transaction that commits on success and rolls back on any error; with
     ``single`` too, the call runs one statement, which is a transaction by itself. Driver
-    errors become BackendError."""
+    errors become flowplex errors (:func:`flowplex.db.translate_error`)."""
 
-    __slots__ = ("_backend", "_conn", "_single", "_write")
+    __slots__ = ("_backend", "_single", "_write")
 
     def __init__(self, backend: SQLiteBackend, write: bool, single: bool = False) -> None:
         self._backend = backend
         self._write = write
         self._single = single
 
-    def __enter__(self) -> sqlite3.Connection:
-        backend = self._backend
-        conn = self._conn = backend._acquire()
-        if self._write:
-            backend._write_lock.acquire()
-            try:
-                if not self._single:
-                    conn.execute("BEGIN IMMEDIATE")
-            except BaseException as exc:
-                backend._write_lock.release()
-                backend._release(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise _wrap(backend, exc) from exc
-                raise
-        return conn
+    def _backend_of(self) -> SQLiteBackend:
+        return self._backend
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _acquire(self) -> sqlite3.Connection:
+        return self._backend._acquire()
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        if self._write:
+            self._backend._write_lock.acquire()
+            if not self._single:
+                conn.execute("BEGIN IMMEDIATE")
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        if self._write:
+            self._backend._write_lock.release()
+        self._backend._release(conn)
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         backend = self._backend
         conn = self._conn
         try:
@@ -495,41 +391,13 @@ class _Use:
                 except sqlite3.Error as err:
                     _rollback_quietly(conn)
                     if exc is None:
-                        raise _wrap(backend, err) from err
+                        raise backend._driver_error(err) from err
                 finally:
                     backend._write_lock.release()
         finally:
             backend._release(conn)
         if isinstance(exc, sqlite3.Error):
-            raise _wrap(backend, exc) from exc
-
-
-def _wrap(backend: SQLiteBackend, exc: sqlite3.Error) -> BackendError:
-    if backend._closed:
-        return BackendError(f"the SQLite backend on {backend.path} is closed ({exc})")
-    return BackendError(f"SQLite database {backend.path} failed: {exc}")
-
-
-def _switch_to_wal(conn: sqlite3.Connection) -> None:
-    """Put a new database file in WAL mode (a setting kept in the file: once is enough).
-
-    Switching needs the file to itself and fails at once, without the busy handler, while
-    another process holds a lock on it (processes opening a fresh file together, one of them
-    migrating it), so retry for as long as the busy timeout.
-    """
-    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        else:
-            if mode.lower() == "wal":
-                return
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError(f"cannot switch to WAL mode (still {mode})")
-        time.sleep(0.01)
+            raise backend._driver_error(exc) from exc
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
@@ -545,9 +413,11 @@ def _put(
     envelopes: Sequence[Envelope],
     replies: Sequence[ReplyRecord],
     points: set[str],
+    now: float,
 ) -> list[str]:
-    """Queue ``envelopes`` and store ``replies`` inside the caller's write transaction; adds
-    the dispatch points that got messages to ``points`` and returns the unknown flow ids."""
+    """Queue ``envelopes`` and store ``replies`` (created ``now``) inside the caller's write
+    transaction; adds the dispatch points that got messages to ``points`` and returns the
+    unknown flow ids."""
     unknown = []
     for env in envelopes:
         rows = conn.execute(_ENQUEUE, (env.body, env.flow_id, env.flow_id)).fetchall()
@@ -556,7 +426,6 @@ def _put(
         else:
             unknown.append(env.flow_id)
     if replies:
-        now = time.time()
         conn.executemany(_PUT_REPLY, [(r.future_id, r.body, now) for r in replies])
     return unknown
 

@@ -38,7 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from .._version import __version__
-from ..db.migrate import redact_url
+from ..db import redact
 from ..errors import FlowError, FlowplexError, FlowTimeoutError
 from ..flows import FlowProxy, InstanceAddress
 from ..runtime import Client, Node
@@ -152,7 +152,7 @@ class Dashboard:
             "static": base + STATIC_PREFIX,
             "nav": [(base + href, label, key) for href, label, key in _NAV],
             "node_url": self.mesh.state.url if self.mesh is not None else "",
-            "db": redact_url(self.db_url),
+            "db": redact(self.db_url),
             "version": __version__,
             "refresh_url": str(request.url.path)
             + (f"?{request.url.query}" if request.url.query else ""),

@@ -1,13 +1,16 @@
 """The conformance kit for :class:`flowplex.runtime.Backend` implementations.
 
-Every ``check_*`` function takes an *opener*: a callable returning a new backend object. For the
-checks in :data:`CHECKS` the opener is called once per check (``memory://`` passes them too).
-The checks in :data:`SHARED_STORE_CHECKS` call it several times and need every object to open
-the same store (a SQLite file, a PostgreSQL schema): they cover restarts, wake-ups across
-backend objects (as across processes) and concurrent workers.
+Every ``check_*`` function takes an *opener*: a callable returning a new backend object, that
+accepts a ``clock=`` keyword (``MemoryBackend`` itself, or
+``functools.partial(open_backend, url)``). The checks in :data:`CHECKS` need a fresh store
+each and call the opener once (apart from the lease checks, which pass a :class:`FakeClock`);
+the checks in :data:`SHARED_STORE_CHECKS` call it several times and need every object to
+open the same store (a SQLite file, a PostgreSQL schema): they cover restarts, wake-ups
+across backend objects (as across processes) and concurrent workers. :func:`check_backend`
+runs them all. Each check opens its own backends and closes them.
 
-This module only defines checks; ``test_backend_conformance.py`` runs them against memory,
-SQLite and PostgreSQL. Each check opens its own backends and closes them.
+The checks fail with :class:`AssertionError` (plain ``assert`` statements: do not run them
+under ``python -O``), so they run under any test runner; pytest is not needed.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
-import pytest
-
-from flowplex.errors import DuplicateKeyError
-from flowplex.runtime import (
+from .._clock import Clock
+from ..errors import DuplicateKeyError
+from ..runtime import (
+    LOG_PRUNE_EVERY,
+    LOG_TEXT_LIMIT,
     Backend,
     DeadLetter,
     Delivery,
@@ -33,8 +37,30 @@ from flowplex.runtime import (
     ReplyRecord,
     UserRecord,
 )
+from ._clock import FakeClock
+from ._raises import raises
 
-Opener = Callable[[], Backend]
+__all__ = [
+    "CHECKS",
+    "SHARED_STORE_CHECKS",
+    "Check",
+    "Opener",
+    "check_backend",
+    "endpoint_record",
+    "instance",
+]
+
+
+class Opener(Protocol):
+    """Opens a new backend object (on the store under test), on ``clock`` if one is given."""
+
+    def __call__(self, *, clock: Clock | None = None) -> Backend:
+        """A new, open backend object."""
+        ...
+
+
+#: A conformance check: raises AssertionError (or the backend's error) if the backend fails it.
+Check = Callable[[Opener], None]
 
 DP = "default"
 U1 = "a1" * 32
@@ -96,9 +122,9 @@ def endpoint_record(
 
 
 @contextmanager
-def opened(open_backend: Opener) -> Iterator[Backend]:
-    """A backend closed at the end of the block."""
-    backend = open_backend()
+def opened(open_backend: Opener, clock: Clock | None = None) -> Iterator[Backend]:
+    """A backend (on ``clock`` if given) closed at the end of the block."""
+    backend = open_backend() if clock is None else open_backend(clock=clock)
     try:
         yield backend
     finally:
@@ -115,17 +141,6 @@ def claim_one(backend: Backend, lease: float = 30.0, dispatch_point: str = DP) -
 def bodies(deliveries: list[Delivery]) -> list[str]:
     """The bodies of ``deliveries``, in order."""
     return [d.body for d in deliveries]
-
-
-def _wait_until_claimable(backend: Backend, lease: float = 30.0) -> list[Delivery]:
-    """Claim until something comes back (a lease running out), for at most 5 s."""
-    deadline = time.monotonic() + 5.0
-    while True:
-        got = backend.claim(DP, None, lease, 10)
-        if got:
-            return got
-        assert time.monotonic() < deadline, "the expired lease never made the message claimable"
-        time.sleep(0.02)
 
 
 # -- users --------------------------------------------------------------------------------------
@@ -146,7 +161,7 @@ def check_duplicate_user_rejected(open_backend: Opener) -> None:
     with opened(open_backend) as b:
         first = UserRecord("c3" * 32, b"k" * 32, _t())
         b.add_user(first)
-        with pytest.raises(DuplicateKeyError, match="exists already"):
+        with raises(DuplicateKeyError, match="exists already"):
             b.add_user(UserRecord(first.user_id, b"x" * 32, _t()))
         assert b.list_users() == [first]
 
@@ -247,7 +262,7 @@ def check_add_instances_all_or_nothing(open_backend: Opener) -> None:
     """A batch with an id that exists already raises DuplicateKeyError and adds nothing."""
     with opened(open_backend) as b:
         b.add_instances([instance("f1")])
-        with pytest.raises(DuplicateKeyError, match="f1"):
+        with raises(DuplicateKeyError, match="f1"):
             b.add_instances([instance("new1"), instance("f1"), instance("new2")])
         assert b.get_instance("new1") is None
         assert b.get_instance("new2") is None
@@ -367,25 +382,32 @@ def check_claim_filters(open_backend: Opener) -> None:
 
 
 def check_lease_expiry(open_backend: Opener) -> None:
-    """A message whose lease ran out is claimable again, with its delivery counted."""
-    with opened(open_backend) as b:
+    """A message is claimable again exactly when its lease runs out on the backend's clock,
+    with its delivery counted; not a moment before."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
         b.add_instances([instance("f1")])
         b.enqueue([Envelope("f1", "m")])
-        first = claim_one(b, lease=0.2)
+        first = claim_one(b, lease=10.0)
         assert first.deliveries == 1
         assert b.claim(DP, None, 30, 10) == []
-        again = _wait_until_claimable(b)
+        clock.advance(9.5)
+        assert b.claim(DP, None, 30, 10) == [], "claimable before its lease ran out"
+        clock.advance(0.5)
+        again = b.claim(DP, None, 30, 10)
         assert [(d.seq, d.body, d.deliveries) for d in again] == [(first.seq, "m", 2)]
         assert again[0].lease != first.lease
 
 
 def check_complete_with_lost_lease(open_backend: Opener) -> None:
     """Completing after the lease went to another worker returns (False, []), changes nothing."""
-    with opened(open_backend) as b:
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
         b.add_instances([instance("f1", state={"v": 1}), instance("f2")])
         b.enqueue([Envelope("f1", "m")])
-        stale = claim_one(b, lease=0.2)
-        [fresh] = _wait_until_claimable(b)
+        stale = claim_one(b, lease=5.0)
+        clock.advance(6.0)
+        fresh = claim_one(b)
         outcome = b.complete(
             stale,
             state={"v": 2},
@@ -406,14 +428,36 @@ def check_complete_with_lost_lease(open_backend: Opener) -> None:
         assert current is not None and current.state == {"v": 3} and current.state_version == 1
 
 
+def check_clock_jumps_do_not_break_leases(open_backend: Opener) -> None:
+    """Leases follow the backend's wall clock: a lease taken just before the clock is set back
+    an hour runs out an hour late, not at once; one taken after runs out on time."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("f1"), instance("f2")])
+        b.enqueue([Envelope("f1", "m1")])
+        claim_one(b, lease=60.0)
+        clock.set_time(clock.time() - 3600)
+        b.enqueue([Envelope("f2", "m2")])
+        second = claim_one(b, lease=60.0)
+        assert second.body == "m2"
+        clock.advance(61.0)
+        [again] = b.claim(DP, None, 30, 10)
+        assert again.body == "m2"
+        assert b.complete(again, state=None) == (True, [])
+        clock.advance(3600.0)
+        assert bodies(b.claim(DP, None, 30, 10)) == ["m1"]
+
+
 def check_complete_commits_everything(open_backend: Opener) -> None:
-    """complete removes the message and stores state, messages, replies and dead letter."""
-    with opened(open_backend) as b:
+    """complete removes the message and stores state, messages, replies and dead letter (dated
+    by the backend's clock)."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
         b.add_instances([instance("f1", state={"v": 0}), instance("f2")])
         b.enqueue([Envelope("f1", "m1"), Envelope("f1", "m2")])
         delivery = claim_one(b)
         assert delivery.instance is not None and delivery.instance.state_version == 0
-        before = time.time()
+        clock.advance(12.5)
         outcome = b.complete(
             delivery,
             state={"v": 1},
@@ -435,7 +479,7 @@ def check_complete_commits_everything(open_backend: Opener) -> None:
             "gave up",
             4,
         )
-        assert before - 1 <= letter.created_at <= time.time() + 1
+        assert letter.created_at == clock.time(), "dead letters are dated by the backend's clock"
         got = b.claim(DP, None, 30, 10)
         assert bodies(got) == ["m2", "to-f2"]
         assert got[0].instance is not None and got[0].instance.state == {"v": 1}
@@ -536,14 +580,17 @@ def check_dead_letters(open_backend: Opener) -> None:
 
 
 def check_message_log_written_with_completion(open_backend: Opener) -> None:
-    """A completion's log entry is kept, newest first, with its outcome, reply and error; a
-    completion whose lease was lost logs nothing; the log keeps the last ``log_limit``."""
-    with opened(open_backend) as b:
+    """A completion's log entry is kept, newest first, with its outcome, reply and error and
+    the completion's time on the backend's clock; a completion whose lease was lost logs
+    nothing; reads give the last ``log_limit``."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
         b.log_limit = 3
         b.add_instances([instance("f1"), instance("f2")])
         b.enqueue([Envelope("f1", f"m{i}") for i in range(5)])
         for i in range(5):
             d = claim_one(b)
+            clock.advance(1.0)
             outcome, error = ("error", f"ValueError: {i}") if i == 3 else ("ok", None)
             entry = LogEntry("f1", d.body, outcome, f"reply {i}", error, d.deliveries, 0.5)
             assert b.complete(d, state=None, log=entry) == (True, [])
@@ -556,24 +603,24 @@ def check_message_log_written_with_completion(open_backend: Opener) -> None:
             ("ok", "reply 4", None),
             ("error", "reply 3", "ValueError: 3"),
         ]
-        assert log[0].duration == 0.5 and log[0].deliveries == 1 and log[0].finished_at > 0
+        assert (log[0].duration, log[0].deliveries) == (0.5, 1)
+        assert [e.finished_at for e in log] == [clock.time() - i for i in range(3)]
         assert [e.body for e in b.message_log("f1", limit=1)] == ["m4"]
         assert [e.body for e in b.message_log("f2")] == ["other"]
         assert b.message_log("nobody") == []
         # A lost lease commits no log entry either.
         b.enqueue([Envelope("f1", "late")])
-        late = claim_one(b, lease=0.05)
-        again = _wait_until_claimable(b)
+        late = claim_one(b, lease=5.0)
+        clock.advance(6.0)
+        again = claim_one(b)
         assert b.complete(late, state=None, log=LogEntry("f1", "late", "ok")) == (False, [])
-        b.complete(again[0], state=None)
+        b.complete(again, state=None)
         assert [e.body for e in b.message_log("f1")] == ["m4", "m3", "m2"]
 
 
 def check_message_log_stays_bounded(open_backend: Opener) -> None:
     """However many messages an instance processes, its log keeps the newest ``log_limit``
     for reading and at most ``LOG_PRUNE_EVERY`` more in storage."""
-    from flowplex.runtime import LOG_PRUNE_EVERY
-
     with opened(open_backend) as b:
         b.log_limit = 3
         b.add_instances([instance("f1")])
@@ -591,8 +638,6 @@ def check_message_log_stays_bounded(open_backend: Opener) -> None:
 def check_message_log_long_texts_cut_and_forgotten(open_backend: Opener) -> None:
     """Texts beyond LOG_TEXT_LIMIT are cut; deleting an instance (or its endpoint) forgets its
     log; a log_limit of 0 keeps nothing."""
-    from flowplex.runtime import LOG_TEXT_LIMIT
-
     with opened(open_backend) as b:
         b.add_instances([instance("f1"), instance("f2", endpoint="other"), instance("f3")])
         b.enqueue([Envelope("f1", "x"), Envelope("f2", "y"), Envelope("f3", "z")])
@@ -615,9 +660,11 @@ def check_message_log_long_texts_cut_and_forgotten(open_backend: Opener) -> None
 
 
 def check_instance_stats(open_backend: Opener) -> None:
-    """instance_stats counts queued, in-flight and dead-lettered messages and names the last
-    error (a dead letter or a failed run), per instance."""
-    with opened(open_backend) as b:
+    """instance_stats counts queued, in-flight (leased, on the backend's clock) and
+    dead-lettered messages and names the last error (a dead letter or a failed run), per
+    instance."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
         b.add_instances([instance("f1"), instance("f2"), instance("idle")])
         b.enqueue([Envelope("f1", "a"), Envelope("f1", "b"), Envelope("f2", "c")])
         leased = b.claim(DP, None, 30, 10)  # f1's head and f2's message
@@ -630,19 +677,24 @@ def check_instance_stats(open_backend: Opener) -> None:
             0,
             None,
         )
+        clock.advance(31.0)  # the leases ran out: queued, no longer in flight
+        expired = b.instance_stats(["f1"])["f1"]
+        assert (expired.queued, expired.in_flight) == (2, 0)
+        leased = b.claim(DP, None, 30, 10)
         for d in leased:
             if d.flow_id == "f2":
                 letter = DeadLetter("f2", d.body, "gave up", 5)
                 b.complete(d, state=None, dead_letter=letter, log=LogEntry("f2", "c", "dead"))
             else:
                 b.complete(d, state=None, log=LogEntry("f1", "a", "error", error="Boom: a"))
+        failed_at = clock.time()
+        clock.advance(1.0)
         b.complete(claim_one(b), state=None, log=LogEntry("f1", "b", "ok", "fine"))
         stats = b.instance_stats()
         assert set(stats) >= {"f1", "f2"} and "idle" not in stats
         f1, f2 = stats["f1"], stats["f2"]
         assert (f1.queued, f1.in_flight, f1.dead_letters, f1.last_error) == (0, 0, 0, "Boom: a")
-        assert f1.last_error_at is not None and f1.last_activity is not None
-        assert f1.last_activity >= f1.last_error_at
+        assert (f1.last_error_at, f1.last_activity) == (failed_at, clock.time())
         assert (f2.queued, f2.dead_letters) == (0, 1)
 
 
@@ -708,7 +760,7 @@ def _waiter(wait: Callable[[], None]) -> tuple[threading.Thread, list[float]]:
     return thread, elapsed
 
 
-def _poke_until_done(thread: threading.Thread, poke: Callable[[], None]) -> None:
+def _poke_until_done(thread: threading.Thread, poke: Callable[[], object]) -> None:
     """Call ``poke`` every 50 ms until ``thread`` ends (the waiter may not be waiting yet at
     the first poke), for at most PROMPT seconds; then give it the rest of its time."""
     deadline = time.monotonic() + PROMPT
@@ -956,7 +1008,7 @@ def check_concurrent_producers_and_workers(open_backend: Opener) -> None:
 
 
 #: Checks every backend passes, each with a fresh store.
-CHECKS: list[Callable[[Opener], None]] = [
+CHECKS: list[Check] = [
     check_users_oldest_first,
     check_duplicate_user_rejected,
     check_serve_endpoint,
@@ -973,6 +1025,7 @@ CHECKS: list[Callable[[Opener], None]] = [
     check_claim_filters,
     check_lease_expiry,
     check_complete_with_lost_lease,
+    check_clock_jumps_do_not_break_leases,
     check_complete_commits_everything,
     check_complete_without_state,
     check_release,
@@ -996,9 +1049,25 @@ CHECKS: list[Callable[[Opener], None]] = [
 ]
 
 #: Checks that open several backend objects on one store (durable backends only).
-SHARED_STORE_CHECKS: list[Callable[[Opener], None]] = [
+SHARED_STORE_CHECKS: list[Check] = [
     check_reopen_sees_everything,
     check_wakes_across_backends,
     check_concurrent_claims,
     check_concurrent_producers_and_workers,
 ]
+
+
+def check_backend(fresh_store: Callable[[], Opener], *, durable: bool = True) -> None:
+    """Run every check against the backend that ``fresh_store`` opens.
+
+    ``fresh_store`` is called once per check and returns an opener on a new, empty store
+    (``lambda: MemoryBackend`` for an in-process backend; for a database, an opener on a new
+    file or schema). With ``durable``, the :data:`SHARED_STORE_CHECKS` run too (the opener
+    must then open one shared store each time it is called). The first failing check raises
+    :class:`AssertionError` naming it.
+    """
+    for check in [*CHECKS, *(SHARED_STORE_CHECKS if durable else [])]:
+        try:
+            check(fresh_store())
+        except AssertionError as exc:
+            raise AssertionError(f"{check.__name__} failed: {exc}") from exc

@@ -1,0 +1,5 @@
+"""``aiflows.interfaces``: :class:`KeyInterface` with aiflows' constructor."""
+
+from .key_interface import KeyInterface
+
+__all__ = ["KeyInterface"]

@@ -1,0 +1,1 @@
+"""``aiflows.utils``: serving, users, futures, helpers and logging (see each module)."""

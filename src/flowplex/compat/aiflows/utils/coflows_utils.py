@@ -1,0 +1,5 @@
+"""``aiflows.utils.coflows_utils``: the future a ``get_reply_future`` call returns."""
+
+from .._proxies import FlowFuture
+
+__all__ = ["FlowFuture"]

@@ -96,9 +96,8 @@ RETURNING 1
         "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters "
         "WHERE flow_id = ? ORDER BY id"
     ),
-    # The message log: keyed by (instance, the message's queue seq), so an entry costs one
-    # b-tree insert; pruned now and then to the newest entries (a walk of at most log_limit
-    # keys of one instance).
+    # The message log: keyed by (instance, the message's queue seq); pruned now and then to
+    # the newest entries (a walk of at most log_limit keys of one instance).
     "add_log": (
         "INSERT INTO message_log (flow_id, seq, body, outcome, reply, error, deliveries, "
         "duration, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"

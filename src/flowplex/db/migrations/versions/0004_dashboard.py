@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("duration", sa.Float(), nullable=False),
         sa.Column("finished_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("flow_id", "seq", name=op.f("pk_message_log")),
-        sqlite_with_rowid=False,
     )
 
 

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -198,49 +199,47 @@ def _interrupt_twice(process: subprocess.Popen[bytes], log: Path, finishing: str
     assert "exiting now" in log.read_text()
 
 
-def _in_flight(home: Path) -> bool:
-    cl = flowplex.start_node(path=home)
-    try:
-        return any(s.in_flight for s in cl.node.backend.instance_stats().values())
-    finally:
-        cl.node.close()
-
-
-def _slow_node(home: Path) -> None:
-    """A node serving the slow flow, with a 60 s message queued for it."""
+def _slow_node(home: Path) -> Path:
+    """A node serving the slow flow, with a 60 s message queued for it; the file its run
+    creates when it begins (the tests wait for that, not for the message's lease: a worker
+    told to stop between its claim and the run gives the message back instead)."""
+    started = home / "started"
     cl = flowplex.start_node(path=home)
     serving.serve_flow(cl, SLOW, "slow")
     proxy = serving.get_flow_instance(cl, "slow")
-    proxy.send_message(proxy.package_input_message({"seconds": 60}))
+    proxy.send_message(proxy.package_input_message({"seconds": 60, "started": str(started)}))
     cl.node.close()
+    return started
 
 
 def test_ctrl_c_in_worker(tmp_path: Path) -> None:
-    _slow_node(tmp_path)
+    started = _slow_node(tmp_path)
     with running("worker", "--home", str(tmp_path), "--path", str(TESTS), cwd=tmp_path) as (
         process,
         log,
     ):
-        wait_for(lambda: _in_flight(tmp_path), "the worker running the slow message")
+        wait_for(started.exists, "the worker running the slow message")
         _interrupt_twice(process, log, "finishing the messages in hand")
 
 
 def test_ctrl_c_in_send(tmp_path: Path) -> None:
+    started = tmp_path / "started"
     cl = flowplex.start_node(path=tmp_path)
     serving.serve_flow(cl, SLOW, "slow")
     cl.node.close()
-    args = ("send", "slow", '{"seconds": 60}', "--home", str(tmp_path), "--path", str(TESTS))
+    data = json.dumps({"seconds": 60, "started": str(started)})
+    args = ("send", "slow", data, "--home", str(tmp_path), "--path", str(TESTS))
     with running(*args, cwd=tmp_path) as (process, log):
-        wait_for(lambda: _in_flight(tmp_path), "send's worker running the slow message")
+        wait_for(started.exists, "send's worker running the slow message")
         _interrupt_twice(process, log, "the message stays queued for instance")
 
 
 def test_ctrl_c_in_up(tmp_path: Path) -> None:
-    _slow_node(tmp_path)
+    started = _slow_node(tmp_path)
     url = f"http://127.0.0.1:{free_port()}"
     args = ("up", "--url", url, "--home", str(tmp_path), "--path", str(TESTS))
     with running(*args, cwd=tmp_path) as (process, log):
-        wait_for(lambda: _in_flight(tmp_path), "up's worker running the slow message")
+        wait_for(started.exists, "up's worker running the slow message")
         _interrupt_twice(process, log, "finishing the requests and the messages in hand")
 
 
@@ -263,6 +262,25 @@ def test_ctrl_c_in_runner(tmp_path: Path) -> None:
             _interrupt_twice(process, log, "finishing the round in hand")
     finally:
         store.close()
+
+
+def test_the_first_ctrl_c_sets_the_stop_event_the_main_thread_is_waiting_on() -> None:
+    """A signal handler runs in the main thread, which may be inside ``stop.wait()`` and hold
+    the event's lock (not reentrant) just then: setting the event right there would deadlock."""
+    from flowplex.cli._common import Interrupts
+
+    stop = threading.Event()
+    interrupts = Interrupts("finishing", stop)
+    handled = threading.Event()
+
+    def signal_during_wait() -> None:
+        with stop._cond:  # held as stop.wait() holds it around its check
+            interrupts.handle(signal.SIGINT, None)
+        handled.set()
+
+    threading.Thread(target=signal_during_wait, daemon=True).start()
+    assert handled.wait(10), "the handler deadlocked on the stop event's lock"
+    assert stop.wait(10)
 
 
 @pytest.mark.parametrize("command", [["worker"], ["runner"]])

@@ -256,13 +256,14 @@ def error_line(message: str) -> None:
 class Interrupts:
     """Ctrl-C (and SIGTERM) for a command that finishes work before it exits.
 
-    The first signal says what the command is finishing (``finishing``) and calls
-    ``on_first`` (set a stop event, or raise :class:`KeyboardInterrupt` into the waiting main
-    thread); a second one exits at once with code 130. A ``with`` block installs the handlers
-    (in the main thread only) and restores the previous ones on the way out.
+    The first signal says what the command is finishing (``finishing``) and then sets
+    ``on_first`` when it is an event (the command's stop event), or calls it (to raise
+    :class:`KeyboardInterrupt` into the waiting main thread); a second one exits at once with
+    code 130. A ``with`` block installs the handlers (in the main thread only) and restores the
+    previous ones on the way out.
     """
 
-    def __init__(self, finishing: str, on_first: Callable[[], None]) -> None:
+    def __init__(self, finishing: str, on_first: threading.Event | Callable[[], None]) -> None:
         self.finishing = finishing
         self.on_first = on_first
         self.count = 0
@@ -277,7 +278,13 @@ class Interrupts:
         err_console.print(
             f"stopping: {self.finishing} (Ctrl-C again to exit at once)", highlight=False
         )
-        self.on_first()
+        if isinstance(self.on_first, threading.Event):
+            # Another thread sets it: the handler runs in the main thread, which may be inside
+            # the event's wait() holding its lock (not reentrant), so setting it here could
+            # deadlock.
+            threading.Thread(target=self.on_first.set, name="flowplex-stop", daemon=True).start()
+        else:
+            self.on_first()
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():

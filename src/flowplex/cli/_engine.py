@@ -241,7 +241,7 @@ def tick(
     store = _store(resolved)
     stop = threading.Event()
     try:
-        with Interrupts("finishing the round in hand; the runs keep their progress", stop.set):
+        with Interrupts("finishing the round in hand; the runs keep their progress", stop):
             if key is None:
                 keys = [f.key for f in store.query_flows(status=["PENDING", "RUNNING"]) if f.key]
                 # One round takes every run listed (a runner's default would take only ten).
@@ -426,7 +426,7 @@ def runner_command(
     totals: Counter[str] = Counter()
     report = _reporter(totals)
     try:
-        with Interrupts("finishing the round in hand; the runs keep their progress", stop.set):
+        with Interrupts("finishing the round in hand; the runs keep their progress", stop):
             runner.run(stop, interval=interval, on_tick=report)
     finally:
         store.close()

@@ -323,23 +323,25 @@ def worker(
         secrets[key] = value
     node = open_client(settings(home, db)).node
     stop = threading.Event()
-    threads = start_dispatch_workers(
-        node,
-        concurrency,
-        dispatch_point,
-        user_id=user,
-        secrets=secrets,
-        lease_seconds=lease,
-        max_deliveries=max_deliveries,
-    )
-    err_console.print(
-        f"flowplex worker: {concurrency} thread(s), dispatch point {dispatch_point!r}, "
-        f"node {node.url}, pid {os.getpid()}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    last = -1
-    with Interrupts("finishing the messages in hand, then exiting", stop.set):
+    # The handlers go in before the threads start: a Ctrl-C as soon as they claim a message
+    # must already finish it instead of killing the process under it.
+    with Interrupts("finishing the messages in hand, then exiting", stop):
+        threads = start_dispatch_workers(
+            node,
+            concurrency,
+            dispatch_point,
+            user_id=user,
+            secrets=secrets,
+            lease_seconds=lease,
+            max_deliveries=max_deliveries,
+        )
+        err_console.print(
+            f"flowplex worker: {concurrency} thread(s), dispatch point {dispatch_point!r}, "
+            f"node {node.url}, pid {os.getpid()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        last = -1
         while not stop.wait(5.0):
             done = sum(t.processed for t in threads)
             if done != last:

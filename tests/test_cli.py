@@ -259,10 +259,11 @@ def test_read_only_commands_read_an_existing_node(tmp_path: Path) -> None:
     home = ["--home", str(tmp_path / "node")]
     assert runner.invoke(app, ["serve", ATOMIC, "ep", *home]).exit_code == 0
     sent = runner.invoke(app, ["send", "ep", '{"number": 12}', *home])
-    assert json.loads(sent.output) == {"output_number": 21}
+    assert json.loads(sent.stdout) == {"output_number": 21}
     assert "ep/" in runner.invoke(app, ["flows", *home]).output
-    listed = runner.invoke(app, ["instances", *home]).output.split()
-    assert len(listed) == 1 and listed != ["(no", "instances)"]
+    listed = runner.invoke(app, ["instances", *home], env={"COLUMNS": "200"}).stdout
+    rows = [line for line in listed.splitlines() if " ep " in line]
+    assert len(rows) == 1 and "(no instances)" not in listed
     result = runner.invoke(app, ["flows", "--user", "nobody", *home])
     assert result.exit_code == 2 and "no user nobody" in result.output
 
@@ -393,4 +394,4 @@ def test_up_serves_the_node_it_was_given(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     # The banner names the URL as the mesh lists it: loopback is spelled localhost.
-    assert f"dashboard: http://localhost:{port}/flows?format=html".encode() in err
+    assert f"dashboard: http://localhost:{port}/\n".encode() in err

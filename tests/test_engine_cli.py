@@ -126,7 +126,9 @@ def test_show_prints_errors_and_joins(tmp_path: Path, db: str) -> None:
         ],
     }
     key = create(tmp_path, db, json.dumps(spec), "bad.json")
-    invoke("runs", "tick", key, "--until-finished", "--db", db)
+    ticked = runner.invoke(app, ["runs", "tick", key, "--until-finished", "--db", db])
+    assert ticked.exit_code == 1  # the run FAILED
+    assert f"error: run {key} FAILED: task 'b' (nonesuch)" in ticked.stderr
     shown = invoke("runs", "show", key, "--db", db)
     assert "FAILED" in shown and "c noop PENDING (see above)" in shown
     assert "error: task 'b' (nonesuch): unknown task_type 'nonesuch'" in shown

@@ -62,6 +62,7 @@ def test_all_is_pinned_and_every_name_resolves() -> None:
     import flowplex.server
 
     assert flowplex.server.__all__ == [
+        "Dashboard",
         "Lifespan",
         "NodeServer",
         "create_app",

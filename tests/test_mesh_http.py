@@ -543,5 +543,5 @@ def test_flowplex_up_lists_the_flows_served_on_the_embedded_default(tmp_path: Pa
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
-    assert b"dashboard: " + url.encode() + b"/flows?format=html" in err
+    assert b"dashboard: " + url.encode() + b"/\n" in err
     assert (tmp_path / "home" / "registry.json").is_file()

@@ -209,3 +209,20 @@ class BothArgumentsFlow(AtomicFlow):
 
     def run(self, input_message: FlowMessage) -> dict[str, Any]:
         return {"ok": True}
+
+
+class SlowFlow(AtomicFlow):
+    """Takes ``data["seconds"]`` to answer: a message a worker is still running when it is
+    told to stop (the Ctrl-C tests). With ``data["started"]``, a path, it creates that file
+    first, so a test in another process knows the run has begun."""
+
+    default_config = {"name": "Slow", "description": "Sleeps, then replies."}
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        import time
+        from pathlib import Path
+
+        if "started" in input_message.data:
+            Path(input_message.data["started"]).touch()
+        time.sleep(float(input_message.data.get("seconds", 30)))
+        return {"slept": True}

@@ -8,6 +8,7 @@ without importing each other.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -41,8 +42,12 @@ def compose_app(
     mounts: Mapping[str, ASGIApp] | None = None,
     lifespans: Sequence[Lifespan] = (),
     title: str = "flowplex",
+    docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app serving ``routers`` and ``mounts``, living as long as its ``lifespans``.
+
+    With ``docs=False`` the app serves no ``/docs`` or ``/redoc`` of its own (FastAPI's load
+    their assets from a CDN; a caller that ships its own passes a router for them).
 
     ``mounts`` maps a path prefix (``"/name"``) to any ASGI app. Starlette does not run a
     mounted app's lifespan, so pass it in ``lifespans``; they are entered in order and exited in
@@ -62,7 +67,13 @@ def compose_app(
                 await stack.enter_async_context(item(app))
             yield
 
-    app = FastAPI(title=title, version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.add_exception_handler(FlowplexError, _flowplex_error)
     for router in routers:
         app.include_router(router)
@@ -101,19 +112,38 @@ def listen(url: str, what: str = "the service") -> tuple[socket.socket, str]:
     return sock, f"{parts.scheme}://{shown}:{sock.getsockname()[1]}"
 
 
-def serve(app: ASGIApp, sock: socket.socket, *, log_level: str = "warning") -> None:
+def serve(
+    app: ASGIApp,
+    sock: socket.socket,
+    *,
+    log_level: str = "warning",
+    on_stop: Callable[[str], None] | None = None,
+    finishing: str = "finishing the requests in hand",
+) -> None:
     """Serve ``app`` on the listening ``sock`` until SIGINT/SIGTERM, then shut down cleanly.
 
-    The app's lifespan runs around the server's life. Raises :class:`ConfigurationError` when
-    the server does not start (a failing lifespan startup, say) instead of exiting the process
-    as uvicorn would. The socket is closed on the way out.
+    The app's lifespan runs around the server's life. The first signal calls ``on_stop`` with
+    a line saying what the server is ``finishing``; a second one exits the process at once
+    (code 130). Raises :class:`ConfigurationError` when the server does not start (a failing
+    lifespan startup, say) instead of exiting the process as uvicorn would. The socket is
+    closed on the way out.
     """
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                if on_stop is not None:
+                    on_stop("interrupted again: exiting now, without finishing")
+                os._exit(130)
+            if on_stop is not None:
+                on_stop(f"stopping: {finishing} (Ctrl-C again to exit at once)")
+            super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
         app, log_level=log_level.lower(), lifespan="on", timeout_graceful_shutdown=3
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     where = "{}:{}".format(*sock.getsockname()[:2])
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again into the
     # handler it found: with the default ones the process would die (or raise

@@ -11,7 +11,7 @@ import json
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "preview"]
 
 
 def _default(value: Any) -> Any:
@@ -38,3 +38,13 @@ else:  # pragma: no cover
     def dumps(value: Any) -> str:
         """Compact JSON of ``value``; ``ValueError`` on NaN/infinity, ``TypeError`` on others."""
         return _fallback.encode(value)
+
+
+def preview(value: Any, width: int = 60) -> str:
+    """``value`` as one line of JSON for people (``{"n": 3}``), cut to ``width`` characters
+    with an ellipsis. Values JSON cannot encode are shown with ``repr``."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"

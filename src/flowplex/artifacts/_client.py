@@ -210,7 +210,7 @@ class OpStoreClient(OpStoreAPI):
     def __repr__(self) -> str:
         return f"OpStoreClient({self.url!r})"
 
-    # -- the seed's routes ----------------------------------------------------------------------
+    # -- the op store's POST routes ---------------------------------------------------------
 
     def get_all_versions_of_op(self, op_name: str) -> list[Version] | None:
         """See :class:`OpStoreAPI`."""

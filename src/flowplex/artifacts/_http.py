@@ -1,4 +1,4 @@
-"""The op store over HTTP: the seed's ``POST /v1/...`` routes and streaming ``/v1/op_bytes``.
+"""The op store over HTTP: the ``POST /v1/...`` routes and streaming ``/v1/op_bytes``.
 
 Wire models are pydantic; every client mistake is a 4xx whose JSON ``detail`` names the
 problem, and the ``X-Flowplex-Error`` header names the error class so that clients re-raise
@@ -134,13 +134,13 @@ def _as_http() -> Iterator[None]:
 def create_router(store: OpStore) -> APIRouter:
     """The op store's routes on ``store``, as a router to include in any FastAPI app."""
     router = APIRouter(tags=["opstore"])
-    _add_seed_routes(router, store)
+    _add_v1_routes(router, store)
     _add_streaming_routes(router, store)
     return router
 
 
-def _add_seed_routes(router: APIRouter, store: OpStore) -> None:
-    """The seed's POST routes, same paths and JSON shapes (plus ``get_version_numbers``)."""
+def _add_v1_routes(router: APIRouter, store: OpStore) -> None:
+    """The POST routes, same paths and JSON shapes (plus ``get_version_numbers``)."""
 
     @router.post("/v1/get_all_versions_of_op")
     def get_all_versions_of_op(body: OpRequest) -> dict[str, Any] | None:

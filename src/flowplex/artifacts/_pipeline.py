@@ -4,10 +4,10 @@ Saving registers each op's version with the op after it as a validated link, sav
 of loadable ops, and registers the pipeline. Loading takes, for each loadable op the store
 knows, the latest saved version (by creation time) — unless the op's in-memory major is not
 among the stored ones, in which case the code is newer than anything stored and the in-memory
-op is kept (as in Chariots). Before anything changes, each pair of neighbours is checked
-(unless the downstream op allows version changes): if links are recorded for the pair and the
-upstream's major is not among them, the load raises :class:`VersionError` and the pipeline
-is left exactly as it was (Chariots left a mix of old and new ops).
+op is kept (as in the original op store). Before anything changes, each pair of neighbours is
+checked (unless the downstream op allows version changes): if links are recorded for the pair
+and the upstream's major is not among them, the load raises :class:`VersionError` and the pipeline
+is left exactly as it was (the original left a mix of old and new ops).
 
 A pipeline can be a step of another one: it is registered as an op whose version is the sum
 of its steps' versions, saves its own steps when saved, and its ops join the outer load, so

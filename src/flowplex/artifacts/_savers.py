@@ -6,9 +6,10 @@ has to sit in memory whole; ``save``/``load`` are the whole-bytes conveniences t
 routes use.
 
 :class:`FileSaver` keeps the bytes exactly as given, at ``<root>/<path>``: the layout of
-Chariots' ``FileSaver``, so either system reads a folder the other wrote. Their sha256 lives
+the original ``FileSaver``, so either system reads a folder the other wrote. Their sha256 lives
 beside them in ``<file>.sha256`` (``sha256sum``'s format, so ``sha256sum -c`` checks a folder
-too) and every read checks it; a file without one (written by Chariots) is read unchecked.
+too) and every read checks it; a file without one (written by the original op store) is read
+unchecked.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The op store: versions, validated links, op bytes and pipelines on SQL (SQLAlchemy Core).
 
-Semantics are Chariots' ``OpStoreServer`` with its bugs fixed (see the package docstring):
+Semantics are the original ``OpStoreServer`` with its bugs fixed (see the package docstring):
 versions are numbered against the latest one, the names are unique, registering a pipeline
 twice changes nothing, and every client mistake raises an :class:`ArtifactError` subclass.
 """
@@ -53,7 +53,7 @@ class OpStore:
     ``saver`` keeps the bytes; ``db_url`` keeps the rest: ``"sqlite://"`` (in memory, for one
     process; ``memory://`` and ``sqlite:///:memory:`` alike), ``"sqlite:///path.db"`` or
     ``"postgresql://..."`` (migrated to the schema head on open, shareable by many processes).
-    ``.app`` is an ASGI (FastAPI) app serving the seed's ``POST /v1/...`` routes plus streaming
+    ``.app`` is an ASGI (FastAPI) app serving the ``POST /v1/...`` routes plus streaming
     ``/v1/op_bytes``; ``.client()`` an in-process client. Methods raise :class:`ArtifactError`
     subclasses for client mistakes and :class:`OpStoreUnavailableError` when the database fails.
     """
@@ -157,6 +157,20 @@ class OpStore:
         with self._transaction(write=False) as conn:
             found = conn.execute(select(p.c.id).where(p.c.pipeline_name == pipeline_name))
             return found.first() is not None
+
+    def list_ops(self) -> list[str]:
+        """The names of every op with a registered version, sorted."""
+        o, v = opstore_ops, opstore_versions
+        query = select(o.c.op_name).where(o.c.id.in_(select(v.c.op_id))).order_by(o.c.op_name)
+        with self._transaction(write=False) as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def list_pipelines(self) -> dict[str, str]:
+        """Every registered pipeline and the name of its last op."""
+        p, o = opstore_pipelines, opstore_ops
+        query = select(p.c.pipeline_name, o.c.op_name).join(o, o.c.id == p.c.last_op_id)
+        with self._transaction(write=False) as conn:
+            return {row[0]: row[1] for row in conn.execute(query)}
 
     def registered_version(self, op_name: str, version: Version) -> Version:
         """The registered ``version`` of ``op_name``, with the creation time the store keeps

@@ -1,7 +1,7 @@
 """Op versions: three sha1 sub-hashes (major, minor, patch) and a creation time.
 
-Pure logic: no database, web or CLI import. The hashing follows Chariots exactly, so the
-hashes its documentation lists still hold (``tests/test_artifacts.py`` checks them):
+Pure logic: no database, web or CLI import. The hashing follows the original op store exactly, so
+the hashes its documentation lists still hold (``tests/test_artifacts.py`` checks them):
 
 - the empty version has ``sha1(b"")`` for each part (``da39a3ee...``);
 - ``a + b`` has, for each part, ``sha1(a.part + b.part)`` over the hex digests;
@@ -74,7 +74,7 @@ class Version:
                 f"invalid creation_time {creation_time!r}: expected a datetime"
             )
         elif creation_time.tzinfo is None:
-            # Naive datetimes are read as UTC, like the seed's version strings.
+            # Naive datetimes are read as UTC, like version strings always were.
             creation_time = creation_time.replace(tzinfo=UTC)
         else:
             try:
@@ -184,9 +184,9 @@ class Version:
         return self == other or self < other
 
     def __str__(self) -> str:
-        # str() of the naive UTC datetime, exactly as Chariots names its files (no fraction
-        # when the microseconds are 0): op bytes live at /models/<op>/<str(version)>, so a
-        # folder Chariots wrote is read at the same paths. parse() reads both forms.
+        # str() of the naive UTC datetime, exactly as the original op store names its files (no
+        # fraction when the microseconds are 0): op bytes live at /models/<op>/<str(version)>, so a
+        # folder the original op store wrote is read at the same paths. parse() reads both forms.
         when = self._creation_time.replace(tzinfo=None)
         return f"{self._major}.{self._minor}.{self._patch}_{when}"
 

@@ -7,10 +7,10 @@ three. Plain attributes and assignments at run time change nothing.
 
 The class version is the empty ``Version()`` plus one atomic version per field, in name order,
 where a dict's entries are named by their own keys (not by the attribute holding the dict).
-This is the formula of Chariots' ``VersionableMeta``, so the hashes its documentation lists hold
-here too. Two deliberate differences, both where Chariots silently lost a field: a dict key
-that repeats another field's name is refused (Chariots kept only one of the two), and fields
-inherited from any ancestor count (Chariots read only the direct bases' own attributes).
+This is the formula of the original ``VersionableMeta``, so the hashes its documentation lists hold
+here too. Two deliberate differences, both where the original silently lost a field: a dict key
+that repeats another field's name is refused (the original kept only one of the two), and fields
+inherited from any ancestor count (the original read only the direct bases' own attributes).
 """
 
 from __future__ import annotations

@@ -16,11 +16,19 @@ import typer
 from .._version import __version__
 from ..errors import FlowplexError
 from . import _engine, _mesh, _node, _opstore
-from ._common import add_import_paths, configure_logging, console, error_line, missing_extra
+from ._common import (
+    FlowplexGroup,
+    add_import_paths,
+    configure_logging,
+    console,
+    error_line,
+    missing_extra,
+)
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=FlowplexGroup,
     name="flowplex",
     help="Define, serve, discover, compose and run flows.",
     no_args_is_help=True,

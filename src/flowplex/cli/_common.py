@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..config import Settings
 from ..db import redact
@@ -26,8 +30,12 @@ from ..errors import ConfigurationError
 from ..runtime import Client, Node, open_node, start_node_with_users
 
 __all__ = [
+    "COMMAND",
     "DbOption",
+    "FlowplexCommand",
+    "FlowplexGroup",
     "HomeOption",
+    "Interrupts",
     "PathOption",
     "UrlOption",
     "UserOption",
@@ -54,6 +62,7 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
+        metavar="URL",
         help="Database URL: memory://, sqlite:///path.db or postgresql://... "
         "(default: FLOWPLEX_DB, else flowplex.db in the home).",
         show_default=False,
@@ -63,23 +72,80 @@ HomeOption = Annotated[
     Path | None,
     typer.Option(
         "--home",
+        metavar="DIR",
         help="Where the node keeps its files (default: FLOWPLEX_HOME, else ./.flowplex).",
         show_default=False,
     ),
 ]
-UrlOption = Annotated[str, typer.Option("--url", help="Where to serve: http://host:port.")]
+UrlOption = Annotated[
+    str, typer.Option("--url", metavar="URL", help="Where to serve: http://host:port.")
+]
 PathOption = Annotated[
     list[Path] | None,
     typer.Option(
         "--path",
+        metavar="DIR",
         help="A folder to import flow classes from (repeatable; the current folder is always "
         "searched).",
         show_default=False,
     ),
 ]
 UserOption = Annotated[
-    str | None, typer.Option("--user", help="User id (default: the node's first user).")
+    str | None,
+    typer.Option("--user", metavar="USER_ID", help="User id (default: the node's first user)."),
 ]
+
+_LABELS = {"int": "N", "float": "NUMBER", "Path": "PATH", "str": "TEXT"}
+
+
+def _tidy_help(params: list[Any]) -> list[Any]:
+    """Help labels people read: ``N``, ``NUMBER``, ``PATH``, ``TEXT`` (or the option's own
+    metavar) instead of Python type names, none for flags and arguments (their help says
+    it), and arguments named in capitals."""
+    for param in params:
+        if isinstance(param, TyperArgument):
+            if param.metavar is None:
+                param.metavar = (param.name or "").upper()
+            # Typer reads the label through this method: one per parameter, set on the object.
+            setattr(param, "display_type_rich", _no_label)  # noqa: B010
+        elif param.metavar is None:
+            if param.is_flag or param.name == "help":
+                setattr(param, "display_type_rich", _no_label)  # noqa: B010
+            else:
+                name = param.bare_type()
+                many = name.startswith("list[")
+                label = _LABELS.get(name.removeprefix("list[").removesuffix("]"), "TEXT")
+                setattr(param, "display_type_rich", _label(label + ("..." if many else "")))  # noqa: B010
+    return params
+
+
+def _no_label(ctx: object) -> None:
+    return None
+
+
+def _label(text: str) -> Any:
+    def show(ctx: object) -> str:
+        return text
+
+    return show
+
+
+class FlowplexCommand(TyperCommand):
+    """A command whose help shows plain labels (see :func:`_tidy_help`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy_help(super().get_params(ctx))
+
+
+class FlowplexGroup(TyperGroup):
+    """A command group whose own options' help shows plain labels."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy_help(super().get_params(ctx))
+
+
+#: Keyword arguments of every ``app.command(...)``.
+COMMAND: dict[str, Any] = {"cls": FlowplexCommand}
 
 #: Optional extras: the top-level module each brings, and the extra that installs it.
 EXTRAS = {"psycopg": "postgres", "psycopg_binary": "postgres", "psycopg_c": "postgres"}
@@ -185,3 +251,48 @@ def missing_extra(exc: BaseException) -> str | None:
 def error_line(message: str) -> None:
     """Print ``message`` as one ``error:`` line on stderr (brackets in it are shown as is)."""
     err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class Interrupts:
+    """Ctrl-C (and SIGTERM) for a command that finishes work before it exits.
+
+    The first signal says what the command is finishing (``finishing``) and then sets
+    ``on_first`` when it is an event (the command's stop event), or calls it (to raise
+    :class:`KeyboardInterrupt` into the waiting main thread); a second one exits at once with
+    code 130. A ``with`` block installs the handlers (in the main thread only) and restores the
+    previous ones on the way out.
+    """
+
+    def __init__(self, finishing: str, on_first: threading.Event | Callable[[], None]) -> None:
+        self.finishing = finishing
+        self.on_first = on_first
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: object) -> None:
+        """The signal handler."""
+        self.count += 1
+        if self.count > 1:
+            err_console.print("interrupted again: exiting now, without finishing")
+            os._exit(130)
+        err_console.print(
+            f"stopping: {self.finishing} (Ctrl-C again to exit at once)", highlight=False
+        )
+        if isinstance(self.on_first, threading.Event):
+            # Another thread sets it: the handler runs in the main thread, which may be inside
+            # the event's wait() holding its lock (not reentrant), so setting it here could
+            # deadlock.
+            threading.Thread(target=self.on_first.set, name="flowplex-stop", daemon=True).start()
+        else:
+            self.on_first()
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 from rich.tree import Tree
 
@@ -27,8 +26,11 @@ from ..db import DatabaseURL
 from ..engine import ROOT_KEY, EngineError, FlowEngine, Status, TaskFlow
 from ..runtime import Client
 from ._common import (
+    COMMAND,
     DbOption,
+    FlowplexGroup,
     HomeOption,
+    Interrupts,
     PathOption,
     add_import_paths,
     console,
@@ -47,6 +49,7 @@ COMPLETED, FAILED, RUNNING = Status.COMPLETED, Status.FAILED, Status.RUNNING
 FINISHED = frozenset({COMPLETED, FAILED})
 
 runs_app = typer.Typer(
+    cls=FlowplexGroup,
     help="Task-graph flow runs: create, list, show and tick them.",
     no_args_is_help=True,
 )
@@ -61,7 +64,7 @@ _STYLE = {"PENDING": "dim", "RUNNING": "yellow", "COMPLETED": "green", "FAILED":
 def register(app: typer.Typer) -> None:
     """Add ``runs`` and ``runner`` to the root command."""
     app.add_typer(runs_app, name="runs")
-    app.command("runner")(runner_command)
+    app.command("runner", **COMMAND)(runner_command)
 
 
 def _settings(home: Path | None, db: str | None, *, read_only: bool = False) -> Settings:
@@ -100,7 +103,7 @@ def _progress(flow: TaskFlow) -> str:
     return f"{done}/{len(tasks)}"
 
 
-@runs_app.command("create")
+@runs_app.command("create", **COMMAND)
 def create(
     file: Annotated[Path, typer.Argument(help="Flow spec file: YAML, or JSON (.json).")],
     db: DbOption = None,
@@ -128,7 +131,7 @@ def create(
         store.close()
 
 
-@runs_app.command("ls")
+@runs_app.command("ls", **COMMAND)
 def ls(
     status: Annotated[
         list[str] | None, typer.Option("--status", help="Only runs with this status (repeat).")
@@ -160,7 +163,7 @@ def ls(
     console.print(table)
 
 
-@runs_app.command("show")
+@runs_app.command("show", **COMMAND)
 def show(
     key: Annotated[str, typer.Argument(help="The run's key (flow:...).")],
     db: DbOption = None,
@@ -205,7 +208,7 @@ def _tree(flow: TaskFlow) -> Tree:
     return tree
 
 
-@runs_app.command("tick")
+@runs_app.command("tick", **COMMAND)
 def tick(
     key: Annotated[
         str | None, typer.Argument(help="Tick this run only (default: every claimable run).")
@@ -236,18 +239,25 @@ def tick(
     add_import_paths(path or ())
     resolved = _settings(home, db)
     store = _store(resolved)
+    stop = threading.Event()
     try:
-        if key is None:
-            keys = [f.key for f in store.query_flows(status=["PENDING", "RUNNING"]) if f.key]
-            # One round takes every run listed (a runner's default would take only ten).
-            runner = FlowRunner(
-                store, _engine(store, resolved), lease=lease, max_flows_per_tick=max(1, len(keys))
-            )
-            _run_all(runner, until_finished, max_ticks, interval)
-        else:
-            keys = [key]
-            runner = FlowRunner(store, _engine(store, resolved), lease=lease)
-            _run_one(runner, key, until_finished, max_ticks, interval)
+        with Interrupts("finishing the round in hand; the runs keep their progress", stop):
+            if key is None:
+                keys = [f.key for f in store.query_flows(status=["PENDING", "RUNNING"]) if f.key]
+                # One round takes every run listed (a runner's default would take only ten).
+                runner = FlowRunner(
+                    store,
+                    _engine(store, resolved),
+                    lease=lease,
+                    max_flows_per_tick=max(1, len(keys)),
+                )
+                with _Rounds(store, keys, until_finished, max_ticks, interval, stop) as rounds:
+                    _run_all(runner, until_finished, rounds)
+            else:
+                keys = [key]
+                runner = FlowRunner(store, _engine(store, resolved), lease=lease)
+                with _Rounds(store, keys, until_finished, max_ticks, interval, stop) as rounds:
+                    _run_one(runner, key, until_finished, rounds)
         flows = [store.get_flow(k) for k in keys]
     finally:
         store.close()
@@ -262,29 +272,84 @@ def tick(
             )
     if not flows:
         console.print("[dim](no runs to tick)[/]")
+    if stop.is_set():
+        raise typer.Exit(130)
+    failed = [f for f in flows if f.status == FAILED]
+    for flow in failed:
+        errors = "; ".join(flow.errors) or "a task failed"
+        err_console.print(
+            f"[red]error:[/] run {flow.key} FAILED: {escape(errors)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
-def _run_all(runner: FlowRunner, until_finished: bool, max_rounds: int, interval: float) -> None:
+class _Rounds:
+    """How ``runs tick`` goes round: at most ``max_rounds``, ``interval`` between rounds that
+    only wait, until ``stop``; with ``show``, a Rich status line on stderr with each run's
+    completed tasks (drawn only on a terminal)."""
+
+    def __init__(
+        self,
+        store: FlowStore,
+        keys: list[str],
+        show: bool,
+        max_rounds: int,
+        interval: float,
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.max_rounds = max_rounds
+        self.interval = interval
+        self.stop = stop
+        self.rounds = 0
+        self._status = err_console.status("starting", spinner="dots") if show else None
+
+    def update(self) -> None:
+        """Count a round and show where the runs stand."""
+        self.rounds += 1
+        if self._status is None:
+            return
+        parts = []
+        for key in self.keys[:3]:
+            flow = self.store.get_flow(key)
+            parts.append(f"{flow.label or key[:13]}: {_progress(flow)} tasks, {flow.status}")
+        more = f" (+{len(self.keys) - 3} more)" if len(self.keys) > 3 else ""
+        self._status.update(f"round {self.rounds}: " + "; ".join(parts) + more)
+
+    def __enter__(self) -> _Rounds:
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
+def _run_all(runner: FlowRunner, until_finished: bool, rounds: _Rounds) -> None:
     if not until_finished:
         runner.tick()
         return
-    stop = threading.Event()
-    rounds = 0
+    gave_up = False
 
     def count(_: dict[str, int]) -> None:
-        nonlocal rounds
-        rounds += 1
-        if rounds >= max_rounds:
-            stop.set()
+        nonlocal gave_up
+        rounds.update()
+        if rounds.rounds >= rounds.max_rounds:
+            gave_up = True
+            rounds.stop.set()
 
-    runner.run(stop, interval=interval, until_finished=True, on_tick=count)
-    if stop.is_set():
-        raise EngineError(f"runs are still unfinished after {max_rounds} rounds.")
+    runner.run(rounds.stop, interval=rounds.interval, until_finished=True, on_tick=count)
+    if gave_up:
+        rounds.stop.clear()
+        raise EngineError(f"runs are still unfinished after {rounds.max_rounds} rounds.")
 
 
-def _run_one(
-    runner: FlowRunner, key: str, until_finished: bool, max_rounds: int, interval: float
-) -> None:
+def _run_one(runner: FlowRunner, key: str, until_finished: bool, rounds: _Rounds) -> None:
     store = runner.store
     flow = store.get_flow(key)  # FlowNotFoundError if there is none
     if flow.status in FINISHED:
@@ -304,18 +369,19 @@ def _run_one(
             if not saved:
                 store.release_claim(claim)
         return
-    for _ in range(max_rounds):
+    for _ in range(rounds.max_rounds):
         # The run and its unfinished child runs (a flow task waits for its child).
         progressed = False
         for k in [key, *_unfinished_descendants(store, key)]:
             claim = store.claim_flow(k, runner.lease)
             if claim is not None:
                 progressed = runner.run_claim(claim) or progressed
-        if store.get_flow(key).status in FINISHED:
+        rounds.update()
+        if store.get_flow(key).status in FINISHED or rounds.stop.is_set():
             return
         if not progressed:
-            time.sleep(interval)
-    raise EngineError(f"run {key} is still unfinished after {max_rounds} rounds.")
+            rounds.stop.wait(rounds.interval)
+    raise EngineError(f"run {key} is still unfinished after {rounds.max_rounds} rounds.")
 
 
 def _unfinished_descendants(store: FlowStore, key: str) -> list[str]:
@@ -351,8 +417,6 @@ def runner_command(
     store = _store(resolved)
     runner = FlowRunner(store, _engine(store, resolved), lease=lease, max_flows_per_tick=max_flows)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     err_console.print(
         f"flowplex runner: {store!r}, lease {lease:g} s, up to {max_flows} flow(s) a round, "
         f"pid {os.getpid()}",
@@ -362,7 +426,8 @@ def runner_command(
     totals: Counter[str] = Counter()
     report = _reporter(totals)
     try:
-        runner.run(stop, interval=interval, on_tick=report)
+        with Interrupts("finishing the round in hand; the runs keep their progress", stop):
+            runner.run(stop, interval=interval, on_tick=report)
     finally:
         store.close()
     err_console.print(f"stopped: {_summary(totals)}", soft_wrap=True)

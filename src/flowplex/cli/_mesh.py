@@ -11,6 +11,7 @@ import typer
 from ..config import Settings
 from ..db import redact
 from ._common import (
+    COMMAND,
     DbOption,
     HomeOption,
     PathOption,
@@ -52,6 +53,10 @@ OfflineRemoveOption = Annotated[
         help="Seconds after which an offline node leaves the listing (0: keep it).",
     ),
 ]
+
+
+def _say(line: str) -> None:
+    err_console.print(line, highlight=False, soft_wrap=True)
 
 
 def _remove_after(seconds: float) -> float | None:
@@ -109,7 +114,7 @@ def registry(
     err_console.print(
         f"flowplex registry at [bold]{service.state.url}[/] (cache {path})", highlight=False
     )
-    serve(create_app(mesh=service), sock, log_level=resolved.log_level)
+    serve(create_app(mesh=service), sock, log_level=resolved.log_level, on_stop=_say)
 
 
 def up(
@@ -128,12 +133,21 @@ def up(
     opstore: Annotated[
         bool, typer.Option("--opstore/--no-opstore", help="Serve the op store at /opstore.")
     ] = True,
+    message_log: Annotated[
+        int,
+        typer.Option(
+            "--message-log",
+            min=0,
+            help="Messages kept per instance for the dashboard's message log (0: none).",
+        ),
+    ] = 50,
     path: PathOption = None,
 ) -> None:
     """Serve the node over HTTP: registry, dashboard, dispatch workers and op store.
 
-    The node's served endpoints are its flows in the mesh (re-read every two seconds); the
-    dashboard is the HTML listing at /flows?format=html. ``--workers`` dispatch worker threads
+    The dashboard is at / (open it in a browser): the node's endpoints and instances, their
+    messages, task-graph runs, registry peers and artifacts. The node's served endpoints are
+    its flows in the mesh (re-read every two seconds). ``--workers`` dispatch worker threads
     run the messages of every user's instances on the node, and the op store (its artifacts in
     the home's artifacts folder, its rows in the node database) answers at /opstore/v1/....
     """
@@ -152,6 +166,7 @@ def up(
         reset=reset,
         workers=workers,
         opstore=opstore,
+        message_log=message_log,
         heartbeat_interval=heartbeat,
         offline_remove_after=_remove_after(offline_remove_after),
     ) as server:
@@ -159,15 +174,20 @@ def up(
         err_console.print(
             f"flowplex up: node + registry at [bold]{base}[/], node database "
             f"{redact(resolved.db_url)}, {workers} dispatch worker(s)\n"
-            f"dashboard: {base}/flows?format=html"
-            + (f"\nop store: {base}/opstore" if opstore else ""),
+            f"dashboard: {base}/" + (f"\nop store: {base}/opstore" if opstore else ""),
             highlight=False,
             soft_wrap=True,
         )
-        serve(server.app, sock, log_level=resolved.log_level)
+        serve(
+            server.app,
+            sock,
+            log_level=resolved.log_level,
+            on_stop=_say,
+            finishing="finishing the requests and the messages in hand",
+        )
 
 
 def register(app: typer.Typer) -> None:
     """Add ``registry`` and ``up`` to the root command."""
-    app.command("registry")(registry)
-    app.command("up")(up)
+    app.command("registry", **COMMAND)(registry)
+    app.command("up", **COMMAND)(up)

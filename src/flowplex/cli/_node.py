@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Column, Table
 
 from .. import LocalRuntime, serving
-from ..config import load_yaml
+from .._json import preview
+from ..config import Settings, load_yaml
 from ..flows import FlowProxy, InstanceAddress
-from ..runtime import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_DELIVERIES
+from ..runtime import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_DELIVERIES, Client
 from ..workers import run_dispatch_worker_thread
 from ._common import (
+    COMMAND,
     DbOption,
     HomeOption,
+    Interrupts,
     PathOption,
     UserOption,
     add_import_paths,
@@ -82,47 +87,209 @@ def flows(
     console.print(tree or "[dim](no served flows)[/]", highlight=False)
 
 
-def instances(db: DbOption = None, home: HomeOption = None, user: UserOption = None) -> None:
-    """List the flow instances a user serves."""
+def instances(
+    db: DbOption = None,
+    home: HomeOption = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            metavar="USER_ID",
+            help="Only the instances this user serves (default: every user's).",
+        ),
+    ] = None,
+) -> None:
+    """List the flow instances on the node: endpoint, users, state, queue and errors."""
     cl = read_only_client(settings(home, db), user)
-    text = serving.format_flow_instances(cl) if cl is not None else ""
-    console.print(text or "[dim](no instances)[/]", highlight=False)
+    if cl is None:
+        console.print("[dim](no instances)[/]")
+        return
+    backend = cl.node.backend
+    users = [cl.get_user_id()] if user is not None else [u.user_id for u in backend.list_users()]
+    records = [r for u in users for r in backend.list_instances(u)]
+    if not records:
+        console.print("[dim](no instances)[/]")
+        return
+    stats = backend.instance_stats([r.flow_id for r in records])
+    table = Table(
+        Column("instance", no_wrap=True),
+        "endpoint",
+        Column("served by", no_wrap=True),
+        Column("mounted by", no_wrap=True),
+        "state",
+        Column("queued", justify="right"),
+        Column("in flight", justify="right"),
+        Column("dead", justify="right"),
+        "last error",
+    )
+    for r in records:
+        s = stats[r.flow_id]
+        table.add_row(
+            r.flow_id,
+            r.endpoint,
+            r.user_id[:10] + "…",
+            "the serving user" if r.client_id == "local" else r.client_id[:10] + "…",
+            escape(preview(r.state, 40)),
+            str(s.queued),
+            str(s.in_flight),
+            f"[red]{s.dead_letters}[/]" if s.dead_letters else "0",
+            f"[red]{escape(_cut(s.last_error, 60))}[/]" if s.last_error else "",
+        )
+    console.print(table)
+
+
+def _cut(text: str, width: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def send(
-    endpoint: Annotated[str, typer.Argument(help="Endpoint to mount an instance of.")],
+    endpoint: Annotated[str, typer.Argument(help="The served endpoint to send to.")],
     data: Annotated[str, typer.Argument(help="Input data as a JSON object.")],
     db: DbOption = None,
     home: HomeOption = None,
     user: UserOption = None,
     serving_user: Annotated[
-        str, typer.Option("--serving-user", help="Who serves the endpoint ('local': you).")
+        str,
+        typer.Option(
+            "--serving-user", metavar="USER_ID", help="Who serves the endpoint ('local': you)."
+        ),
     ] = "local",
-    flow_id: Annotated[
-        str | None, typer.Option(help="Send to this existing instance instead of a new one.")
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            "--instance",
+            metavar="NAME",
+            help="Send to the instance you named NAME (mounted the first time).",
+        ),
     ] = None,
+    flow_id: Annotated[
+        str | None,
+        typer.Option(metavar="ID", help="Send to this existing instance of ENDPOINT."),
+    ] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Mount a new instance (and use it from now on).")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 30.0,
     worker: Annotated[
         bool, typer.Option(help="Run a dispatch worker in this process while waiting.")
     ] = True,
     path: PathOption = None,
 ) -> None:
-    """Send data to a served flow and print the reply as JSON."""
+    """Send data to a served flow and print the reply as JSON.
+
+    The first send to an endpoint mounts an instance; later sends reuse it (one per endpoint
+    and user, remembered in the home), so its state carries on. --new mounts a fresh one,
+    --instance NAME keeps a named one, --flow-id picks any existing instance of ENDPOINT.
+    """
+    if flow_id is not None and (instance is not None or new):
+        raise typer.BadParameter("give --flow-id, or --instance/--new, not both.")
     add_import_paths(path or ())
     payload = parse_json_object(data, "DATA")
-    cl = open_client(settings(home, db), user)
-    try:
-        if flow_id is None:
-            proxy = serving.get_flow_instance(cl, endpoint, user_id=serving_user)
-        else:
-            owner = cl.get_user_id() if serving_user == "local" else serving_user
-            proxy = FlowProxy(cl, InstanceAddress(owner, flow_id), flow_endpoint=endpoint)
-        if worker:
-            run_dispatch_worker_thread(cl, all_users=True)
-        reply = proxy.get_reply_future(proxy.package_input_message(payload)).get_data(timeout)
-    finally:
-        cl.node.close()
+    resolved = settings(home, db)
+    cl = open_client(resolved, user)
+    interrupted = threading.Event()
+
+    def stop_waiting() -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    interrupts = Interrupts("finishing the message in hand", stop_waiting)
+    # Covers the node's closing too: a second Ctrl-C there exits at once.
+    with interrupts:
+        try:
+            proxy = _target(cl, resolved, endpoint, serving_user, flow_id, instance, new)
+            interrupts.finishing = (
+                f"the message stays queued for instance {proxy.get_instance_id()} of "
+                f"{endpoint}; finishing the message in hand"
+            )
+            if worker:
+                run_dispatch_worker_thread(cl, all_users=True)
+            future = proxy.get_reply_future(proxy.package_input_message(payload))
+            reply = future.get_data(timeout)
+        except KeyboardInterrupt:
+            if not interrupted.is_set():
+                raise
+            raise typer.Exit(130) from None
+        finally:
+            cl.node.close()
     console.print_json(json.dumps(reply))
+
+
+def _target(
+    cl: Client,
+    resolved: Settings,
+    endpoint: str,
+    serving_user: str,
+    flow_id: str | None,
+    name: str | None,
+    new: bool,
+) -> FlowProxy:
+    """The instance ``send`` talks to (see its help); says on stderr when it mounts one."""
+    owner = cl.get_user_id() if serving_user == "local" else serving_user
+    backend = cl.node.backend
+    if flow_id is not None:
+        record = backend.get_instance(flow_id)
+        if record is None:
+            raise typer.BadParameter(f"no flow instance {flow_id} on this node.")
+        if (record.endpoint, record.user_id) != (endpoint, owner):
+            raise typer.BadParameter(
+                f"instance {flow_id} belongs to endpoint {record.endpoint!r} served by "
+                f"{record.user_id[:10]}…, not to {endpoint!r}: give its endpoint, or leave out "
+                "--flow-id."
+            )
+        return FlowProxy(cl, InstanceAddress(owner, flow_id), flow_endpoint=endpoint)
+    memory = _SendMemory(resolved)
+    key = memory.key(cl.get_user_id(), owner, endpoint, name)
+    remembered = None if new else memory.get(key)
+    if remembered is not None:
+        record = backend.get_instance(remembered)
+        if record is not None and (record.endpoint, record.user_id) == (endpoint, owner):
+            return FlowProxy(cl, InstanceAddress(owner, remembered), flow_endpoint=endpoint)
+    proxy = serving.get_flow_instance(cl, endpoint, user_id=serving_user)
+    memory.put(key, proxy.get_instance_id())
+    named = f" named {name!r}" if name else ""
+    err_console.print(
+        f"mounted instance {proxy.get_instance_id()}{named} of {endpoint}; later sends reuse it "
+        "(--new mounts another)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return proxy
+
+
+class _SendMemory:
+    """Which instance ``flowplex send`` uses, per database, user, endpoint and name: a small
+    JSON file in the home (``send-instances.json``), rewritten atomically."""
+
+    def __init__(self, resolved: Settings) -> None:
+        self.db = resolved.db_url
+        self.path = Path(resolved.home) / "send-instances.json"
+
+    def key(self, user_id: str, owner: str, endpoint: str, name: str | None) -> str:
+        return "|".join((self.db, user_id, owner, endpoint, name or ""))
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> str | None:
+        value = self._load().get(key)
+        return value if isinstance(value, str) else None
+
+    def put(self, key: str, flow_id: str) -> None:
+        if self.db.startswith("memory://"):
+            return  # the instance goes with the process
+        data = self._load()
+        data[key] = flow_id
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".send-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
 
 
 def worker(
@@ -156,31 +323,31 @@ def worker(
         secrets[key] = value
     node = open_client(settings(home, db)).node
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    threads = start_dispatch_workers(
-        node,
-        concurrency,
-        dispatch_point,
-        user_id=user,
-        secrets=secrets,
-        lease_seconds=lease,
-        max_deliveries=max_deliveries,
-    )
-    err_console.print(
-        f"flowplex worker: {concurrency} thread(s), dispatch point {dispatch_point!r}, "
-        f"node {node.url}, pid {os.getpid()}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    last = -1
-    while not stop.wait(5.0):
-        done = sum(t.processed for t in threads)
-        if done != last:
-            err_console.print(f"processed {done} message(s)")
-            last = done
-    err_console.print("stopping: finishing the messages in hand")
-    node.close()
+    # The handlers go in before the threads start: a Ctrl-C as soon as they claim a message
+    # must already finish it instead of killing the process under it.
+    with Interrupts("finishing the messages in hand, then exiting", stop):
+        threads = start_dispatch_workers(
+            node,
+            concurrency,
+            dispatch_point,
+            user_id=user,
+            secrets=secrets,
+            lease_seconds=lease,
+            max_deliveries=max_deliveries,
+        )
+        err_console.print(
+            f"flowplex worker: {concurrency} thread(s), dispatch point {dispatch_point!r}, "
+            f"node {node.url}, pid {os.getpid()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        last = -1
+        while not stop.wait(5.0):
+            done = sum(t.processed for t in threads)
+            if done != last:
+                err_console.print(f"processed {done} message(s)")
+                last = done
+        node.close()
     err_console.print(f"stopped after {sum(t.processed for t in threads)} message(s)")
 
 
@@ -238,11 +405,11 @@ def local_demo(
 
 def register(app: typer.Typer) -> None:
     """Add the node commands to the root command."""
-    app.command()(run)
-    app.command()(serve)
-    app.command()(flows)
-    app.command()(instances)
-    app.command()(send)
-    app.command()(worker)
-    app.command()(demo)
-    app.command("local-demo")(local_demo)
+    app.command(**COMMAND)(run)
+    app.command(**COMMAND)(serve)
+    app.command(**COMMAND)(flows)
+    app.command(**COMMAND)(instances)
+    app.command(**COMMAND)(send)
+    app.command(**COMMAND)(worker)
+    app.command(**COMMAND)(demo)
+    app.command("local-demo", **COMMAND)(local_demo)

@@ -14,7 +14,16 @@ import typer
 from rich.table import Table
 
 from ..config import Settings
-from ._common import DbOption, HomeOption, console, err_console, require_database, settings
+from ._common import (
+    COMMAND,
+    DbOption,
+    FlowplexGroup,
+    HomeOption,
+    console,
+    err_console,
+    require_database,
+    settings,
+)
 
 if TYPE_CHECKING:
     from ..artifacts import OpStore
@@ -22,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 opstore_app = typer.Typer(
+    cls=FlowplexGroup,
     name="opstore",
     help="The versioned op store: serve it over HTTP, list versions.",
     no_args_is_help=True,
@@ -45,7 +55,7 @@ def _open(resolved: Settings, root: Path | None) -> tuple[OpStore, Path]:
     return OpStore(FileSaver(folder), resolved.db_url), folder
 
 
-@opstore_app.command()
+@opstore_app.command(**COMMAND)
 def serve(
     url: Annotated[
         str, typer.Option("--url", help="Where to serve: http://host:port (port 0: any free).")
@@ -80,7 +90,7 @@ def serve(
         store.close()
 
 
-@opstore_app.command()
+@opstore_app.command(**COMMAND)
 def versions(
     op_name: Annotated[str, typer.Argument(help="The op whose versions to list.")],
     db: DbOption = None,

@@ -3,16 +3,16 @@
 Pure logic: no database, web or CLI imports. What a task needs from outside (a store for
 nested runs, a client of the serving runtime for ``call``) is handed to the engine.
 
-How this engine differs from MissionControl's (whose behaviour it otherwise follows):
+How this engine differs from the original engine (whose behaviour it otherwise follows):
 
-- A task starts when **all** its precursors are COMPLETED (MissionControl: when any path from
+- A task starts when **all** its precursors are COMPLETED (the original: when any path from
   ROOT had completed).
 - Every failure is seen by the engine, whether the handler raises or sets the task FAILED
   itself: the error goes to ``task["error"]`` and ``flow.data["errors"]``, and ``fail_fast``
-  applies (MissionControl's built-in handlers swallowed their errors, so a failed task could
+  applies (the original's built-in handlers swallowed their errors, so a failed task could
   leave the flow COMPLETED).
 - **A flow never stays RUNNING when no task can progress**: without ``fail_fast``, the
-  independent branches finish and then the flow ends FAILED (MissionControl stayed RUNNING for
+  independent branches finish and then the flow ends FAILED (the original stayed RUNNING for
   ever).
 - ``tick_flow_until_has_no_pending`` ticks at least once, so a flow with no tasks completes.
 - ``num_tickable_tasks`` counts each task once (a task reachable by two paths was counted

@@ -5,7 +5,7 @@ Pure logic: this module imports no database, web or CLI library.
 A task is a plain dict (it round-trips through JSON as it is): ``key``, ``task_type``,
 ``task_params``, ``precursors``, ``status``, and whatever a handler adds (``data``, ``error``).
 The graph's edges run from each precursor to its task. A task is *ready* when it is PENDING and
-**all** of its precursors are COMPLETED (MissionControl started a task as soon as any one path
+**all** of its precursors are COMPLETED (the original engine started a task as soon as any one path
 from ROOT had completed: an OR-join; a join here waits for every branch).
 """
 

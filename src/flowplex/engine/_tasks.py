@@ -25,7 +25,7 @@
                that loads the saved flow collects the reply. ``timeout`` (seconds) fails it.
 =============  ==============================================================================
 
-Where MissionControl's handlers were broken, these are not: ``inline_flow`` children may take
+Where the original engine's handlers were broken, these are not: ``inline_flow`` children may take
 any number of ticks (the original failed on the second), ``log``'s ``dump_flow`` works (the
 original called a missing method), ``switch`` accepts a falsy ``control_value`` such as 0, and
 a handler's failure always reaches the engine (see :mod:`flowplex.engine._engine`).
@@ -323,7 +323,7 @@ BUILTIN_HANDLERS: dict[str, TaskHandler] = {
     "wire": _wire,
 }
 
-#: Other names of built-in types: the module paths specs written for MissionControl use
+#: Other names of built-in types: the module paths specs written for the original engine use
 #: (``"mc.tasks.flow"`` is ``"flow"``). They follow an override of the type they alias.
 TASK_TYPE_ALIASES: dict[str, str] = {
     f"mc.tasks.{name}": name for name in ("flow", "inline_flow", "log", "spread", "switch", "wire")

@@ -1,4 +1,4 @@
-"""The ReverseNumber flows of the aiflows tutorials, written for flowplex."""
+"""The ReverseNumber example flows: reverse a number once, or twice through subflows."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class ReverseNumberSequentialFlow(CompositeFlow):
     ``flow_state["current_call"]`` says which step the next reply is for: the first reply (sent
     on to the second subflow) or the second (answered to the original sender, kept in
     ``flow_state["initial_message"]``). A request that arrives while another is in flight waits
-    in ``flow_state["waiting"]`` and starts once the current one is answered (the aiflows
+    in ``flow_state["waiting"]`` and starts once the current one is answered (the original
     original took it for a subflow's reply).
     """
 

@@ -7,7 +7,8 @@ A flow config may declare ``input_interface`` (applied to each input message's d
   may be written bare, ``input_interface: number``);
 - a mapping with any of ``keys_to_rename`` ({old: new}), ``keys_to_copy`` ({src: dst}),
   ``keys_to_set`` ({key: value}), ``keys_to_select`` ([keys]) and ``keys_to_delete`` ([keys]),
-  applied in that order (the order of aiflows' ``KeyInterface``, which aiflows never applied).
+  applied in that order (the order of the original ``KeyInterface``, which the original never
+  applied).
 
 A missing required key raises :class:`~flowplex.InterfaceError` naming it. A parsed interface is
 also a function of message data (or of a whole :class:`~flowplex.FlowMessage`), for flows that

@@ -11,7 +11,7 @@ from ._query import FIELDS
 
 __all__ = ["COLUMNS", "render_flows"]
 
-#: The table's columns: every row field, in the seed's order (plus the liveness ``status``).
+#: The table's columns: every row field, in the protocol's order (plus the liveness ``status``).
 COLUMNS = FIELDS
 
 _STYLE = """
@@ -28,14 +28,18 @@ input[type=text] { flex: 1; max-width: 420px; padding: 6px 10px; border: 1px sol
                    border-radius: 6px; font: inherit; background: #fff; }
 button { padding: 6px 14px; border: 0; border-radius: 6px; background: var(--accent); color: #fff;
          font: inherit; cursor: pointer; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; overflow-x: auto; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; }
+/* Twelve columns fit 1280 px and wider: URLs and ids break anywhere, text wraps at spaces,
+   only the (shortened) times keep one line; the page never scrolls sideways. */
+html { overflow-x: hidden; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: 8px 12px; text-align: left; vertical-align: baseline; white-space: nowrap;
-         border-bottom: 1px solid var(--line); }
-td.wrap { white-space: normal; min-width: 16em; max-width: 36em; }
-td.tags { white-space: normal; min-width: 8em; }
-th { position: sticky; top: 0; background: #f1f3f6; font-size: 12px; font-weight: 600;
-     text-transform: uppercase; letter-spacing: .03em; color: #4b5563; white-space: nowrap; }
+th, td { padding: 7px 10px; text-align: left; vertical-align: baseline;
+         border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
+td.stamp { white-space: nowrap; }
+td.wrap { min-width: 12em; }
+td.tags { min-width: 6em; }
+th { position: sticky; top: 0; background: #f1f3f6; font-size: 11.5px; font-weight: 600;
+     text-transform: uppercase; letter-spacing: .02em; color: #4b5563; overflow-wrap: normal; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 tbody tr:hover { background: #eef4ff; }
 td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
@@ -68,7 +72,7 @@ def _cell(column: str, value: Any) -> str:
         # To the second in the cell (three full ISO stamps crowd out the flow's own columns);
         # the stored value in the tooltip.
         short = text[:19].replace("T", " ")
-        return f'<td class="mono" title="{escape(text)}">{escape(short)}</td>'
+        return f'<td class="mono stamp" title="{escape(text)}">{escape(short)}</td>'
     if column in _MONO:
         return f'<td class="mono">{escape(text)}</td>'
     if column == "description":  # the one long text: it wraps, every other cell keeps one line

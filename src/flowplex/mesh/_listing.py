@@ -25,7 +25,7 @@ __all__ = [
     "shown",
 ]
 
-#: The default sort, as the seed echoes it.
+#: The default sort, as the listing protocol echoes it.
 DEFAULT_BY = "name, node, url"
 
 #: The fields the full-text fallback searches.
@@ -169,7 +169,7 @@ def list_rows(
     p: int = 0,
     pp: int = 10,
 ) -> dict[str, Any]:
-    """One page of ``rows``: ``{total, filtered, p, pp, items, by, q}`` as the seed replies.
+    """One page of ``rows``: ``{total, filtered, p, pp, items, by, q}``, the registry's reply.
 
     An invalid ``q`` falls back to a case-insensitive full-text search, and ``q`` then reads
     ``"<error>, fulltext: <q>"``; an invalid ``by`` falls back to the default order, and ``by``

@@ -46,7 +46,8 @@ def resolve_loader(loader: Loader | str | None) -> Loader | None:
 def call_loader(loader: Loader) -> list[FlowRecord]:
     """Call ``loader`` and validate what it returns (a list, or a dict keyed by url)."""
     result = loader()
-    flows = getattr(result, "flows", result)  # kodo's Loader object kept its flows there
+    # A Loader object of the original registry keeps its flows there.
+    flows = getattr(result, "flows", result)
     return flows_from_json(flows)
 
 

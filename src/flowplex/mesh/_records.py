@@ -57,7 +57,8 @@ def utcnow() -> str:
 
 
 def parse_timestamp(value: str | None) -> float | None:
-    """Seconds since the epoch of an ISO timestamp (naive ones are UTC, as kodo wrote them)."""
+    """Seconds since the epoch of an ISO timestamp (naive ones are UTC, as the original
+    registry wrote them)."""
     if value is None:
         return None
     try:
@@ -225,7 +226,7 @@ def _optional_text(value: Any, what: str) -> str | None:
 def _tags(value: Any, what: str) -> list[str] | None:
     if value is None:
         return None
-    if isinstance(value, str):  # kodo accepted a comma list
+    if isinstance(value, str):  # the original registry accepted a comma list
         return [t.strip() for t in value.split(",") if t.strip()]
     if isinstance(value, list | tuple) and all(isinstance(t, str) for t in value):
         return [t.strip() for t in value if t.strip()]
@@ -243,7 +244,7 @@ class FlowRecord:
     tags: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The seed's flow shape (stored values: None stays None)."""
+        """The wire shape of a flow (stored values: None stays None)."""
         return {
             "url": self.url,
             "name": self.name,
@@ -284,7 +285,7 @@ def flows_from_json(data: Any) -> list[FlowRecord]:
 
 
 def dedupe_flows(flows: Iterable[FlowRecord]) -> dict[str, FlowRecord]:
-    """Flows by URL; for a duplicate URL the last one wins (as the seed registry does)."""
+    """Flows by URL; for a duplicate URL the last one wins (as the original registry does)."""
     out: dict[str, FlowRecord] = {}
     for flow in flows:
         out.pop(flow.url, None)  # the winner takes the position of its last occurrence
@@ -317,7 +318,7 @@ class NodeRecord:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        """The seed's node shape (plus ``registry``, the node's home registry)."""
+        """The wire shape of a node (plus ``registry``, the node's home registry)."""
         return {
             "url": self.url,
             "organization": self.organization,
@@ -371,7 +372,7 @@ class ProviderRecord:
     heartbeat: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The seed's provider shape."""
+        """The wire shape of a provider."""
         return {
             "url": self.url,
             "organization": self.organization,

@@ -11,12 +11,17 @@ chosen by URL with :func:`open_backend`; the SQL ones are imported only when ask
 from __future__ import annotations
 
 from ._backend import (
+    DEFAULT_LOG_LIMIT,
+    LOG_PRUNE_EVERY,
+    LOG_TEXT_LIMIT,
     Backend,
     DeadLetter,
     Delivery,
     EndpointRecord,
     Envelope,
     InstanceRecord,
+    InstanceStats,
+    LogEntry,
     ReplyRecord,
     UserRecord,
 )
@@ -33,7 +38,10 @@ from ._open import open_backend
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_LOG_LIMIT",
     "DEFAULT_MAX_DELIVERIES",
+    "LOG_PRUNE_EVERY",
+    "LOG_TEXT_LIMIT",
     "Backend",
     "Client",
     "DeadLetter",
@@ -44,7 +52,9 @@ __all__ = [
     "Envelope",
     "FlowRef",
     "InstanceRecord",
+    "InstanceStats",
     "LocalRuntime",
+    "LogEntry",
     "Node",
     "ReplyRecord",
     "UserRecord",

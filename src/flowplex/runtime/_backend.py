@@ -18,6 +18,12 @@ Queue semantics every backend guarantees:
 - **Atomic completion.** :meth:`Backend.complete` removes the message, writes the new state,
   enqueues what the run sent and stores the replies in one transaction, and only if the lease
   is still held by the caller.
+- **Inspection.** Each completion may add a :class:`LogEntry` (the message, its outcome, the
+  reply or error) to the instance's message log in the same transaction; reads give the last
+  :attr:`Backend.log_limit` entries per instance, and the log is pruned to them as it grows
+  (the SQL backends prune every few entries, so it may briefly hold a few more).
+  :meth:`Backend.instance_stats` and :meth:`Backend.message_log` read what an operator looks
+  at (queue depth, messages in flight, dead letters, the last error).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ __all__ = [
     "EndpointRecord",
     "Envelope",
     "InstanceRecord",
+    "InstanceStats",
+    "LogEntry",
     "ReplyRecord",
     "UserRecord",
 ]
@@ -115,6 +123,57 @@ class DeadLetter:
     created_at: float = 0.0
 
 
+#: Entries kept in each instance's message log unless the backend is told otherwise.
+DEFAULT_LOG_LIMIT = 50
+#: A SQL backend prunes an instance's log on every this-many-th entry it writes for it, so
+#: between prunes the log holds at most ``log_limit`` plus this many entries per writer.
+LOG_PRUNE_EVERY = 16
+#: Characters of a message or reply kept in a log entry (the rest is cut, and marked so).
+LOG_TEXT_LIMIT = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One processed message in an instance's log.
+
+    ``outcome`` is ``"ok"`` (the run completed), ``"error"`` (it raised: its caller got an error
+    reply) or ``"dead"`` (given up on as a dead letter). ``body`` is the input message JSON,
+    ``reply`` the reply's JSON when there was one, ``error`` the error's text. Both texts are cut
+    to :data:`LOG_TEXT_LIMIT` characters. ``duration`` is the run's time in seconds.
+    """
+
+    flow_id: str
+    body: str
+    outcome: str
+    reply: str | None = None
+    error: str | None = None
+    deliveries: int = 1
+    duration: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """What an operator sees of an instance: ``queued`` messages (waiting or running),
+    ``in_flight`` (leased to a worker now), ``dead_letters``, the ``last_error`` in its log
+    (with when it happened) and when it last finished a message."""
+
+    flow_id: str
+    queued: int = 0
+    in_flight: int = 0
+    dead_letters: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_activity: float | None = None
+
+
+def cut(text: str | None) -> str | None:
+    """``text`` cut to :data:`LOG_TEXT_LIMIT` characters for a log entry."""
+    if text is None or len(text) <= LOG_TEXT_LIMIT:
+        return text
+    return text[:LOG_TEXT_LIMIT] + " …(cut)"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A leased message. ``instance`` is None when the instance was deleted meanwhile.
@@ -138,9 +197,12 @@ class Backend(ABC):
     url: str
     #: True when nothing but this object sees the store (memory): no other process, no reopening.
     volatile: ClassVar[bool] = False
-    #: Where lease deadlines and creation times come from (``clock=`` when opening; tests pass
-    #: a :class:`flowplex.testing.FakeClock`).
+    #: Where lease deadlines, creation times and log timestamps come from (``clock=`` when
+    #: opening; tests pass a :class:`flowplex.testing.FakeClock`).
     clock: Clock = SYSTEM_CLOCK
+    #: Entries kept in each instance's message log (0 keeps none); older ones are pruned as
+    #: new ones are written.
+    log_limit: int = DEFAULT_LOG_LIMIT
 
     # -- users ------------------------------------------------------------------------------
 
@@ -229,11 +291,13 @@ class Backend(ABC):
         envelopes: Sequence[Envelope] = (),
         replies: Sequence[ReplyRecord] = (),
         dead_letter: DeadLetter | None = None,
+        log: LogEntry | None = None,
     ) -> tuple[bool, list[str]]:
         """Acknowledge ``delivery`` atomically with its effects.
 
         Removes the message, stores ``state`` (unless None) with a new ``state_version``,
-        queues ``envelopes``, stores ``replies`` and the ``dead_letter``. Returns
+        queues ``envelopes``, stores ``replies``, the ``dead_letter`` and the ``log`` entry
+        (pruning the instance's log to :attr:`log_limit` entries). Returns
         ``(False, [])`` and changes nothing if the lease is no longer held (it expired and the
         message went to another worker); otherwise ``(True, unknown_flow_ids)`` as
         :meth:`enqueue`.
@@ -261,6 +325,18 @@ class Backend(ABC):
     @abstractmethod
     def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
         """Dead letters (of one instance, or all), oldest first."""
+
+    # -- inspection -------------------------------------------------------------------------
+
+    @abstractmethod
+    def instance_stats(self, flow_ids: Sequence[str] | None = None) -> dict[str, InstanceStats]:
+        """Queue depth, messages in flight, dead letters and the last error of the instances
+        ``flow_ids`` (default: every instance with anything to show), by flow id. An instance
+        with nothing queued, logged or dead-lettered gets zero counts."""
+
+    @abstractmethod
+    def message_log(self, flow_id: str, limit: int | None = None) -> list[LogEntry]:
+        """The instance's logged messages, newest first (at most ``limit``)."""
 
     # -- wake-ups ---------------------------------------------------------------------------
 

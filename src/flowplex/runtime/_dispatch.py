@@ -15,14 +15,14 @@ import asyncio
 import copy
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
-from ._backend import DeadLetter, Delivery, InstanceRecord
+from ._backend import DeadLetter, Delivery, Envelope, InstanceRecord, LogEntry, ReplyRecord
 from ._client import never_arrives
 from ._node import Node, build_outgoing
 
@@ -222,16 +222,27 @@ class Dispatcher:
             return
         context = RunContext(self, instance.user_id)
         flow.attach(context)
+        started = self.clock.monotonic()
         try:
             run_message(flow, message)
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
-            self._commit_failure(delivery, message, exc, flow.name)
+            duration = self.clock.monotonic() - started
+            self._commit_failure(delivery, message, exc, flow.name, duration)
             return
+        duration = self.clock.monotonic() - started
         state = None if instance.parallel_dispatch else flow.flow_state
         envelopes, records, sent = build_outgoing(context.requests, context.replies)
+        log = LogEntry(
+            delivery.flow_id,
+            delivery.body,
+            "ok",
+            _reply_text(len(context.requests), envelopes, records),
+            deliveries=delivery.deliveries,
+            duration=duration,
+        )
         ok, unknown = self.node.backend.complete(
-            delivery, state=state, envelopes=envelopes, replies=records
+            delivery, state=state, envelopes=envelopes, replies=records, log=log
         )
         if not ok:
             self._flows.pop(instance.flow_id, None)
@@ -264,12 +275,26 @@ class Dispatcher:
         return flow
 
     def _commit_failure(
-        self, delivery: Delivery, message: FlowMessage, exc: BaseException, src_flow: str
+        self,
+        delivery: Delivery,
+        message: FlowMessage,
+        exc: BaseException,
+        src_flow: str,
+        duration: float = 0.0,
     ) -> None:
         reply = error_reply(message, exc, src_flow, delivery.flow_id)
         envelopes, records, sent = build_outgoing((), [reply])
+        log = LogEntry(
+            delivery.flow_id,
+            delivery.body,
+            "error",
+            _reply_text(0, envelopes, records),
+            f"{type(exc).__name__}: {exc}",
+            delivery.deliveries,
+            duration,
+        )
         ok, unknown = self.node.backend.complete(
-            delivery, state=None, envelopes=envelopes, replies=records
+            delivery, state=None, envelopes=envelopes, replies=records, log=log
         )
         if ok and unknown:
             self.node.answer_undeliverable(unknown, sent)
@@ -283,11 +308,36 @@ class Dispatcher:
             reply = error_reply(message, MessagingError(text), "dispatch", delivery.flow_id)
             envelopes, records, sent = build_outgoing((), [reply])
         letter = DeadLetter(delivery.flow_id, delivery.body, text, delivery.deliveries)
+        log = LogEntry(
+            delivery.flow_id,
+            delivery.body,
+            "dead",
+            _reply_text(0, envelopes, records),
+            text,
+            delivery.deliveries,
+        )
         ok, unknown = self.node.backend.complete(
-            delivery, state=None, envelopes=envelopes, replies=records, dead_letter=letter
+            delivery,
+            state=None,
+            envelopes=envelopes,
+            replies=records,
+            dead_letter=letter,
+            log=log,
         )
         if ok and unknown:
             self.node.answer_undeliverable(unknown, sent)
+
+
+def _reply_text(
+    requests: int, envelopes: Sequence[Envelope], records: Sequence[ReplyRecord]
+) -> str | None:
+    """The JSON of the reply to the message just run, as :func:`build_outgoing` encoded it (a
+    future's reply is the first record; a pushed one the first envelope after the requests)."""
+    if records:
+        return records[0].body
+    if len(envelopes) > requests:
+        return envelopes[requests].body
+    return None
 
 
 class DispatchWorker(threading.Thread):

@@ -22,14 +22,18 @@ from ..db.migrate import HEAD, VERSION_QUERY
 from ..errors import BackendError, DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
+    LOG_PRUNE_EVERY,
     Backend,
     DeadLetter,
     Delivery,
     EndpointRecord,
     Envelope,
     InstanceRecord,
+    InstanceStats,
+    LogEntry,
     ReplyRecord,
     UserRecord,
+    cut,
 )
 from ._signals import Signals
 
@@ -92,6 +96,32 @@ RETURNING 1
         "SELECT flow_id, body, error, deliveries, created_at FROM dead_letters "
         "WHERE flow_id = ? ORDER BY id"
     ),
+    # The message log: keyed by (instance, the message's queue seq); pruned now and then to
+    # the newest entries (a walk of at most log_limit keys of one instance).
+    "add_log": (
+        "INSERT INTO message_log (flow_id, seq, body, outcome, reply, error, deliveries, "
+        "duration, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "prune_log": (
+        "DELETE FROM message_log WHERE flow_id = ? AND seq <= ("
+        "SELECT seq FROM message_log WHERE flow_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"
+    ),
+    "read_log": (
+        "SELECT flow_id, body, outcome, reply, error, deliveries, duration, finished_at "
+        "FROM message_log WHERE flow_id = ? ORDER BY seq DESC LIMIT ?"
+    ),
+    "forget_log": "DELETE FROM message_log WHERE flow_id = ?",
+    "queue_stats": (
+        "SELECT flow_id, count(*), sum(CASE WHEN lease_until > ? THEN 1 ELSE 0 END) "
+        "FROM messages GROUP BY flow_id"
+    ),
+    "dead_stats": "SELECT flow_id, count(*) FROM dead_letters GROUP BY flow_id",
+    "activity_stats": "SELECT flow_id, max(finished_at) FROM message_log GROUP BY flow_id",
+    "error_stats": (
+        "SELECT m.flow_id, m.error, m.finished_at FROM message_log AS m JOIN ("
+        "SELECT flow_id, max(seq) AS seq FROM message_log WHERE outcome <> 'ok' "
+        "GROUP BY flow_id) AS last ON m.flow_id = last.flow_id AND m.seq = last.seq"
+    ),
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
     "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
     "take_reply": "DELETE FROM replies WHERE future_id = ? RETURNING body",
@@ -109,6 +139,9 @@ RETURNING 1
 
 Conn = TypeVar("Conn")
 
+#: Instances whose log writes are counted before the counts start over (see ``_add_log``).
+_LOG_COUNTS_KEPT = 10_000
+
 #: A claimed message: seq, flow id, body, deliveries and its instance (None if deleted).
 ClaimedRow = tuple[int, str, str, int, InstanceRecord | None]
 
@@ -120,7 +153,9 @@ class Outcome(NamedTuple):
     envelopes: Sequence[Envelope]
     replies: Sequence[ReplyRecord]
     dead_letter: DeadLetter | None
-    #: The creation time of the dead letter and the replies (the backend's clock).
+    #: The entry for the instance's message log (written unless the backend's log_limit is 0).
+    log: LogEntry | None
+    #: The creation time of the dead letter, the replies and the log entry (the backend's clock).
     now: float
 
 
@@ -142,6 +177,9 @@ class SQLBackend(Backend):
     _db: DatabaseURL
     _where: str
     _closed: bool
+    #: Log entries written per instance since its last prune, in this process (set by
+    #: subclasses: see :meth:`_add_log`).
+    _log_writes: dict[str, int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -193,11 +231,13 @@ class SQLBackend(Backend):
         envelopes: Sequence[Envelope] = (),
         replies: Sequence[ReplyRecord] = (),
         dead_letter: DeadLetter | None = None,
+        log: LogEntry | None = None,
     ) -> tuple[bool, list[str]]:
         """Acknowledge ``delivery`` atomically with its effects; ``(False, [])`` if the lease
         was lost (then nothing changes)."""
         now = self.clock.time()
-        return self._complete(delivery, Outcome(state, envelopes, replies, dead_letter, now))
+        outcome = Outcome(state, envelopes, replies, dead_letter, log, now)
+        return self._complete(delivery, outcome)
 
     def _migrate_unless_current(self, conn: Any, db: DatabaseURL) -> None:
         """Bring the database to the newest schema, unless ``conn`` finds it there already
@@ -212,9 +252,9 @@ class SQLBackend(Backend):
             ensure_schema(db)
 
     def _acknowledge(self, conn: Any, delivery: Delivery, outcome: Outcome) -> Any:
-        """Acknowledge ``delivery`` and store its state and dead letter, inside the caller's
-        transaction; the acknowledged row ``(parallel, dispatch_point)``, or None if the lease
-        was lost (then the caller rolls back, or has changed nothing)."""
+        """Acknowledge ``delivery`` and store its state, dead letter and log entry, inside the
+        caller's transaction; the acknowledged row ``(parallel, dispatch_point)``, or None if
+        the lease was lost (then the caller rolls back, or has changed nothing)."""
         acked = conn.execute(self.sql["ack"], (delivery.seq, delivery.lease)).fetchone()
         if acked is None:
             return None
@@ -223,7 +263,26 @@ class SQLBackend(Backend):
         if (d := outcome.dead_letter) is not None:
             params = (d.flow_id, d.body, d.error, d.deliveries, outcome.now)
             conn.execute(self.sql["add_dead"], params)
+        if outcome.log is not None and self.log_limit > 0:
+            self._add_log(conn, delivery.seq, outcome.log, outcome.now)
         return acked
+
+    def _add_log(self, conn: Any, seq: int, entry: LogEntry, now: float) -> None:
+        """Add ``entry`` (for the message queued as ``seq``) to its instance's log, pruning the
+        log to :attr:`log_limit` entries on every :data:`LOG_PRUNE_EVERY`-th write: most
+        completions pay for the insert alone."""
+        e, limit = entry, self.log_limit
+        params = (e.flow_id, seq, cut(e.body), e.outcome, cut(e.reply), cut(e.error), e.deliveries)
+        conn.execute(self.sql["add_log"], (*params, e.duration, now))
+        # Counted per process without a lock: a lost count only moves a prune by one entry.
+        writes = self._log_writes
+        count = writes.get(e.flow_id, 0) + 1
+        if count >= LOG_PRUNE_EVERY:
+            conn.execute(self.sql["prune_log"], (e.flow_id, e.flow_id, limit))
+            count = 0
+        elif len(writes) >= _LOG_COUNTS_KEPT:
+            writes.clear()  # bounded memory; the forgotten logs are pruned a little later
+        writes[e.flow_id] = count
 
     def add_user(self, user: UserRecord) -> None:
         """Store a new user; ``DuplicateKeyError`` if the id exists already."""
@@ -292,6 +351,7 @@ class SQLBackend(Backend):
     def delete_instance(self, flow_id: str) -> bool:
         """Delete an instance; False if there was none. Its queued messages stay claimable."""
         with self._write() as conn:
+            conn.execute(self.sql["forget_log"], (flow_id,))
             return bool(conn.execute(self.sql["delete_instance"], (flow_id,)).rowcount > 0)
 
     def pending_count(self, flow_id: str | None = None) -> int:
@@ -317,6 +377,32 @@ class SQLBackend(Backend):
         with self._read() as conn:
             row = conn.execute(self.sql["peek_reply"], (future_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def instance_stats(self, flow_ids: Sequence[str] | None = None) -> dict[str, InstanceStats]:
+        """Queue depth, in-flight messages, dead letters and last error, by flow id."""
+        with self._read() as conn:
+            queues = conn.execute(self.sql["queue_stats"], (self.clock.time(),)).fetchall()
+            dead = conn.execute(self.sql["dead_stats"]).fetchall()
+            activity = conn.execute(self.sql["activity_stats"]).fetchall()
+            errors = conn.execute(self.sql["error_stats"]).fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for flow_id, queued, in_flight in queues:
+            found.setdefault(flow_id, {}).update(queued=int(queued), in_flight=int(in_flight or 0))
+        for flow_id, count in dead:
+            found.setdefault(flow_id, {})["dead_letters"] = int(count)
+        for flow_id, at in activity:
+            found.setdefault(flow_id, {})["last_activity"] = at
+        for flow_id, error, at in errors:
+            found.setdefault(flow_id, {}).update(last_error=error, last_error_at=at)
+        wanted = found.keys() if flow_ids is None else flow_ids
+        return {f: InstanceStats(f, **found.get(f, {})) for f in wanted}
+
+    def message_log(self, flow_id: str, limit: int | None = None) -> list[LogEntry]:
+        """The instance's logged messages, newest first (at most ``limit``)."""
+        count = self.log_limit if limit is None else limit
+        with self._read() as conn:
+            rows = conn.execute(self.sql["read_log"], (flow_id, max(0, count))).fetchall()
+        return [LogEntry(*row) for row in rows]
 
     def take_reply(self, future_id: str) -> str | None:
         """Remove and return the reply body for ``future_id``, or None if it has not arrived."""

@@ -28,8 +28,11 @@ from ._backend import (
     EndpointRecord,
     Envelope,
     InstanceRecord,
+    InstanceStats,
+    LogEntry,
     ReplyRecord,
     UserRecord,
+    cut,
 )
 from ._signals import Signals
 
@@ -73,6 +76,7 @@ class MemoryBackend(Backend):
         self._queues: dict[str, deque[_Message]] = {}
         self._replies: dict[str, str] = {}
         self._dead: list[DeadLetter] = []
+        self._log: dict[str, deque[LogEntry]] = {}
         self._seq = 0
 
     # -- users ------------------------------------------------------------------------------
@@ -125,6 +129,7 @@ class MemoryBackend(Backend):
             ]
             for fid in ids:
                 del self._instances[fid]
+                self._log.pop(fid, None)
             return ids
 
     # -- instances --------------------------------------------------------------------------
@@ -162,6 +167,7 @@ class MemoryBackend(Backend):
 
     def delete_instance(self, flow_id: str) -> bool:
         with self._lock:
+            self._log.pop(flow_id, None)
             return self._instances.pop(flow_id, None) is not None
 
     # -- messages ---------------------------------------------------------------------------
@@ -264,6 +270,7 @@ class MemoryBackend(Backend):
         envelopes: Sequence[Envelope] = (),
         replies: Sequence[ReplyRecord] = (),
         dead_letter: DeadLetter | None = None,
+        log: LogEntry | None = None,
     ) -> tuple[bool, list[str]]:
         state_json = None if state is None else dumps(state)
         points: set[str] = set()
@@ -279,8 +286,11 @@ class MemoryBackend(Backend):
             if state_json is not None and row is not None:
                 row.state_json = state_json
                 row.record = replace(row.record, state_version=row.record.state_version + 1)
+            now = self.clock.time()
             if dead_letter is not None:
-                self._dead.append(replace(dead_letter, created_at=self.clock.time()))
+                self._dead.append(replace(dead_letter, created_at=now))
+            if log is not None and self.log_limit > 0:
+                self._add_log_locked(log, now)
             unknown = self._enqueue_locked(envelopes, replies, points)
             if queue:
                 points.add(queue[0].dispatch_point)  # the next message became claimable
@@ -314,6 +324,49 @@ class MemoryBackend(Backend):
     def list_dead_letters(self, flow_id: str | None = None) -> list[DeadLetter]:
         with self._lock:
             return [d for d in self._dead if flow_id is None or d.flow_id == flow_id]
+
+    def _add_log_locked(self, log: LogEntry, now: float) -> None:
+        entries = self._log.get(log.flow_id)
+        if entries is None or entries.maxlen != self.log_limit:
+            entries = self._log[log.flow_id] = deque(entries or (), maxlen=self.log_limit)
+        entry = replace(
+            log,
+            body=cut(log.body) or "",
+            reply=cut(log.reply),
+            error=cut(log.error),
+            finished_at=now,
+        )
+        entries.append(entry)
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def instance_stats(self, flow_ids: Sequence[str] | None = None) -> dict[str, InstanceStats]:
+        now = self.clock.time()
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for flow_id, queue in self._queues.items():
+                leased = sum(1 for m in queue if m.lease_until > now)
+                found[flow_id] = {"queued": len(queue), "in_flight": leased}
+            for dead in self._dead:
+                row = found.setdefault(dead.flow_id, {})
+                row["dead_letters"] = row.get("dead_letters", 0) + 1
+            for flow_id, entries in self._log.items():
+                if not entries:
+                    continue
+                row = found.setdefault(flow_id, {})
+                row["last_activity"] = max(e.finished_at for e in entries)
+                for entry in reversed(entries):
+                    if entry.outcome != "ok":
+                        row.update(last_error=entry.error, last_error_at=entry.finished_at)
+                        break
+        wanted = found.keys() if flow_ids is None else flow_ids
+        return {f: InstanceStats(f, **found.get(f, {})) for f in wanted}
+
+    def message_log(self, flow_id: str, limit: int | None = None) -> list[LogEntry]:
+        count = self.log_limit if limit is None else limit
+        with self._lock:
+            entries = list(self._log.get(flow_id, ()))
+        return entries[::-1][: max(0, count)]
 
     # -- wake-ups ---------------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ WITH gone AS (
     RETURNING flow_id, created_at
 ), endpoint AS (
     DELETE FROM endpoints WHERE user_id = %(user)s AND endpoint = %(endpoint)s
+), logs AS (
+    DELETE FROM message_log WHERE flow_id IN (
+        SELECT flow_id FROM instances WHERE user_id = %(user)s AND endpoint = %(endpoint)s
+    )
 )
 SELECT flow_id FROM gone ORDER BY created_at, flow_id
 """
@@ -214,6 +218,7 @@ class PostgresBackend(SQLBackend):
         self._pool_lock = threading.Lock()
         self._own_pids: set[int] = set()
         self._signals = Signals()
+        self._log_writes = {}
         self._closed = False
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()

@@ -123,6 +123,7 @@ class SQLiteBackend(SQLBackend):
         self._pool_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._signals = Signals()
+        self._log_writes = {}
         # (dispatch point, user) pairs whose last claim came back empty. Only a hint, updated
         # without a lock: a lost update costs one needless look, or one needless write lock.
         self._idle: set[tuple[str, str | None]] = set()
@@ -184,6 +185,7 @@ class SQLiteBackend(SQLBackend):
         """Delete the endpoint and every instance mounted on it; returns the instance ids."""
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(_ENDPOINT_INSTANCES, (user_id, endpoint))]
+            conn.executemany(self.sql["forget_log"], [(flow_id,) for flow_id in ids])
             conn.execute(_DELETE_ENDPOINT_INSTANCES, (user_id, endpoint))
             conn.execute(_DELETE_ENDPOINT, (user_id, endpoint))
         return ids

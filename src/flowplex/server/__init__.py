@@ -1,6 +1,7 @@
 """flowplex's HTTP server: the composition root of every service flowplex runs over HTTP.
 
-``create_app(mesh=...)`` serves the mesh routes at the root; other subsystems plug in as routers
+``create_app(mesh=...)`` serves the mesh routes at the root (and ``pages``, such as the
+:class:`Dashboard`, before them); other subsystems plug in as routers
 (``routers=[...]``), as mounted ASGI apps (``mounts={"/opstore": OpStore(...).app}``) and with
 their own lifespans (``lifespans=[...]``). :class:`NodeServer` builds what ``flowplex up`` runs
 (a node, its dispatch workers, the op store and the mesh service in one app), and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .._asgi import Lifespan
 from ._app import create_app
+from ._dashboard import Dashboard
 from ._node import NodeServer, start_dispatch_workers
 
-__all__ = ["Lifespan", "NodeServer", "create_app", "start_dispatch_workers"]
+__all__ = ["Dashboard", "Lifespan", "NodeServer", "create_app", "start_dispatch_workers"]

@@ -25,6 +25,7 @@ from ..runtime import (
     open_node,
 )
 from ._app import create_app
+from ._dashboard import Dashboard
 
 __all__ = ["NodeServer", "start_dispatch_workers"]
 
@@ -67,12 +68,13 @@ class NodeServer:
 
     Opening it opens the node database ``db`` (files in ``home``) and, with ``opstore=True``,
     the op store on the same database (op bytes in ``home/artifacts``), so a bad database fails
-    before anything listens. :attr:`app` is the ASGI app: the mesh routes at the root (node and,
-    with ``registry=True``, registry: the node's served endpoints are its flows in the mesh,
-    the HTML listing at ``/flows?format=html`` is the dashboard) and the op store at
-    ``/opstore``. Its lifespan starts ``workers`` dispatch worker threads on the node and stops
-    them when the server stops. :meth:`close` (or leaving the ``with`` block) releases the
-    node and the op store.
+    before anything listens. :attr:`app` is the ASGI app: the dashboard at ``/`` for browsers
+    (:class:`~flowplex.server.Dashboard`), the mesh routes at the root (node and, with
+    ``registry=True``, registry: the node's served endpoints are its flows in the mesh) and
+    the op store at ``/opstore``. ``message_log`` sets how many processed messages the node
+    keeps per instance for the dashboard (default 50). Its lifespan starts ``workers`` dispatch
+    worker threads on the node and stops them when the server stops. :meth:`close` (or leaving
+    the ``with`` block) releases the node and the op store.
 
     ``url`` is where the app will be reachable (the mesh advertises it); ``tuning`` takes the
     keyword arguments of :class:`~flowplex.mesh.MeshService` (``heartbeat_interval``, ...).
@@ -91,6 +93,7 @@ class NodeServer:
         reset: bool = False,
         workers: int = 1,
         opstore: bool = True,
+        message_log: int | None = None,
         **tuning: Any,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -104,14 +107,24 @@ class NodeServer:
             url, organization, True, registry, False, connect, cache, reset, None, db=db, **tuning
         )
         self.node = open_node(db, self.home)
+        if message_log is not None:
+            if isinstance(message_log, bool) or not isinstance(message_log, int) or message_log < 0:
+                self.node.close()
+                raise ConfigurationError(
+                    f"message_log must be 0 or more entries, got {message_log!r}."
+                )
+            self.node.backend.log_limit = message_log
         self.opstore: OpStore | None = None
+        self.dashboard: Dashboard | None = None
         try:
             if opstore:
                 self.opstore = OpStore(FileSaver(self.home / "artifacts"), db)
+            self.dashboard = Dashboard(self.node, db, mesh=self.mesh, opstore=self.opstore)
             self.app: FastAPI = create_app(
                 mesh=self.mesh,
                 mounts={"/opstore": self.opstore.app} if self.opstore is not None else None,
                 lifespans=[self._workers_lifespan],
+                pages=[self.dashboard.router()],
             )
         except BaseException:
             self.close()
@@ -136,7 +149,10 @@ class NodeServer:
             await asyncio.gather(*(asyncio.to_thread(w.join, 30.0) for w in workers))
 
     def close(self) -> None:
-        """Stop the workers still running and release the node and the op store."""
+        """Stop the workers still running and release the node, the op store and what the
+        dashboard opened."""
+        if self.dashboard is not None:
+            self.dashboard.close()
         self.node.close()
         if self.opstore is not None:
             self.opstore.close()

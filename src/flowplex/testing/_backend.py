@@ -25,12 +25,15 @@ from typing import Any, Protocol
 from .._clock import Clock
 from ..errors import DuplicateKeyError
 from ..runtime import (
+    LOG_PRUNE_EVERY,
+    LOG_TEXT_LIMIT,
     Backend,
     DeadLetter,
     Delivery,
     EndpointRecord,
     Envelope,
     InstanceRecord,
+    LogEntry,
     ReplyRecord,
     UserRecord,
 )
@@ -573,6 +576,128 @@ def check_dead_letters(open_backend: Opener) -> None:
         assert b.list_dead_letters("nobody") == []
 
 
+# -- inspection (the dashboard's reads) ---------------------------------------------------------
+
+
+def check_message_log_written_with_completion(open_backend: Opener) -> None:
+    """A completion's log entry is kept, newest first, with its outcome, reply and error and
+    the completion's time on the backend's clock; a completion whose lease was lost logs
+    nothing; reads give the last ``log_limit``."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.log_limit = 3
+        b.add_instances([instance("f1"), instance("f2")])
+        b.enqueue([Envelope("f1", f"m{i}") for i in range(5)])
+        for i in range(5):
+            d = claim_one(b)
+            clock.advance(1.0)
+            outcome, error = ("error", f"ValueError: {i}") if i == 3 else ("ok", None)
+            entry = LogEntry("f1", d.body, outcome, f"reply {i}", error, d.deliveries, 0.5)
+            assert b.complete(d, state=None, log=entry) == (True, [])
+        b.enqueue([Envelope("f2", "other")])
+        d = claim_one(b)
+        b.complete(d, state=None, log=LogEntry("f2", d.body, "ok", "r"))
+        log = b.message_log("f1")
+        assert [e.body for e in log] == ["m4", "m3", "m2"]
+        assert [(e.outcome, e.reply, e.error) for e in log][:2] == [
+            ("ok", "reply 4", None),
+            ("error", "reply 3", "ValueError: 3"),
+        ]
+        assert (log[0].duration, log[0].deliveries) == (0.5, 1)
+        assert [e.finished_at for e in log] == [clock.time() - i for i in range(3)]
+        assert [e.body for e in b.message_log("f1", limit=1)] == ["m4"]
+        assert [e.body for e in b.message_log("f2")] == ["other"]
+        assert b.message_log("nobody") == []
+        # A lost lease commits no log entry either.
+        b.enqueue([Envelope("f1", "late")])
+        late = claim_one(b, lease=5.0)
+        clock.advance(6.0)
+        again = claim_one(b)
+        assert b.complete(late, state=None, log=LogEntry("f1", "late", "ok")) == (False, [])
+        b.complete(again, state=None)
+        assert [e.body for e in b.message_log("f1")] == ["m4", "m3", "m2"]
+
+
+def check_message_log_stays_bounded(open_backend: Opener) -> None:
+    """However many messages an instance processes, its log keeps the newest ``log_limit``
+    for reading and at most ``LOG_PRUNE_EVERY`` more in storage."""
+    with opened(open_backend) as b:
+        b.log_limit = 3
+        b.add_instances([instance("f1")])
+        for i in range(5 * LOG_PRUNE_EVERY):
+            b.enqueue([Envelope("f1", f"m{i}")])
+            d = claim_one(b)
+            b.complete(d, state=None, log=LogEntry("f1", d.body, "ok"))
+        last = 5 * LOG_PRUNE_EVERY - 1
+        assert [e.body for e in b.message_log("f1")] == [f"m{last - i}" for i in range(3)]
+        kept = b.message_log("f1", limit=10_000)
+        assert 3 <= len(kept) <= 3 + LOG_PRUNE_EVERY
+        assert [e.body for e in kept] == [f"m{last - i}" for i in range(len(kept))]
+
+
+def check_message_log_long_texts_cut_and_forgotten(open_backend: Opener) -> None:
+    """Texts beyond LOG_TEXT_LIMIT are cut; deleting an instance (or its endpoint) forgets its
+    log; a log_limit of 0 keeps nothing."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1"), instance("f2", endpoint="other"), instance("f3")])
+        b.enqueue([Envelope("f1", "x"), Envelope("f2", "y"), Envelope("f3", "z")])
+        long = "x" * (LOG_TEXT_LIMIT + 100)
+        for d in b.claim(DP, None, 30, 10):
+            b.complete(d, state=None, log=LogEntry(d.flow_id, long, "ok", long))
+        entry = b.message_log("f1")[0]
+        assert entry.body.startswith("x" * LOG_TEXT_LIMIT) and len(entry.body) < len(long)
+        assert entry.reply is not None and entry.reply.endswith("(cut)")
+        assert b.delete_instance("f1") is True
+        assert b.message_log("f1") == []
+        assert b.delete_endpoint(U1, "other") == ["f2"]
+        assert b.message_log("f2") == []
+        assert len(b.message_log("f3")) == 1
+        b.log_limit = 0
+        b.enqueue([Envelope("f3", "z2")])
+        b.complete(claim_one(b), state=None, log=LogEntry("f3", "z2", "ok"))
+        assert b.message_log("f3", limit=10)[0].reply == entry.reply  # z2 was not logged
+        assert len(b.message_log("f3", limit=10)) == 1
+
+
+def check_instance_stats(open_backend: Opener) -> None:
+    """instance_stats counts queued, in-flight (leased, on the backend's clock) and
+    dead-lettered messages and names the last error (a dead letter or a failed run), per
+    instance."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("f1"), instance("f2"), instance("idle")])
+        b.enqueue([Envelope("f1", "a"), Envelope("f1", "b"), Envelope("f2", "c")])
+        leased = b.claim(DP, None, 30, 10)  # f1's head and f2's message
+        assert sorted(d.body for d in leased) == ["a", "c"]
+        stats = b.instance_stats(["f1", "f2", "idle"])
+        assert (stats["f1"].queued, stats["f1"].in_flight) == (2, 1)
+        assert (stats["f2"].queued, stats["f2"].in_flight) == (1, 1)
+        assert (stats["idle"].queued, stats["idle"].in_flight, stats["idle"].last_error) == (
+            0,
+            0,
+            None,
+        )
+        clock.advance(31.0)  # the leases ran out: queued, no longer in flight
+        expired = b.instance_stats(["f1"])["f1"]
+        assert (expired.queued, expired.in_flight) == (2, 0)
+        leased = b.claim(DP, None, 30, 10)
+        for d in leased:
+            if d.flow_id == "f2":
+                letter = DeadLetter("f2", d.body, "gave up", 5)
+                b.complete(d, state=None, dead_letter=letter, log=LogEntry("f2", "c", "dead"))
+            else:
+                b.complete(d, state=None, log=LogEntry("f1", "a", "error", error="Boom: a"))
+        failed_at = clock.time()
+        clock.advance(1.0)
+        b.complete(claim_one(b), state=None, log=LogEntry("f1", "b", "ok", "fine"))
+        stats = b.instance_stats()
+        assert set(stats) >= {"f1", "f2"} and "idle" not in stats
+        f1, f2 = stats["f1"], stats["f2"]
+        assert (f1.queued, f1.in_flight, f1.dead_letters, f1.last_error) == (0, 0, 0, "Boom: a")
+        assert (f1.last_error_at, f1.last_activity) == (failed_at, clock.time())
+        assert (f2.queued, f2.dead_letters) == (0, 1)
+
+
 def check_deleted_instance_messages(open_backend: Opener) -> None:
     """Messages of a deleted instance stay claimable (instance None) so they can be answered."""
     with opened(open_backend) as b:
@@ -908,6 +1033,10 @@ CHECKS: list[Check] = [
     check_peek_reply,
     check_pending_count,
     check_dead_letters,
+    check_message_log_written_with_completion,
+    check_message_log_long_texts_cut_and_forgotten,
+    check_message_log_stays_bounded,
+    check_instance_stats,
     check_deleted_instance_messages,
     check_deleted_instance_messages_keep_their_dispatch_point,
     check_claim_with_no_room,

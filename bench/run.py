@@ -434,8 +434,8 @@ def print_comparisons(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     peers = list(dict.fromkeys(row["peer"] for row in rows))
-    print("\nflowplex / peer, same run: sequential p50 ratio (< 1 is faster) | 8 in flight msg/s")
-    print("ratio (> 1 is more)")
+    print("\nflowplex / peer, same run: p50 sequential (< 1x: flowplex faster) | msg/s 8 in flight")
+    print("(> 1x: flowplex more)")
     print(f"{'':<16}" + "".join(f"{peer:>28}" for peer in peers))
     for backend in dict.fromkeys(row["flowplex"] for row in rows):
         cells = {row["peer"]: row for row in rows if row["flowplex"] == backend}
@@ -477,7 +477,10 @@ def print_scaling(results: list[Result]) -> None:
 
 def print_targets(verdicts: list[dict[str, Any]], only: str) -> None:
     shown = [v for v in verdicts if not only or v["status"] != "skipped"]
-    print(f"\n{'target':<44} {'measured':>22} {'bound':>12}  {'against (same run)':<58} status")
+    if shown:
+        print(f"\n{'target':<44} {'measured':>22} {'bound':>12}  {'against (same run)':<58} status")
+    else:
+        print("\nno target measured in this run")
     for v in shown:
         metric = v["metric"]
         measured = fmt(v["measured"], metric)

@@ -2,16 +2,19 @@
 in flight; memory per idle instance.
 
 For each backend and instance count a fresh node mounts that many instances of the
-ReverseNumber flow (one dispatch worker thread), sends each one message (so every instance has
-been loaded and run once: the measured state is "idle after use"), then for each in-flight
-level sends ``max(count, n)`` requests (on PostgreSQL ``n``) round robin over the instances,
-keeping that many outstanding (see ``_common.pipelined``: p50 is a request's send-to-reply
-time). With 1 in flight that is the sequential round trip.
+ReverseNumber flow (one dispatch worker thread) and sends each one message (every instance
+has then been loaded and run once: the measured state is "idle after use"); then, for each
+in-flight level, it sends ``max(count, n)`` requests round robin over the instances, keeping
+that many outstanding (``_common.pipelined``: p50 is a request's send-to-reply time). With 1
+in flight that is the sequential round trip. PostgreSQL runs a few hundred round trips a
+second: there the cells send ``n`` requests to the first ``n`` instances (only those are
+warmed), and the footprint is not measured.
 
-Memory per idle instance, at the largest count: what mounting and the first message added,
-divided by the instances, once as traced Python allocations (tracemalloc, exact) and once as
-the process's resident set (/proc/self/statm, what the OS sees). Both include the caller's
-proxy of each instance.
+Memory per idle instance, at the largest count on memory and SQLite: what mounting and the
+first message added, divided by the instances, once as traced Python allocations
+(tracemalloc, exact) and once as the process's resident set (/proc/self/statm, what the OS
+sees; it can read low when the process reuses memory freed earlier). Both include the
+caller's proxy of each instance.
 """
 
 from __future__ import annotations
@@ -45,26 +48,32 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def plan(quick: bool) -> list[tuple[str, str, tuple[int, ...]]]:
-    """(label, db URL template, instance counts) per backend; ``{tmp}`` is filled per node."""
+def plan(quick: bool) -> list[tuple[str, str, tuple[int, ...], bool]]:
+    """(label, db URL template, instance counts, whether every instance gets every cell's
+    requests) per backend; ``{tmp}`` is filled per node."""
     counts = QUICK_COUNTS if quick else COUNTS
-    out = [("memory", "memory://", counts), ("sqlite", "sqlite:///{tmp}/scale.db", counts)]
+    out = [
+        ("memory", "memory://", counts, True),
+        ("sqlite", "sqlite:///{tmp}/scale.db", counts, True),
+    ]
     pg = postgres_url()
     if pg:
-        # PostgreSQL runs a few hundred round trips a second: the short run keeps it small.
-        out.append(("postgres", pg, counts[:2] if quick else counts))
+        # A few hundred round trips a second: the short run keeps to 100 instances, and the
+        # cells at 10,000 use the first n (the footprint is measured on the other backends).
+        out.append(("postgres", pg, counts[:2] if quick else counts, False))
     return out
 
 
 def run(quick: bool, only: str, tmp: Path) -> list[Result]:
-    """Every cell (and memory figure) whose name contains ``only`` (all when empty)."""
-    base_n = 300 if quick else 2_000
+    """Every cell (and footprint) whose name contains ``only`` (all when empty)."""
     results = []
-    for label, template, counts in plan(quick):
+    for label, template, counts, whole in plan(quick):
+        base_n = (300 if quick else 2_000) if whole else (300 if quick else 1_000)
         for count in counts:
+            n = max(base_n, count) if whole else base_n
             names = [cell(label, count, k) for k in IN_FLIGHT]
-            measure_memory = count == max(counts)
-            if measure_memory:
+            footprint = whole and count == max(counts)
+            if footprint:
                 names.append(memory_name(label))
             if only and not any(only in name for name in names):
                 continue
@@ -76,20 +85,23 @@ def run(quick: bool, only: str, tmp: Path) -> list[Result]:
                 tracemalloc.start()
                 traced0, rss0 = tracemalloc.get_traced_memory()[0], rss_bytes()
                 proxies = mount(cl, count)
-                # Every instance runs once: loaded, then idle.
-                pipelined("warm-up", sender(proxies), count, min(64, count))
+                # Every instance the cells use runs once first: loaded, then idle.
+                used = min(count, n)
+                pipelined("warm-up", sender(proxies[:used]), used, min(64, used))
                 gc.collect()
                 traced1, rss1 = tracemalloc.get_traced_memory()[0], rss_bytes()
                 tracemalloc.stop()
-                # Every instance gets a request in each cell, but on PostgreSQL (a few hundred
-                # round trips a second), where the cells at 10,000 send to the first base_n.
-                n = base_n if label == "postgres" else max(base_n, count)
                 for k, name in zip(IN_FLIGHT, names, strict=False):
                     result = pipelined(name, sender(proxies), n, k, warmup=min(n // 10, 200))
                     result.group = "scaling"
                     result.extra.update(backend=label, instances=count, in_flight=k)
                     results.append(result)
-                if measure_memory:
+                if footprint:
+                    per_instance = {
+                        "traced_bytes_per_instance": (traced1 - traced0) / count,
+                        "rss_bytes_per_instance": (rss1 - rss0) / count,
+                    }
+                    extra = {"backend": label, "instances": count, **per_instance}
                     results.append(
                         Result(
                             memory_name(label),
@@ -98,12 +110,7 @@ def run(quick: bool, only: str, tmp: Path) -> list[Result]:
                             None,
                             None,
                             group="scaling",
-                            extra={
-                                "backend": label,
-                                "instances": count,
-                                "traced_bytes_per_instance": (traced1 - traced0) / count,
-                                "rss_bytes_per_instance": (rss1 - rss0) / count,
-                            },
+                            extra=extra,
                         )
                     )
     return results

@@ -50,6 +50,7 @@ JSON (``--out``, default ``bench/results/latest.json``), schema 2::
       "started_at": "2026-11-01T14:00:00+00:00",   # UTC
       "duration_s": 900.1,
       "options": {"quick": false, "long": false, "only": ""},
+      "sections_s": {"served": 120.5, "peers": 60.2, ...},   # wall time of each part
       "machine": {"python", "implementation", "platform", "machine", "cpus",
                   "loadavg_start": [1m, 5m, 15m], "loadavg_end": [...],
                   "flowplex", "git_commit", "git_dirty", "sqlite",
@@ -596,6 +597,43 @@ def scratch_dir() -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def measure_everything(
+    args: argparse.Namespace,
+) -> tuple[list[Result], list[Target], dict[str, float]]:
+    """Every scenario ``args`` ask for: the results, the suites' targets, each part's time."""
+    quick, only = args.quick, args.only
+    results: list[Result] = []
+    for name, (group, make) in LOCAL_SCENARIOS.items():
+        if only and only not in name and group != "floors":
+            continue
+        result = measure(name, make(), 2_000 if quick else 20_000)
+        result.group = group
+        results.append(result)
+    sections: dict[str, float] = {}
+    suite_targets: list[Target] = []
+
+    def section(name: str, run: Callable[[], list[Result]]) -> None:
+        start = time.perf_counter()
+        results.extend(run())
+        sections[name] = round(time.perf_counter() - start, 1)
+        if sections[name] >= 1:
+            print(f"... {name}: {sections[name]:.0f} s", file=sys.stderr)
+
+    def suites() -> list[Result]:
+        suite_results, found = run_suites(quick, only)
+        suite_targets.extend(found)
+        return suite_results
+
+    with scratch_dir() as tmp:
+        section("served", lambda: served_results(1_000 if quick else 10_000, only, tmp))
+        section("peers", lambda: _peers.run(quick, only, tmp))
+        section("scaling", lambda: _scale.run(quick, only, tmp))
+        section("load", lambda: _load.run(quick, only, tmp))
+        section("backlog", lambda: _backlog.run(args.long, only, tmp))
+    section("suites", suites)
+    return results, suite_targets, sections
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations, smaller tables")
@@ -611,22 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     t_start = time.perf_counter()
     machine = machine_info()
-    n = 2_000 if args.quick else 20_000
-    results: list[Result] = []
-    for name, (group, make) in LOCAL_SCENARIOS.items():
-        if args.only and args.only not in name and group != "floors":
-            continue
-        result = measure(name, make(), n)
-        result.group = group
-        results.append(result)
-    with scratch_dir() as tmp:
-        results.extend(served_results(1_000 if args.quick else 10_000, args.only, tmp))
-        results.extend(_peers.run(args.quick, args.only, tmp))
-        results.extend(_scale.run(args.quick, args.only, tmp))
-        results.extend(_load.run(args.quick, args.only, tmp))
-        results.extend(_backlog.run(args.long, args.only, tmp))
-    suite_results, suite_targets = run_suites(args.quick, args.only)
-    results.extend(suite_results)
+    results, suite_targets, sections = measure_everything(args)
 
     floor = next(r for r in results if r.name == FLOOR)
     for r in results:
@@ -650,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t_start, 1),
         "options": {"quick": args.quick, "long": args.long, "only": args.only},
+        "sections_s": sections,
         "machine": machine,
         "results": [asdict(r) for r in results],
         "comparisons": compared,

@@ -84,12 +84,20 @@ class _Wakeups:
 class _Queue:
     """A request/reply queue on a database: one worker thread, callers in the main thread.
 
-    Subclasses give the SQL: :meth:`_insert` (the caller's request, committed),
-    :meth:`_serve_one` (the worker's transaction: take the oldest request, write its reply;
-    False if there was none) and :meth:`_take` (the caller's reply, deleted; None if not in).
+    Subclasses open ``caller`` and ``worker`` (connections whose ``execute`` returns a cursor),
+    name the driver's parameter ``mark``, and give :meth:`_serve_one`: the worker's
+    transaction, taking the oldest request and writing its reply (False if there was none).
     """
 
+    caller: Any
+    worker: Any
+    mark = "?"
+
     def __init__(self) -> None:
+        mark = self.mark
+        self.sql_insert = f"INSERT INTO requests (body) VALUES ({mark}) RETURNING id"
+        self.sql_take = f"DELETE FROM replies WHERE id = {mark} RETURNING body"
+        self.sql_reply = f"INSERT INTO replies (id, body) VALUES ({mark}, {mark})"
         self.requests = _Wakeups()
         self.replies = _Wakeups()
         self.closing = False
@@ -134,15 +142,24 @@ class _Queue:
         self.closing = True
         self.requests.bump()
         self.thread.join(timeout=30)
+        self.worker.close()
+        self.caller.close()
 
     def _insert(self, body: str) -> int:
-        raise NotImplementedError
+        row = self.caller.execute(self.sql_insert, (body,)).fetchone()
+        return int(row[0])
 
     def _serve_one(self) -> bool:
         raise NotImplementedError
 
     def _take(self, request_id: int) -> str | None:
-        raise NotImplementedError
+        row = self.caller.execute(self.sql_take, (request_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _reply(self, conn: Any, row: Any) -> None:
+        """Write the reply to the request ``row`` (id, body), in the worker's transaction."""
+        reply = json.dumps(reverse(json.loads(row[1])))
+        conn.execute(self.sql_reply, (row[0], reply))
 
 
 class SqliteQueue(_Queue):
@@ -165,12 +182,6 @@ class SqliteQueue(_Queue):
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
-    def _insert(self, body: str) -> int:
-        row = self.caller.execute(
-            "INSERT INTO requests (body) VALUES (?) RETURNING id", (body,)
-        ).fetchone()
-        return int(row[0])
-
     def _serve_one(self) -> bool:
         conn = self.worker
         conn.execute("BEGIN IMMEDIATE")
@@ -179,28 +190,18 @@ class SqliteQueue(_Queue):
                 "DELETE FROM requests WHERE id = (SELECT min(id) FROM requests) RETURNING id, body"
             ).fetchone()
             if row is not None:
-                reply = json.dumps(reverse(json.loads(row[1])))
-                conn.execute("INSERT INTO replies (id, body) VALUES (?, ?)", (row[0], reply))
+                self._reply(conn, row)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return row is not None
 
-    def _take(self, request_id: int) -> str | None:
-        row = self.caller.execute(
-            "DELETE FROM replies WHERE id = ? RETURNING body", (request_id,)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def close(self) -> None:
-        super().close()
-        self.worker.close()
-        self.caller.close()
-
 
 class PostgresQueue(_Queue):
     """The naive PostgreSQL ``FOR UPDATE SKIP LOCKED`` queue (see the module docstring)."""
+
+    mark = "%s"
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -214,13 +215,6 @@ class PostgresQueue(_Queue):
         self.worker = psycopg.connect(url)
         self.start()
 
-    def _insert(self, body: str) -> int:
-        row = self.caller.execute(
-            "INSERT INTO requests (body) VALUES (%s) RETURNING id", (body,)
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
     def _serve_one(self) -> bool:
         conn = self.worker
         with conn.transaction():
@@ -229,20 +223,8 @@ class PostgresQueue(_Queue):
                 "FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, body"
             ).fetchone()
             if row is not None:
-                reply = json.dumps(reverse(json.loads(row[1])))
-                conn.execute("INSERT INTO replies (id, body) VALUES (%s, %s)", (row[0], reply))
+                self._reply(conn, row)
         return row is not None
-
-    def _take(self, request_id: int) -> str | None:
-        row = self.caller.execute(
-            "DELETE FROM replies WHERE id = %s RETURNING body", (request_id,)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def close(self) -> None:
-        super().close()
-        self.worker.close()
-        self.caller.close()
 
 
 @contextlib.contextmanager

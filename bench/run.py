@@ -6,6 +6,7 @@ the figures and one table of targets (met/missed), and writes JSON.
     python bench/run.py --long          # also drains a 100,000-message backlog on PostgreSQL
     python bench/run.py --only sqlite   # scenarios whose name contains "sqlite" (floors always)
     python bench/run.py --profile sqlite  # cProfile of one backend's sequential round trip
+    python bench/run.py --show bench/results/2026-12-03.json   # a saved run's tables
 
 PostgreSQL scenarios run when FLOWPLEX_BENCH_POSTGRES_URL (or FLOWPLEX_TEST_POSTGRES_URL) is
 set, each in a scratch schema. Peers that need the ``bench`` extra (Ray, Celery with Redis) or
@@ -431,42 +432,42 @@ def comparisons(by_name: dict[str, Result]) -> list[dict[str, Any]]:
     return out
 
 
-def print_comparisons(rows: list[dict[str, Any]]) -> None:
-    if not rows:
+def print_matrix(
+    heads: list[str], rows: dict[tuple[str, ...], dict[str, str]], columns: list[str]
+) -> None:
+    """A table: each row's key fills the ``heads`` columns (left), then one cell per column."""
+    print("".join(f"{h:<16}" for h in heads) + "".join(f"{c:>28}" for c in columns))
+    for key, cells in rows.items():
+        left = "".join(f"{k:<16}" for k in key)
+        print(left + "".join(f"{cells.get(c, '-'):>28}" for c in columns))
+
+
+def print_comparisons(compared: list[dict[str, Any]]) -> None:
+    if not compared:
         return
-    peers = list(dict.fromkeys(row["peer"] for row in rows))
     print("\nflowplex / peer, same run: p50 sequential (< 1x: flowplex faster) | msg/s 8 in flight")
     print("(> 1x: flowplex more)")
-    print(f"{'':<16}" + "".join(f"{peer:>28}" for peer in peers))
-    for backend in dict.fromkeys(row["flowplex"] for row in rows):
-        cells = {row["peer"]: row for row in rows if row["flowplex"] == backend}
-        line = f"{backend:<16}"
-        for peer in peers:
-            row = cells.get(peer)
-            text = "-" if row is None else f"{row['p50_ratio']:.2f}x | {row['per_sec_ratio']:.2f}x"
-            line += f"{text:>28}"
-        print(line)
+    rows: dict[tuple[str, ...], dict[str, str]] = {}
+    for c in compared:
+        text = f"{c['p50_ratio']:.2f}x | {c['per_sec_ratio']:.2f}x"
+        rows.setdefault((c["flowplex"],), {})[c["peer"]] = text
+    print_matrix(["flowplex"], rows, list(dict.fromkeys(c["peer"] for c in compared)))
 
 
 def print_scaling(results: list[Result]) -> None:
     cells = [r for r in results if r.group == "scaling"]
     if not cells:
         return
-    levels = sorted({r.extra["in_flight"] for r in cells if r.p50_us is not None})
-    print("\nscaling: p50 µs | msg/s per in-flight level")
-    print(f"{'backend':<10} {'instances':>10}" + "".join(f"{f'{k} in flight':>24}" for k in levels))
-    rows: dict[tuple[str, int], dict[int, Result]] = {}
+    print("\nscaling: p50 µs | msg/s")
+    rows: dict[tuple[str, ...], dict[str, str]] = {}
     for r in cells:
         if r.p50_us is not None:
-            row = rows.setdefault((r.extra["backend"], r.extra["instances"]), {})
-            row[r.extra["in_flight"]] = r
-    for (backend, count), by_level in rows.items():
-        line = f"{backend:<10} {count:>10,}"
-        for k in levels:
-            r = by_level.get(k)
-            text = "-" if r is None else f"{r.p50_us:,.0f} | {r.per_sec:,.0f}"
-            line += f"{text:>24}"
-        print(line)
+            key = (r.extra["backend"], f"{r.extra['instances']:,} instances")
+            rows.setdefault(key, {})[f"{r.extra['in_flight']} in flight"] = (
+                f"{r.p50_us:,.0f} | {r.per_sec:,.0f}"
+            )
+    levels = sorted({r.extra["in_flight"] for r in cells if r.p50_us is not None})
+    print_matrix(["backend", ""], rows, [f"{k} in flight" for k in levels])
     for r in cells:
         if r.p50_us is None:
             print(
@@ -504,6 +505,15 @@ def print_targets(verdicts: list[dict[str, Any]], only: str) -> None:
         f"targets: {counts['met']} met, {counts['missed']} missed, "
         f"{counts['skipped']} skipped{note}"
     )
+
+
+def print_tables(
+    results: list[Result], compared: list[dict[str, Any]], verdicts: list[dict[str, Any]], only: str
+) -> None:
+    print_results(results)
+    print_comparisons(compared)
+    print_scaling(results)
+    print_targets(verdicts, only)
 
 
 # -- machine ---------------------------------------------------------------------------------
@@ -641,9 +651,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results/latest.json")
     parser.add_argument("--profile", metavar="BACKEND", help="profile a sequential round trip")
+    parser.add_argument("--show", type=Path, metavar="JSON", help="print a saved run's tables")
     args = parser.parse_args(argv)
     if args.profile:
         profile(args.profile, 2_000 if args.quick else 10_000)
+        return 0
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print_tables(
+            [Result(**r) for r in saved["results"]],
+            saved["comparisons"],
+            saved["targets"],
+            saved["options"]["only"],
+        )
         return 0
 
     started = datetime.datetime.now(datetime.UTC)
@@ -662,10 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [evaluate(t, by_name) for t in targets.values()]
     compared = comparisons(by_name)
 
-    print_results(results)
-    print_comparisons(compared)
-    print_scaling(results)
-    print_targets(verdicts, args.only)
+    print_tables(results, compared, verdicts, args.only)
 
     machine["loadavg_end"] = list(os.getloadavg())
     report = {

@@ -438,7 +438,7 @@ def print_matrix(
     """A table: each row's key fills the ``heads`` columns (left), then one cell per column."""
     print("".join(f"{h:<16}" for h in heads) + "".join(f"{c:>28}" for c in columns))
     for key, cells in rows.items():
-        left = "".join(f"{k:<16}" for k in key)
+        left = "".join(f"{k:<15} " for k in key)
         print(left + "".join(f"{cells.get(c, '-'):>28}" for c in columns))
 
 
@@ -462,12 +462,12 @@ def print_scaling(results: list[Result]) -> None:
     rows: dict[tuple[str, ...], dict[str, str]] = {}
     for r in cells:
         if r.p50_us is not None:
-            key = (r.extra["backend"], f"{r.extra['instances']:,} instances")
+            key = (r.extra["backend"], f"{r.extra['instances']:>10,}")
             rows.setdefault(key, {})[f"{r.extra['in_flight']} in flight"] = (
                 f"{r.p50_us:,.0f} | {r.per_sec:,.0f}"
             )
     levels = sorted({r.extra["in_flight"] for r in cells if r.p50_us is not None})
-    print_matrix(["backend", ""], rows, [f"{k} in flight" for k in levels])
+    print_matrix(["backend", " instances"], rows, [f"{k} in flight" for k in levels])
     for r in cells:
         if r.p50_us is None:
             print(

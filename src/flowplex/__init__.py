@@ -20,6 +20,7 @@ from .errors import (
     FlowTimeoutError,
     InterfaceError,
     MessagingError,
+    RemoteError,
     UnknownInstanceError,
 )
 from .flows import (
@@ -31,7 +32,15 @@ from .flows import (
     KeyInterface,
 )
 from .messages import FlowMessage, ReplyMode
-from .runtime import Client, LocalRuntime, run_local, start_node, start_node_with_users
+from .runtime import (
+    Client,
+    LocalRuntime,
+    RemoteClient,
+    connect,
+    run_local,
+    start_node,
+    start_node_with_users,
+)
 
 __all__ = [
     "AtomicFlow",
@@ -54,10 +63,13 @@ __all__ = [
     "KeyInterface",
     "LocalRuntime",
     "MessagingError",
+    "RemoteClient",
+    "RemoteError",
     "ReplyMode",
     "Settings",
     "UnknownInstanceError",
     "__version__",
+    "connect",
     "deep_merge",
     "load_yaml",
     "resolve_class_path",

@@ -35,11 +35,24 @@ from ._dispatch import (
 from ._local import FlowRef, LocalRuntime, run_local
 from ._node import Node, open_node, start_node, start_node_with_users
 from ._open import open_backend
+from ._remote import (
+    LINK_CLASS,
+    NodeAPI,
+    RemoteClient,
+    RemoteLink,
+    connect,
+    local_key,
+    node_api,
+    normalize_node_url,
+    reply_link_id,
+    resolve_flow,
+)
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_LOG_LIMIT",
     "DEFAULT_MAX_DELIVERIES",
+    "LINK_CLASS",
     "LOG_PRUNE_EVERY",
     "LOG_TEXT_LIMIT",
     "Backend",
@@ -56,10 +69,19 @@ __all__ = [
     "LocalRuntime",
     "LogEntry",
     "Node",
+    "NodeAPI",
+    "RemoteClient",
+    "RemoteLink",
     "ReplyRecord",
     "UserRecord",
+    "connect",
+    "local_key",
+    "node_api",
+    "normalize_node_url",
     "open_backend",
     "open_node",
+    "reply_link_id",
+    "resolve_flow",
     "run_local",
     "start_node",
     "start_node_with_users",

@@ -272,6 +272,18 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        """As :meth:`enqueue`, unless a batch with this ``key`` was stored before: then nothing
+        is stored and it returns None.
+
+        For deliveries from other nodes, which retry until they hear back: the key (the sender
+        and its message id) is stored in the same transaction as what it queued, so a delivery
+        is taken once however often it arrives.
+        """
+
+    @abstractmethod
     def claim(
         self,
         dispatch_point: str,

@@ -90,6 +90,16 @@ class RunContext:
         """The user serving the running instance."""
         return self._user_id
 
+    @property
+    def node(self) -> Node:
+        """The node the run is on (links to other nodes sign with its users' keys)."""
+        return self._dispatcher.node
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker running this is asked to stop (long waits should give up)."""
+        return self._dispatcher.stopping
+
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
         """Hold ``message`` for the commit, or send it now if its reply is awaited."""
         if message.reply_data["mode"] == ReplyMode.FUTURE:

@@ -215,6 +215,8 @@ def _plan_subflow(
 ) -> str:
     """Plan one subflow of the composite served at ``parent``; return its instance id."""
     serving_user = parent.user_id
+    if spec.node_url is not None or spec.registry is not None:
+        return _plan_remote_subflow(node, plan, parent, spec)
     if compose_locally:
         endpoint = spec.flow_endpoint or spec.key
         _serve_on_first_use(node, parent, spec, endpoint)
@@ -239,6 +241,50 @@ def _plan_subflow(
         dispatch_point_override=None,
         compose_locally=compose_locally,
     )
+
+
+def _plan_remote_subflow(node: Node, plan: _Plan, parent: EndpointRecord, spec: SubflowSpec) -> str:
+    """Mount the subflow on its node now, and plan the local link standing for it."""
+    from ._remote import LINK_CLASS, local_key, node_api, resolve_flow
+
+    if spec.flow_endpoint is None:
+        raise FlowInstanceError(
+            parent.endpoint, parent.user_id, f"Subflow {spec.key} missing flow_endpoint in config."
+        )
+    endpoint, node_url = spec.flow_endpoint, spec.node_url
+    remote_user = None if spec.user_id == "local" else spec.user_id
+    with _failures_as_instance_errors(endpoint, remote_user or "?"):
+        if node_url is None:
+            assert spec.registry is not None
+            node_url, endpoint = resolve_flow(endpoint, spec.registry)
+        api = node_api(node_url, local_key(node, parent.user_id))
+        answer = api.mount(endpoint, remote_user, spec.overrides)
+    link_id = new_id()
+    config = {
+        "name": spec.key,
+        "description": f"{endpoint} on {api.base_url}",
+        "flow_id": link_id,
+        "node_url": api.base_url,
+        "flow_endpoint": endpoint,
+        "remote_flow_id": answer["flow_id"],
+        "remote_user_id": answer["user_id"],
+    }
+    plan.records.append(
+        InstanceRecord(
+            flow_id=link_id,
+            user_id=parent.user_id,
+            endpoint=f"{endpoint}@{api.base_url}",
+            client_id="local",
+            flow_class_name=LINK_CLASS,
+            config=config,
+            state={},
+            dispatch_point=parent.dispatch_point,
+            dispatch_point_override=None,
+            parallel_dispatch=False,
+            created_at=time.time(),
+        )
+    )
+    return link_id
 
 
 def _serve_on_first_use(

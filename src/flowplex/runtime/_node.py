@@ -79,6 +79,9 @@ class Node:
         self._helpers_lock = threading.Lock()
         # Until when a thread that just sent a request is expected to start helping.
         self.help_expected_until = 0.0
+        #: Where this node's HTTP API answers, when this process serves it (``flowplex up``):
+        #: flows on other nodes send their replies there.
+        self.advertised_url: str | None = None
 
     @property
     def url(self) -> str:

@@ -77,6 +77,7 @@ class MemoryBackend(Backend):
         self._replies: dict[str, str] = {}
         self._dead: list[DeadLetter] = []
         self._log: dict[str, deque[LogEntry]] = {}
+        self._received: dict[str, float] = {}
         self._seq = 0
 
     # -- users ------------------------------------------------------------------------------
@@ -177,6 +178,18 @@ class MemoryBackend(Backend):
     ) -> list[str]:
         points: set[str] = set()
         with self._lock:
+            unknown = self._enqueue_locked(envelopes, replies, points)
+        self._notify(points, replies)
+        return unknown
+
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        points: set[str] = set()
+        with self._lock:
+            if key in self._received:
+                return None
+            self._received[key] = self.clock.time()
             unknown = self._enqueue_locked(envelopes, replies, points)
         self._notify(points, replies)
         return unknown

@@ -129,6 +129,10 @@ SELECT p.d FROM (SELECT DISTINCT dispatch_point FROM queued) AS p(d)
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.d)
 """
 # _ENQUEUE for a single message (the common case), without the batch machinery.
+_RECEIVE = """
+INSERT INTO received (key, received_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING key
+"""
+
 _ENQUEUE_ONE = f"""
 WITH queued AS (
     INSERT INTO messages
@@ -328,6 +332,17 @@ class PostgresBackend(SQLBackend):
             return []
         with self._transaction() as conn:
             put = _Put(conn, envelopes, replies, self.clock.time())
+        return self._after_put(put, ())
+
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
+        now = self.clock.time()
+        with self._transaction() as conn:
+            if conn.execute(_RECEIVE, (key, now)).fetchone() is None:
+                return None
+            put = _Put(conn, envelopes, replies, now)
         return self._after_put(put, ())
 
     def _claim(

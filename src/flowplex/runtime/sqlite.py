@@ -73,6 +73,8 @@ SELECT flow_id, ?, dispatch_point, user_id, parallel_dispatch,
 FROM instances WHERE flow_id = ?
 RETURNING dispatch_point
 """
+_RECEIVE = "INSERT OR IGNORE INTO received (key, received_at) VALUES (?, ?)"
+
 _PUT_REPLY = """
 INSERT INTO replies (future_id, body, created_at) VALUES (?, ?, ?)
 ON CONFLICT (future_id) DO NOTHING
@@ -217,6 +219,19 @@ class SQLiteBackend(SQLBackend):
         points: set[str] = set()
         with self._write(single=len(envelopes) + len(replies) == 1) as conn:
             unknown = _put(conn, envelopes, replies, points, self.clock.time())
+        self._notify(points, replies)
+        return unknown
+
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
+        points: set[str] = set()
+        now = self.clock.time()
+        with self._write() as conn:
+            if conn.execute(_RECEIVE, (key, now)).rowcount == 0:
+                return None
+            unknown = _put(conn, envelopes, replies, points, now)
         self._notify(points, replies)
         return unknown
 

@@ -26,6 +26,7 @@ from ..runtime import (
 )
 from ._app import create_app
 from ._dashboard import Dashboard
+from ._network import network_router
 
 __all__ = ["NodeServer", "start_dispatch_workers"]
 
@@ -120,8 +121,10 @@ class NodeServer:
             if opstore:
                 self.opstore = OpStore(FileSaver(self.home / "artifacts"), db)
             self.dashboard = Dashboard(self.node, db, mesh=self.mesh, opstore=self.opstore)
+            self.node.advertised_url = self.mesh.state.url
             self.app: FastAPI = create_app(
                 mesh=self.mesh,
+                routers=[network_router(self.node)],
                 mounts={"/opstore": self.opstore.app} if self.opstore is not None else None,
                 lifespans=[self._workers_lifespan],
                 pages=[self.dashboard.router()],

@@ -312,6 +312,20 @@ def check_enqueue_returns_unknown(open_backend: Opener) -> None:
         assert bodies(b.claim(DP, None, 30, 10)) == ["2"]
 
 
+def check_enqueue_once(open_backend: Opener) -> None:
+    """A batch stored under a key is stored once: the same key again stores nothing (None),
+    however often it comes, and the first time answers the unknown flow ids as enqueue."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        assert b.enqueue_once("k1", [Envelope("f1", "1"), Envelope("x", "2")]) == ["x"]
+        assert b.enqueue_once("k1", [Envelope("f1", "1")]) is None
+        assert b.enqueue_once("k2", [], [ReplyRecord("fut", "r")]) == []
+        assert b.enqueue_once("k2", [], [ReplyRecord("fut2", "r")]) is None
+        assert bodies(b.claim(DP, None, 30, 10)) == ["1"]
+        assert b.take_reply("fut") == "r"
+        assert b.take_reply("fut2") is None
+
+
 def check_claim_order_across_instances(open_backend: Opener) -> None:
     """Claims come oldest first across instances, up to ``limit``."""
     with opened(open_backend) as b:
@@ -1019,6 +1033,7 @@ CHECKS: list[Check] = [
     check_add_instances_all_or_nothing,
     check_records_share_nothing_mutable,
     check_enqueue_returns_unknown,
+    check_enqueue_once,
     check_claim_order_across_instances,
     check_fifo_one_in_flight,
     check_parallel_instances,

@@ -141,6 +141,15 @@ def up(
             help="Messages kept per instance for the dashboard's message log (0: none).",
         ),
     ] = 50,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=0.05,
+            help="Seconds a message stays leased to a worker: after a crash, messages in hand "
+            "run again this long after.",
+        ),
+    ] = 60.0,
     path: PathOption = None,
 ) -> None:
     """Serve the node over HTTP: registry, dashboard, dispatch workers and op store.
@@ -150,6 +159,8 @@ def up(
     its flows in the mesh (re-read every two seconds). ``--workers`` dispatch worker threads
     run the messages of every user's instances on the node, and the op store (its artifacts in
     the home's artifacts folder, its rows in the node database) answers at /opstore/v1/....
+    The node HTTP API (mount, message, read and delete instances; /docs) serves its flows to
+    users of other nodes: the URL the registry lists for each.
     """
     from .._asgi import listen, serve
     from ..server import NodeServer
@@ -167,6 +178,7 @@ def up(
         workers=workers,
         opstore=opstore,
         message_log=message_log,
+        lease_seconds=lease,
         heartbeat_interval=heartbeat,
         offline_remove_after=_remove_after(offline_remove_after),
     ) as server:

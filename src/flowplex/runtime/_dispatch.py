@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
-from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
+from ..errors import ConfigurationError, MessagingError, RemoteError, UnknownInstanceError
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import DeadLetter, Delivery, Envelope, InstanceRecord, LogEntry, ReplyRecord
@@ -94,6 +94,12 @@ class RunContext:
     def node(self) -> Node:
         """The node the run is on (links to other nodes sign with its users' keys)."""
         return self._dispatcher.node
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long the message being run stays leased: a run retrying something should give
+        it back well before (raising a retryable :class:`~flowplex.RemoteError`)."""
+        return self._dispatcher.lease_seconds
 
     @property
     def stopping(self) -> bool:
@@ -235,6 +241,16 @@ class Dispatcher:
         started = self.clock.monotonic()
         try:
             run_message(flow, message)
+        except RemoteError as exc:
+            self._flows.pop(instance.flow_id, None)
+            if not exc.retryable:
+                self._commit_failure(delivery, message, exc, flow.name)
+                return
+            # Another node cannot be reached yet: the message runs again later, uncounted (a
+            # link retries within half its lease before giving the message back).
+            logger.info("flow instance %s: %s; retrying later", instance.flow_id, exc)
+            self.node.backend.release(delivery)
+            return
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started

@@ -54,7 +54,7 @@ __all__ = [
 
 #: The class a link instance runs (a dotted path, as the instances table stores it).
 LINK_CLASS = "flowplex.runtime._remote.RemoteLink"
-#: How long a link keeps retrying a node it cannot reach before it fails the message.
+#: How long a handle outside a dispatcher retries a node it cannot reach.
 RETRY_FOR = 45.0
 #: Seconds an HTTP request to another node may take (a long-poll adds its wait).
 REQUEST_TIMEOUT = 10.0
@@ -216,9 +216,9 @@ class RemoteLink(AtomicFlow):
     Its config names the other node (``node_url``) and, for a request link, the instance there
     (``remote_flow_id``, served by ``remote_user_id``). A reply link (``role: replies``) posts
     the replies it receives to ``node_url``'s ``/replies`` instead. A link never replies
-    itself: the other node's flow does. A node that cannot be reached is retried for
-    :data:`RETRY_FOR` seconds; a node that refuses the message fails it (its sender gets the
-    error as the reply).
+    itself: the other node's flow does. A node that cannot be reached is retried for half the
+    message's lease, and then the message is given back to run again later, for as long as
+    it takes; a node that refuses the message fails it (its sender gets the error as reply).
     """
 
     default_config: ClassVar[dict[str, Any]] = {
@@ -254,7 +254,9 @@ class RemoteLink(AtomicFlow):
 
     @staticmethod
     def _retrying(call: Any, transport: Any) -> None:
-        deadline = time.monotonic() + RETRY_FOR
+        # Within half the lease: then the message is given back, to run again (see Dispatcher).
+        window = getattr(transport, "lease_seconds", 2 * RETRY_FOR) / 2
+        deadline = time.monotonic() + window
         delay = 0.05
         while True:
             try:
@@ -277,12 +279,20 @@ class RemoteClient:
     call is one signed HTTP request; a future's reply is long-polled.
     """
 
-    def __init__(self, url: str, key: KeyPair, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, key: KeyPair, *, timeout: float | None = None, shared: bool = False
+    ) -> None:
         if not isinstance(key, KeyPair):
             raise ConfigurationError(f"key must be a flowplex.identity.KeyPair, got {key!r}.")
         self.url = normalize_node_url(url, "url")
         self.key = key
-        self._api = NodeAPI(self.url, key, timeout=timeout)
+        # A shared client's connections belong to the process: close() leaves them open.
+        self._shared = shared or timeout is None
+        self._api = (
+            NodeAPI(self.url, key, timeout=timeout)
+            if timeout is not None and not shared
+            else node_api(self.url, key)
+        )
 
     @property
     def user_id(self) -> str:
@@ -361,8 +371,9 @@ class RemoteClient:
         return await asyncio.to_thread(self.wait_reply, future_id, timeout)
 
     def close(self) -> None:
-        """Close the connections."""
-        self._api.close()
+        """Close the connections (those of a handle with its own ``timeout``)."""
+        if not self._shared:
+            self._api.close()
 
     def __enter__(self) -> RemoteClient:
         return self
@@ -374,9 +385,10 @@ class RemoteClient:
         return f"<RemoteClient user={self.user_id[:16]}… node={self.url}>"
 
 
-def connect(url: str, key: KeyPair, *, timeout: float = REQUEST_TIMEOUT) -> RemoteClient:
+def connect(url: str, key: KeyPair, *, timeout: float | None = None) -> RemoteClient:
     """A handle on the node at ``url`` (its HTTP API, as ``flowplex up`` serves it), acting as
-    the user whose key pair is ``key``; see :class:`RemoteClient`."""
+    the user whose key pair is ``key``; see :class:`RemoteClient`. Requests time out after
+    ``timeout`` seconds (default: 10 s, on connections this process shares per node and user)."""
     return RemoteClient(url, key, timeout=timeout)
 
 

@@ -382,7 +382,7 @@ def test_up_serves_the_node_it_was_given(tmp_path: Path) -> None:
                 return []
             return [row["url"] for row in rows]
 
-        wait_for(lambda: listed() == ["/reverse"], "flowplex up to list the served flow")
+        wait_for(lambda: listed() == ["/endpoints/reverse"], "flowplex up to list the served flow")
         cl = flowplex.start_node(path=home, db=f"sqlite:///{home}/flowplex.db")
         flow = serving.get_flow_instance(cl, "reverse")
         # flowplex up's dispatch worker answers: this process runs none.

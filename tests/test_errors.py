@@ -40,7 +40,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         if isinstance(value, type) and issubclass(value, FlowplexError)
     }
     assert defined == set(errors.__all__)
-    assert len(errors.__all__) == 13
+    assert len(errors.__all__) == 14
 
 
 @pytest.mark.parametrize(

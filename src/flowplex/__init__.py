@@ -20,7 +20,9 @@ from .errors import (
     FlowTimeoutError,
     InterfaceError,
     MessagingError,
+    PermissionDeniedError,
     RemoteError,
+    SignatureError,
     UnknownInstanceError,
 )
 from .flows import (
@@ -63,10 +65,12 @@ __all__ = [
     "KeyInterface",
     "LocalRuntime",
     "MessagingError",
+    "PermissionDeniedError",
     "RemoteClient",
     "RemoteError",
     "ReplyMode",
     "Settings",
+    "SignatureError",
     "UnknownInstanceError",
     "__version__",
     "connect",

@@ -7,6 +7,7 @@ reply per message while node Y is killed and restarted. Unsigned and forged call
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 
 import flowplex
 from flowplex import FlowInstanceError, FlowProxy, serving
-from flowplex.identity import generate_key_pair
+from flowplex.identity import generate_key_pair, sign_request
 from flowplex.mesh import resolve
 from flowplex.runtime import LINK_CLASS, Client, local_key
 from netnodes import Service, node, registry
@@ -168,6 +169,27 @@ def test_other_users_and_unsigned_calls_are_refused(mesh: dict[str, Any]) -> Non
     )
     assert unsigned.status_code == 401
     assert "detail" in unsigned.json()
+    # Signed by a stranger who claims to be user A: the signature does not match A's key.
+    path = f"/instances/{flow_id}/messages"
+    raw = json.dumps(body).encode()
+    forged = sign_request(stranger.key, "POST", path, raw)
+    forged = {k: v.replace(stranger.user_id, key.user_id) for k, v in forged.items()}
+    answer = httpx.post(
+        f"{mesh['y'].url}{path}",
+        content=raw,
+        headers={**forged, "content-type": "application/json"},
+        trust_env=False,
+    )
+    assert answer.status_code == 401, answer.text
+    # A's own signature over another body does not carry this one.
+    signed = sign_request(key, "POST", path, b'{"message": {"data": {}}}')
+    answer = httpx.post(
+        f"{mesh['y'].url}{path}",
+        content=raw,
+        headers={**signed, "content-type": "application/json"},
+        trust_env=False,
+    )
+    assert answer.status_code == 401, answer.text
 
 
 def test_node_y_killed_mid_stream_every_message_gets_one_reply(tmp_path: Path) -> None:

@@ -80,15 +80,9 @@ def local_key(node: Node, user_id: str) -> KeyPair:
 
 
 def _auth(key: KeyPair) -> httpx.Auth:
-    import httpx
+    from .._httpsign import SigningAuth
 
-    # Until request signing lands: the caller names itself (the server trusts the header).
-    class NamedCaller(httpx.Auth):
-        def auth_flow(self, request: httpx.Request) -> Any:
-            request.headers["X-Flowplex-Caller"] = key.user_id
-            yield request
-
-    return NamedCaller()
+    return SigningAuth(key)
 
 
 class NodeAPI:

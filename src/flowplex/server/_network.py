@@ -23,12 +23,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from .._asgi import SignedCaller
 from ..errors import ConfigurationError, FlowInstanceError, FlowTimeoutError, MessagingError
-from ..identity import is_user_id
 from ..messages import FlowMessage, ReplyMode
 from ..runtime import (
     LINK_CLASS,
@@ -48,15 +48,14 @@ __all__ = ["network_router"]
 MAX_WAIT = 60.0
 
 
-def _named_caller(request: Request) -> str:
-    # Until request signing lands: the caller names itself.
-    caller = request.headers.get("x-flowplex-caller", "")
-    if not is_user_id(caller):
-        raise HTTPException(401, "this request is not signed by a flowplex user.")
+def _signed_user(caller: SignedCaller) -> str:
+    # Every route here acts for a user, so even an insecure (dev) app needs a signed request.
+    if caller is None:
+        raise HTTPException(401, "sign the request: every node API call acts for a user.")
     return caller
 
 
-Caller = Annotated[str, Depends(_named_caller)]
+Caller = Annotated[str, Depends(_signed_user)]
 Wait = Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for the reply")]
 
 

@@ -263,3 +263,32 @@ def test_a_retried_delivery_is_taken_once(mesh: dict[str, Any]) -> None:
     )
     assert api.reply("f", 30.0) is not None
     assert cl.get_instance(proxy.get_instance_id())["state"]["seen"] == [5, 6]
+
+
+def test_an_engine_call_task_targets_a_flow_on_another_node(mesh: dict[str, Any]) -> None:
+    from flowplex.engine import FlowEngine
+
+    _wait_listed(mesh["registry"].url, "counting")
+    spec = {
+        "label": "caller",
+        "tasks": [
+            {
+                "key": "call",
+                "task_type": "call",
+                "task_params": {
+                    "flow_endpoint": "counting",
+                    "registry": mesh["registry"].url,
+                    "data": {"number": 2024},
+                    "timeout": REPLY_TIMEOUT,
+                },
+            }
+        ],
+    }
+    engine = FlowEngine(client=mesh["a"])
+    flow = engine.flow_spec_to_flow(spec)
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while flow.status != "COMPLETED":
+        assert time.monotonic() < deadline and flow.status != "FAILED", flow.tasks["call"]
+        engine.tick_flow(flow)
+        time.sleep(0.05)
+    assert flow.tasks["call"]["data"]["reply"] == {"output_number": 4202}

@@ -292,3 +292,28 @@ def test_an_engine_call_task_targets_a_flow_on_another_node(mesh: dict[str, Any]
         engine.tick_flow(flow)
         time.sleep(0.05)
     assert flow.tasks["call"]["data"]["reply"] == {"output_number": 4202}
+
+
+def test_flows_command_lists_a_registry(mesh: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from flowplex.cli import app
+
+    row = _wait_listed(mesh["registry"].url, "counting")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["flows", "--registry", mesh["registry"].url], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{row['node']}/endpoints/counting" in result.output
+    assert f"{row['node']}/endpoints/reverse_number_atomic" in result.output
+    only = runner.invoke(
+        app,
+        ["flows", "--registry", mesh["registry"].url, "-q", 'name == "CountingReverse"'],
+        env={"COLUMNS": "300"},
+    )
+    assert "/endpoints/counting" in only.output
+    assert "reverse_number_atomic" not in only.output
+    down = runner.invoke(app, ["flows", "--registry", "http://127.0.0.1:9"])
+    assert isinstance(down.exception, flowplex.RemoteError)  # main() prints it as one line
+    assert "did not answer" in str(down.exception)

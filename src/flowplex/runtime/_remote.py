@@ -20,6 +20,8 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
@@ -155,12 +157,22 @@ class NodeAPI:
         return answer
 
     def send(
-        self, flow_id: str, message: FlowMessage, *, reply_to: str | None = None
+        self,
+        flow_id: str,
+        message: FlowMessage,
+        *,
+        reply_to: str | None = None,
+        wait: float = 0.0,
     ) -> dict[str, Any]:
-        """Deliver ``message`` to instance ``flow_id`` (taken once, however often sent)."""
+        """Deliver ``message`` to instance ``flow_id`` (taken once, however often sent); with
+        ``wait``, the answer carries the reply (``"reply"``) if it comes within that time."""
         body = {"message": message.to_dict(), "reply_to": reply_to}
         answer: dict[str, Any] = self.request(
-            "POST", f"/instances/{quote(flow_id, safe='')}/messages", json=body
+            "POST",
+            f"/instances/{quote(flow_id, safe='')}/messages",
+            json=body,
+            params={"wait": wait} if wait else None,
+            timeout=REQUEST_TIMEOUT + wait,
         )
         return answer
 
@@ -287,6 +299,11 @@ class RemoteClient:
             if timeout is not None and not shared
             else node_api(self.url, key)
         )
+        # Requests whose reply is awaited are sent from a thread, waiting for the reply in the
+        # same round trip; their futures read it from there (see send).
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
 
     @property
     def user_id(self) -> str:
@@ -330,22 +347,75 @@ class RemoteClient:
     # -- transport of the proxies -----------------------------------------------------------
 
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
-        """Deliver ``message`` to the instance (retried while the node cannot be reached)."""
-        if message.reply_data.get("mode") == ReplyMode.PUSH:
+        """Deliver ``message`` to the instance (retried while the node cannot be reached).
+
+        A request whose reply a future awaits is sent from a worker thread, asking the node to
+        answer with the reply in the same round trip: the caller goes on at once, and the
+        future's wait reads the reply from that answer (a refusal is raised there too).
+        """
+        mode = message.reply_data.get("mode")
+        if mode == ReplyMode.PUSH:
             raise MessagingError("a push reply needs a flow to push to; use get_reply_future.")
-        RemoteLink._retrying(lambda: self._api.send(target.flow_id, message), None)
+        if mode != ReplyMode.FUTURE:
+            RemoteLink._retrying(lambda: self._api.send(target.flow_id, message), None)
+            return
+        future_id = str(message.reply_data["future_id"])
+
+        def send_and_wait() -> dict[str, Any]:
+            answer: dict[str, Any] = {}
+
+            def call() -> None:
+                answer.update(self._api.send(target.flow_id, message, wait=LONG_POLL))
+
+            RemoteLink._retrying(call, None)
+            return answer
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(16, thread_name_prefix="flowplex-remote")
+            self._in_flight[future_id] = self._pool.submit(send_and_wait)
 
     def send_reply(self, reply: FlowMessage) -> None:
         """Replies are sent by flows, not by a remote handle."""
         raise MessagingError("a remote handle sends requests only; flows send replies.")
 
+    def _sent(self, future_id: str, timeout: float | None) -> FlowMessage | None:
+        """The reply that came with the request of ``future_id`` (None: it did not, or the
+        request was not sent from here); waits ``timeout`` s for the request to be answered."""
+        with self._lock:
+            pending = self._in_flight.get(future_id)
+        if pending is None:
+            return None
+        try:
+            answer = pending.result(timeout)
+        except FutureTimeout:
+            raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.") from None
+        finally:
+            if pending.done():
+                with self._lock:
+                    self._in_flight.pop(future_id, None)
+        reply = answer.get("reply")
+        return None if reply is None else FlowMessage.from_dict(reply)
+
     def poll_reply(self, future_id: str) -> FlowMessage | None:
         """The reply for ``future_id`` if it has arrived."""
+        with self._lock:
+            pending = self._in_flight.get(future_id)
+        if pending is not None:
+            if not pending.done():
+                return None
+            reply = self._sent(future_id, None)
+            if reply is not None:
+                return reply
         return self._api.reply(future_id, 0.0)
 
     def wait_reply(self, future_id: str, timeout: float | None) -> FlowMessage:
-        """Long-poll the reply for ``future_id``; :class:`FlowTimeoutError` after ``timeout``."""
+        """Wait for the reply for ``future_id`` (in the answer to its request, else long-polled);
+        :class:`FlowTimeoutError` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        reply = self._sent(future_id, timeout)
+        if reply is not None:
+            return reply
         while True:
             wait = LONG_POLL if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -365,7 +435,12 @@ class RemoteClient:
         return await asyncio.to_thread(self.wait_reply, future_id, timeout)
 
     def close(self) -> None:
-        """Close the connections (those of a handle with its own ``timeout``)."""
+        """Close the connections (those of a handle with its own ``timeout``) once the requests
+        in flight are sent."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         if not self._shared:
             self._api.close()
 

@@ -317,3 +317,34 @@ def test_flows_command_lists_a_registry(mesh: dict[str, Any]) -> None:
     down = runner.invoke(app, ["flows", "--registry", "http://127.0.0.1:9"])
     assert isinstance(down.exception, flowplex.RemoteError)  # main() prints it as one line
     assert "did not answer" in str(down.exception)
+
+
+def test_the_readme_scenario_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's two users on two nodes, found through a registry, as the page shows it
+    (its folders and ports swapped for this test's)."""
+    from docsnippets import README, python_blocks
+
+    serve, compose = python_blocks("Flows over the network", README)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLOWPLEX_DB", raising=False)
+    namespace: dict[str, Any] = {}
+    exec(serve, namespace)
+    x = node(tmp_path / "node-x")
+    y = node(tmp_path / "node-y", connect=x.url)
+    try:
+        x.start()
+        y.start()
+        _wait_listed(x.url, "reverse_number_atomic")
+        lines = compose.replace("http://127.0.0.1:8000", x.url).splitlines()
+        # Each "# {...}" comment line is what the expression just above it gives.
+        for i, line in enumerate(lines):
+            if line.startswith("# {"):
+                lines[i - 1] = f"results.append({lines[i - 1]})"
+        namespace["results"] = results = []
+        exec("\n".join(lines), namespace)
+        assert results == [{"output_number": 1234}, {"output_number": 4321}]
+    finally:
+        y.stop()
+        x.stop()
+        namespace["a"].node.close()
+        namespace["b"].node.close()

@@ -119,6 +119,9 @@ def test_client_mistakes_answer_4xx_with_detail(node: Client) -> None:
     ]
     push = FlowMessage(data={}, is_reply=True, reply_data={"mode": "push", "flow_id": "nope"})
     cases.append((http.post("/replies", json={"reply": push.to_dict()}), 404))
+    # A reply pushed into an instance that has no subflow served by the signer.
+    push = push.replace(reply_data={"mode": "push", "flow_id": flow_id})
+    cases.append((http.post("/replies", json={"reply": push.to_dict()}), 403))
     for answer, status in cases:
         assert answer.status_code == status, (answer.request.url, answer.text)
         assert "detail" in answer.json()

@@ -28,11 +28,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from .._asgi import SignedCaller
-from ..errors import ConfigurationError, FlowInstanceError, FlowTimeoutError, MessagingError
+from ..errors import ConfigurationError, FlowInstanceError, MessagingError
 from ..messages import FlowMessage, ReplyMode
 from ..runtime import (
     LINK_CLASS,
-    Client,
     EndpointRecord,
     Envelope,
     InstanceRecord,
@@ -319,12 +318,35 @@ def _add_reply_routes(router: APIRouter, node: Node) -> None:
             records.append(ReplyRecord(future_id, message.to_json()))
         else:
             target = message.reply_data.get("flow_id")
-            if not isinstance(target, str) or backend.get_instance(target) is None:
+            record = backend.get_instance(target) if isinstance(target, str) else None
+            if record is None:
                 raise HTTPException(404, f"no flow instance {target} on this node.")
-            envelopes.append(Envelope(target, message.to_json()))
+            if not _links_to(node, record, caller):
+                raise HTTPException(
+                    403, f"flow instance {target} has no subflow served by user {caller}."
+                )
+            envelopes.append(Envelope(record.flow_id, message.to_json()))
         key = f"reply/{caller}/{message.message_id}"
         stored = backend.enqueue_once(key, envelopes, records)
         return {"accepted": stored is not None}
+
+
+def _links_to(node: Node, record: InstanceRecord, caller: str) -> bool:
+    """True if the composite ``record`` has a subflow on another node served by ``caller``:
+    only that user may push replies into it."""
+    subflows = record.config.get("subflows_config")
+    if not isinstance(subflows, dict):
+        return False
+    for entry in subflows.values():
+        flow_id = entry.get("flow_id") if isinstance(entry, dict) else None
+        link = node.backend.get_instance(flow_id) if isinstance(flow_id, str) else None
+        if (
+            link is not None
+            and link.flow_class_name == LINK_CLASS
+            and link.config.get("remote_user_id") == caller
+        ):
+            return True
+    return False
 
 
 def _owned(node: Node, flow_id: str, caller: str) -> InstanceRecord:
@@ -340,14 +362,17 @@ def _is_singleton(node: Node, record: InstanceRecord) -> bool:
 
 
 def _wait_reply(node: Node, caller: str, future_id: str, wait: float) -> dict[str, Any] | None:
+    """The reply for the caller's future, waiting up to ``wait`` seconds; None if none came."""
     key = _future_key(caller, future_id)
-    if wait <= 0:
+    deadline = time.monotonic() + wait
+    while True:
         body = node.backend.take_reply(key)
-        return None if body is None else dict(json.loads(body))
-    try:
-        return Client(node, caller).wait_reply(key, wait).to_dict()
-    except FlowTimeoutError:
-        return None
+        if body is not None:
+            return dict(json.loads(body))
+        left = deadline - time.monotonic()
+        if left <= 0 or node.closed:
+            return None
+        node.backend.wait_for_reply(key, min(left, 1.0))
 
 
 def _reply_link(node: Node, user_id: str, node_url: str) -> str:

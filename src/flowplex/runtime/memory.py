@@ -22,6 +22,8 @@ from .._json import dumps
 from ..errors import DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
     Backend,
     DeadLetter,
     Delivery,
@@ -189,7 +191,11 @@ class MemoryBackend(Backend):
         with self._lock:
             if key in self._received:
                 return None
-            self._received[key] = self.clock.time()
+            now = self._received[key] = self.clock.time()
+            if len(self._received) % RECEIVED_PRUNE_EVERY == 0:
+                # Insertion order is time order: the expired keys come first.
+                while next(iter(self._received.values())) < now - RECEIVED_KEEP:
+                    del self._received[next(iter(self._received))]
             unknown = self._enqueue_locked(envelopes, replies, points)
         self._notify(points, replies)
         return unknown

@@ -40,7 +40,14 @@ from psycopg import pq
 from .._clock import SYSTEM_CLOCK, Clock
 from ..db import DatabaseURL, connect_postgres, translate_error
 from ..errors import BackendError, ConfigurationError, DuplicateKeyError
-from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
+from ._backend import (
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
+    Delivery,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+)
 from ._signals import Signals
 from ._sql import (
     INSTANCE_COLUMNS,
@@ -132,6 +139,7 @@ CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.d)
 _RECEIVE = """
 INSERT INTO received (key, received_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING key
 """
+_PRUNE_RECEIVED = "DELETE FROM received WHERE received_at < %s"
 
 _ENQUEUE_ONE = f"""
 WITH queued AS (
@@ -339,9 +347,12 @@ class PostgresBackend(SQLBackend):
     ) -> list[str] | None:
         """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
         now = self.clock.time()
+        self._received += 1
         with self._transaction() as conn:
             if conn.execute(_RECEIVE, (key, now)).fetchone() is None:
                 return None
+            if self._received % RECEIVED_PRUNE_EVERY == 0:
+                conn.execute(_PRUNE_RECEIVED, (now - RECEIVED_KEEP,))
             put = _Put(conn, envelopes, replies, now)
         return self._after_put(put, ())
 

@@ -27,6 +27,8 @@ from ..errors import DuplicateKeyError
 from ..runtime import (
     LOG_PRUNE_EVERY,
     LOG_TEXT_LIMIT,
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
     Backend,
     DeadLetter,
     Delivery,
@@ -324,6 +326,19 @@ def check_enqueue_once(open_backend: Opener) -> None:
         assert bodies(b.claim(DP, None, 30, 10)) == ["1"]
         assert b.take_reply("fut") == "r"
         assert b.take_reply("fut2") is None
+
+
+def check_enqueue_once_forgets_expired_keys(open_backend: Opener) -> None:
+    """Keys older than RECEIVED_KEEP are pruned (every RECEIVED_PRUNE_EVERY keys): a key is
+    refused while kept, and taken again once forgotten."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        assert b.enqueue_once("old", []) == []
+        clock.advance(RECEIVED_KEEP + 1)
+        for i in range(RECEIVED_PRUNE_EVERY):
+            b.enqueue_once(f"k{i}", [])
+        assert b.enqueue_once("k0", []) is None  # still kept
+        assert b.enqueue_once("old", []) == []  # forgotten: taken again
 
 
 def check_claim_order_across_instances(open_backend: Opener) -> None:
@@ -1034,6 +1049,7 @@ CHECKS: list[Check] = [
     check_records_share_nothing_mutable,
     check_enqueue_returns_unknown,
     check_enqueue_once,
+    check_enqueue_once_forgets_expired_keys,
     check_claim_order_across_instances,
     check_fifo_one_in_flight,
     check_parallel_instances,

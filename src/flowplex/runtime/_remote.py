@@ -282,7 +282,8 @@ class RemoteClient:
     It mounts flows served there (:meth:`get_flow_instance`) and is the transport of the
     proxies it returns, which have the API of local ones: ``package_input_message``,
     ``get_reply_future(msg).get_data(timeout)``, ``send_message``, ``get_instance_id``. Each
-    call is one signed HTTP request; a future's reply is long-polled.
+    call is one signed HTTP request; a future's reply comes in the answer to its request (sent
+    from a worker thread, so ``get_reply_future`` returns at once), else it is long-polled.
     """
 
     def __init__(

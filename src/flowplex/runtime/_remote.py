@@ -19,7 +19,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -303,7 +303,9 @@ class RemoteClient:
         # Requests whose reply is awaited are sent from a thread, waiting for the reply in the
         # same round trip; their futures read it from there (see send).
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._in_flight: dict[
+            str, tuple[Future[dict[str, Any]], Callable[[float], dict[str, Any]]]
+        ] = {}
         self._lock = threading.Lock()
 
     @property
@@ -362,11 +364,11 @@ class RemoteClient:
             return
         future_id = str(message.reply_data["future_id"])
 
-        def send_and_wait() -> dict[str, Any]:
+        def send_and_wait(wait: float = LONG_POLL) -> dict[str, Any]:
             answer: dict[str, Any] = {}
 
             def call() -> None:
-                answer.update(self._api.send(target.flow_id, message, wait=LONG_POLL))
+                answer.update(self._api.send(target.flow_id, message, wait=wait))
 
             RemoteLink._retrying(call, None)
             return answer
@@ -374,7 +376,7 @@ class RemoteClient:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(16, thread_name_prefix="flowplex-remote")
-            self._in_flight[future_id] = self._pool.submit(send_and_wait)
+            self._in_flight[future_id] = (self._pool.submit(send_and_wait), send_and_wait)
 
     def send_reply(self, reply: FlowMessage) -> None:
         """Replies are sent by flows, not by a remote handle."""
@@ -384,9 +386,17 @@ class RemoteClient:
         """The reply that came with the request of ``future_id`` (None: it did not, or the
         request was not sent from here); waits ``timeout`` s for the request to be answered."""
         with self._lock:
-            pending = self._in_flight.get(future_id)
-        if pending is None:
+            pending, send_and_wait = self._in_flight.get(future_id, (None, None))
+        if pending is None or send_and_wait is None:
             return None
+        if pending.cancel():
+            # Not picked up yet (the caller went straight on to wait): send from this thread,
+            # sparing two hand-offs between threads.
+            with self._lock:
+                self._in_flight.pop(future_id, None)
+            wait = LONG_POLL if timeout is None else max(0.0, min(timeout, LONG_POLL))
+            reply = send_and_wait(wait).get("reply")
+            return None if reply is None else FlowMessage.from_dict(reply)
         try:
             answer = pending.result(timeout)
         except FutureTimeout:
@@ -401,7 +411,7 @@ class RemoteClient:
     def poll_reply(self, future_id: str) -> FlowMessage | None:
         """The reply for ``future_id`` if it has arrived."""
         with self._lock:
-            pending = self._in_flight.get(future_id)
+            pending, _ = self._in_flight.get(future_id, (None, None))
         if pending is not None:
             if not pending.done():
                 return None

@@ -19,7 +19,7 @@ import uvicorn
 
 from flowplex import AtomicFlow, FlowMessage
 from flowplex._httpsign import SigningAuth
-from flowplex.identity import KeyPair
+from flowplex.identity import KeyPair, generate_key_pair
 from flowplex.mesh import run_service
 
 #: The seed's processes are forked, as its notebook does (Linux's default).
@@ -33,6 +33,11 @@ QUIET = {
     "retry_max": 0.5,
     "log_level": "warning",
 }
+
+
+#: The key in-process tests sign their writes with; registries under test trust it as an
+#: operator (so it may connect simulated peers) unless a test says otherwise.
+OPERATOR = generate_key_pair()
 
 
 def free_url() -> str:

@@ -27,6 +27,7 @@ from flowplex.errors import ClassPathError, ConfigurationError, FlowplexError
 from flowplex.mesh import MeshService, NodeEndpoints, resolve_loader, run_service
 from flowplex.server import create_app
 from mesh_helpers import (
+    OPERATOR,
     AppClient,
     TaggedFlow,
     free_url,
@@ -45,8 +46,10 @@ NODE = "http://localhost:3367"
 
 @pytest.fixture
 def registry() -> Iterator[AppClient]:
-    service = MeshService(REGISTRY, "registry1", node=False, registry=True)
-    with AppClient(create_app(mesh=service)) as client:
+    service = MeshService(
+        REGISTRY, "registry1", node=False, registry=True, operators=[OPERATOR.user_id]
+    )
+    with AppClient(create_app(mesh=service), key=OPERATOR) as client:
         yield client
 
 

@@ -30,6 +30,7 @@ from .errors import ConfigurationError, FlowplexError, PermissionDeniedError, Si
 from .identity import NonceCache, _verify_headers, verify_request
 
 __all__ = [
+    "BodyLimit",
     "Lifespan",
     "RequestSigning",
     "SignedCaller",
@@ -172,6 +173,50 @@ def signed_headers(request: Request) -> tuple[str, str] | None:
         )
     except SignatureError as exc:
         raise _unauthorized(exc) from None
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies over ``limit`` bytes get 413 with a JSON ``detail``.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a body
+    streamed without one is cut off as soon as it grows past the limit (never buffered
+    whole). ``overrides`` give other limits to paths ending as given (a streaming upload).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, overrides: Mapping[str, int] | None = None):
+        self.app = app
+        self.limit = limit
+        self.overrides = dict(overrides or {})
+
+    def _limit_for(self, path: str) -> int:
+        for suffix, limit in self.overrides.items():
+            if path.endswith(suffix):
+                return limit
+        return self.limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope.get("path", ""))
+        detail = f"request body larger than {limit} bytes"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = JSONResponse({"detail": detail}, status_code=413)
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, detail=detail)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 #: A route parameter typed ``SignedCaller`` gets the verified signer (see :func:`signed_caller`).

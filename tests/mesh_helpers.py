@@ -82,9 +82,14 @@ def wait_idle(*urls: str, timeout: float = 30.0) -> None:
     wait_until(lambda: is_idle(*urls), timeout, f"{urls} idle")
 
 
+#: Services under test sign with OPERATOR and trust it: each may connect to any other (the
+#: trust rules themselves are tested in test_security.py).
+TRUSTED: dict[str, Any] = {"key": OPERATOR, "operators": [OPERATOR.user_id]}
+
+
 def start(**kwargs: Any) -> BaseProcess:
     """``run_service(**kwargs)`` in a forked process; returns once it answers ``GET /``."""
-    proc = CTX.Process(target=run_service, kwargs={**QUIET, **kwargs}, daemon=True)
+    proc = CTX.Process(target=run_service, kwargs={**QUIET, **TRUSTED, **kwargs}, daemon=True)
     proc.start()
     url = kwargs["url"]
     wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, what=f"{url} up")

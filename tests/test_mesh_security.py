@@ -35,7 +35,7 @@ from flowplex.errors import ConfigurationError
 from flowplex.mesh import JsonCache, MeshService, MeshState, NodeRecord
 from flowplex.mesh._records import normalize_service_url, parse_timestamp
 from flowplex.server import create_app
-from mesh_helpers import AppClient, wait_until
+from mesh_helpers import OPERATOR, TRUSTED, AppClient, wait_until
 
 REGISTRY = "http://localhost:3366"
 FUTURE = "2099-01-01T00:00:00+00:00"
@@ -53,7 +53,8 @@ def urls_of(client: AppClient, node: str) -> list[str]:
 
 
 def registry(**knobs: Any) -> AppClient:
-    return AppClient(create_app(mesh=MeshService(REGISTRY, node=False, registry=True, **knobs)))
+    service = MeshService(REGISTRY, node=False, registry=True, **{**TRUSTED, **knobs})
+    return AppClient(create_app(mesh=service), key=OPERATOR)
 
 
 def idle(client: AppClient) -> bool:

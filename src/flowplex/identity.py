@@ -61,6 +61,11 @@ class KeyPair:
     def __repr__(self) -> str:  # never print the private key
         return f"KeyPair(user_id={self.user_id!r})"
 
+    @classmethod
+    def from_private_key(cls, private_key: bytes) -> KeyPair:
+        """The key pair of a raw 32-byte Ed25519 private key (its user id derived)."""
+        return _key_from_private(private_key)
+
 
 def generate_key_pair() -> KeyPair:
     """A new random Ed25519 key pair."""

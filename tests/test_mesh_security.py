@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flowplex._httpsign import SigningAuth
 from flowplex.errors import ConfigurationError
 from flowplex.mesh import JsonCache, MeshService, MeshState, NodeRecord
 from flowplex.mesh._records import normalize_service_url, parse_timestamp
@@ -442,6 +443,7 @@ def test_a_client_writing_too_fast_gets_429_and_others_do_not() -> None:
         other = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=r.app, client=("10.0.0.2", 1234)),
             base_url="http://testserver",
+            auth=SigningAuth(OPERATOR),
         )
         try:
             resp = r.loop.run_until_complete(other.post("/register", json={"url": "http://m:1"}))
@@ -497,7 +499,7 @@ def test_offline_remove_after_is_checked() -> None:
 def test_the_cache_is_written_after_the_request_and_flushed_on_shutdown(tmp_path: Path) -> None:
     cache = tmp_path / "reg.json"
     service = MeshService(REGISTRY, node=False, registry=True, cache=str(cache), cache_interval=60)
-    with AppClient(create_app(mesh=service)) as r:
+    with AppClient(create_app(mesh=service), key=OPERATOR) as r:
         assert r.post("/register", json={"url": "http://n:1", "flows": REAL}).status_code == 200
         assert not cache.exists()  # the request did not wait for the disk
     assert list(json.loads(cache.read_text())["nodes"]) == ["http://n:1"]

@@ -59,9 +59,7 @@ def downgrade() -> None:
     from flowplex.identity import load_key_pair
 
     with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column("private_key", sa.LargeBinary(), nullable=True)
-        )
+        batch.add_column(sa.Column("private_key", sa.LargeBinary(), nullable=True))
     keys = _keys_dir()
     bind = op.get_bind()
     for (user_id,) in bind.execute(sa.text("SELECT user_id FROM users")).fetchall():

@@ -91,24 +91,26 @@ class Node:
 
     @property
     def keys_dir(self) -> Path | None:
-        """Where this node's users' key files are (``keys`` in the node's folder; None for a
-        node in memory without one: its keys live in this process only)."""
-        from ..db import DatabaseURL, keys_dir
+        """Where new users' key files go: ``keys`` in the node's folder, else in
+        ``FLOWPLEX_HOME`` (None for a node in memory without a folder: its keys live in this
+        process only)."""
+        from ..db import DatabaseURL
 
         if self.path is not None:
             return Path(self.path) / "keys"
         if DatabaseURL.parse(self.backend.url).volatile:
             return None
-        return keys_dir(self.backend.url)
+        return Settings.from_env().home / "keys"
 
     def _key_paths(self, user_id: str) -> list[Path]:
         from ..db import DatabaseURL, keys_dir
 
-        found = [] if self.keys_dir is None else [self.keys_dir / f"{user_id}.pem"]
+        folders = [] if self.keys_dir is None else [self.keys_dir]
         db = DatabaseURL.parse(self.backend.url)
-        if not db.volatile:  # where the migration of an older database put them
-            found.append(keys_dir(db) / f"{user_id}.pem")
-        return found
+        if not db.volatile:
+            # The home's, and where the migration of an older database put them.
+            folders += [Settings.from_env().home / "keys", keys_dir(db)]
+        return [folder / f"{user_id}.pem" for folder in dict.fromkeys(folders)]
 
     def key_for(self, user_id: str) -> KeyPair:
         """The key pair of ``user_id``, from its key file (only its owner can read it).

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from ._version import __version__
@@ -30,8 +31,10 @@ from .errors import ConfigurationError, FlowplexError, PermissionDeniedError, Si
 from .identity import NonceCache, _verify_headers, verify_request
 
 __all__ = [
+    "PROBLEM_RESPONSES",
     "BodyLimit",
     "Lifespan",
+    "Problem",
     "RequestSigning",
     "SignedCaller",
     "compose_app",
@@ -41,6 +44,25 @@ __all__ = [
 ]
 
 _log = logging.getLogger("flowplex.security")
+
+
+class Problem(BaseModel):
+    """A client mistake: ``detail`` says what is wrong (a text, or the list of problems of a
+    body that does not fit its model)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: The 4xx answers a flowplex router documents: every one is a :class:`Problem`.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": text}
+    for status, text in (
+        (401, "the request is not signed, or its signature is invalid or replayed"),
+        (403, "the signer may not do this"),
+        (413, "the body is too large"),
+        (422, "the request does not fit the route"),
+    )
+}
 
 #: The largest body :func:`signed_caller` reads to check its digest, unless configured.
 DEFAULT_MAX_SIGNED_BODY = 16 * 1024 * 1024

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
-from .._asgi import BodyLimit, RequestSigning, signed_caller, signed_headers
+from .._asgi import PROBLEM_RESPONSES, BodyLimit, RequestSigning, signed_caller, signed_headers
 from ..errors import BackendError, FlowplexError
 from ..identity import content_digest
 from ._errors import HTTP_STATUS, InvalidRequestError
@@ -136,7 +136,7 @@ def _as_http() -> Iterator[None]:
 
 def create_router(store: OpStore) -> APIRouter:
     """The op store's routes on ``store``, as a router to include in any FastAPI app."""
-    router = APIRouter(tags=["opstore"])
+    router = APIRouter(tags=["opstore"], responses=PROBLEM_RESPONSES)
     _add_v1_routes(router, store)
     _add_streaming_routes(router, store)
     return router

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
-from .._asgi import read_body, signed_caller
+from .._asgi import PROBLEM_RESPONSES, read_body, signed_caller
 from ..errors import PermissionDeniedError
 from ._html import render_flows
 from ._listing import counts, list_rows
@@ -131,7 +131,7 @@ def mesh_router(  # noqa: PLR0915 - one closure per route
     checks who signed it: the node's pinned key, a configured peer's, an operator's (403).
     """
     state = service.state
-    router = APIRouter(route_class=_write_route(service))
+    router = APIRouter(route_class=_write_route(service), responses=PROBLEM_RESPONSES)
 
     def require_registry(request: Request) -> None:
         if not state.registry:

@@ -33,9 +33,7 @@ FUZZ = settings(
 
 @pytest.fixture
 def mesh_schema() -> schemathesis.BaseSchema:
-    service = MeshService(
-        "http://127.0.0.1:3366", "fuzz", node=True, registry=True, insecure=True
-    )
+    service = MeshService("http://127.0.0.1:3366", "fuzz", node=True, registry=True, insecure=True)
     app = compose_app(routers=[mesh_router(service)], signing=service.signing())
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

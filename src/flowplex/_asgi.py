@@ -323,7 +323,8 @@ def listen(url: str, what: str = "the service") -> tuple[socket.socket, str]:
     parts = urlsplit(url)
     try:
         # A URL may leave out its scheme's default port (canonical mesh URLs do).
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        # Port 0 is a port (any free one), not a missing one.
+        port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         port = None
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or port is None:

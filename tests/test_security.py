@@ -351,3 +351,52 @@ def test_a_future_is_answered_only_by_its_requests_target(users: list[Client]) -
     # A reply claiming another instance (u1's own) is dropped by the runtime.
     u1.node.deliver(replies=[forged.replace(src_flow_id=mine.get_instance_id())])
     assert future.get_data(timeout=10) == {"output_number": 4321}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def old_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/old/node.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def test_the_migration_moves_private_keys_out_of_the_table(old_db: str, tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from flowplex.db import ensure_schema, keys_dir
+    from flowplex.db.migrate import alembic_config, locked_connection
+
+    (tmp_path / "old").mkdir()
+    with locked_connection(old_db) as connection:  # a database as the previous release left it
+        config = alembic_config(old_db)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004_dashboard")
+    pairs = [generate_key_pair() for _ in range(2)]
+    with locked_connection(old_db) as connection:
+        for i, pair in enumerate(pairs):
+            connection.execute(
+                text("INSERT INTO users (user_id, private_key, created_at) VALUES (:u, :k, :t)"),
+                {"u": pair.user_id, "k": pair.private_key, "t": float(i)},
+            )
+    ensure_schema(old_db)
+    folder = keys_dir(old_db)
+    assert folder == (
+        tmp_path / "old" / "keys" if old_db.startswith("sqlite") else tmp_path / ".flowplex/keys"
+    )
+    for pair in pairs:
+        path = folder / f"{pair.user_id}.pem"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert load_key_pair(path) == pair
+    engine = create_engine(old_db)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("users")}
+    finally:
+        engine.dispose()
+    assert "private_key" not in columns
+    node = flowplex.runtime.open_node(old_db, tmp_path / "elsewhere")
+    try:
+        assert [cl.key for cl in node.users()] == pairs  # found where the migration put them
+    finally:
+        node.close()

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -400,3 +401,19 @@ def test_the_migration_moves_private_keys_out_of_the_table(old_db: str, tmp_path
         assert [cl.key for cl in node.users()] == pairs  # found where the migration put them
     finally:
         node.close()
+
+
+def test_a_node_signs_its_registration_with_its_own_key_file() -> None:
+    from mesh_helpers import free_url, get, loader1, services, start, wait_until
+
+    registry_url, node_url = free_url(), free_url()
+    plain = {"key": None, "operators": ()}  # the defaults, not the test harness's shared key
+    with services() as procs:
+        procs.append(start(url=registry_url, node=False, registry=True, **plain))
+        procs.append(start(url=node_url, connect=[registry_url], loader=loader1, **plain))
+        wait_until(lambda: get(registry_url, "/flows")["items"], what="the node's flows listed")
+        pinned = get(registry_url, "/_cache")["keys"]
+    home = Path(os.environ["FLOWPLEX_HOME"])
+    name = node_url.split("://", 1)[1].replace(":", "-")
+    node_key = load_key_pair(home / "keys" / f"mesh-{name}.pem")
+    assert pinned == {node_url: node_key.user_id}

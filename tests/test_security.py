@@ -39,7 +39,7 @@ from flowplex.identity import (
     load_key_pair,
     sign_request,
 )
-from flowplex.mesh import MeshService
+from flowplex.mesh import MeshService, NodeRecord
 from flowplex.runtime import Client, UserRecord
 from flowplex.server import create_app
 from flowplex.workers import run_dispatch_worker_thread
@@ -417,3 +417,41 @@ def test_a_node_signs_its_registration_with_its_own_key_file() -> None:
     name = node_url.split("://", 1)[1].replace(":", "-")
     node_key = load_key_pair(home / "keys" / f"mesh-{name}.pem")
     assert pinned == {node_url: node_key.user_id}
+
+
+def test_a_node_known_without_a_key_is_asked_to_register_again() -> None:
+    service = MeshService(REGISTRY, node=False, registry=True)
+    service.state.register(NodeRecord(NODE, None))  # as an older cache (no keys) left it
+    with AppClient(create_app(mesh=service)) as r:
+        again = as_(r, NODE_KEY, "/heartbeat", {"url": NODE})
+        assert again.status_code == 404 and "POST /register" in again.json()["detail"]
+        assert as_(r, NODE_KEY, "/register", REAL).status_code == 200
+        assert as_(r, NODE_KEY, "/heartbeat", {"url": NODE}).status_code == 200
+        assert as_(r, ATTACKER, "/heartbeat", {"url": NODE}).status_code == 403
+
+
+def test_the_cli_switch_keeps_the_old_protocol(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mesh_helpers import free_url, get, wait_until
+
+    for insecure in (False, True):
+        url = free_url()
+        command = [sys.executable, "-m", "flowplex", "registry", "--url", url]
+        command += ["--home", str(tmp_path / str(insecure))]
+        proc = subprocess.Popen(
+            [*command, *(["--insecure"] if insecure else [])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda u=url: get(u), what="flowplex registry up")
+            status = httpx.post(f"{url}/register", json={"url": "http://n:1"}).status_code
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=20)
+        assert status == (200 if insecure else 401)
+        assert ("UNSIGNED" in err) is insecure
+        assert (tmp_path / str(insecure) / "keys" / "registry.pem").is_file()

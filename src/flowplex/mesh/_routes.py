@@ -209,6 +209,10 @@ def mesh_router(  # noqa: PLR0915 - one closure per route
         """A registered node is alive; 404 when this registry does not know it."""
         try:
             url = normalize_service_url(body.url, "node url")
+            if url in state.nodes and caller is not None and url not in state.keys:
+                # Registered before keys were pinned (an older cache, insecure mode): the node
+                # registers again, signed, and its key is pinned then.
+                raise HTTPException(404, detail=f"node {url} has no key here: POST /register")
             if url in state.nodes:
                 service.authorize_node(url, caller, register=False)
         except MeshInputError as exc:

@@ -455,3 +455,23 @@ def test_the_cli_switch_keeps_the_old_protocol(tmp_path: Path) -> None:
         assert status == (200 if insecure else 401)
         assert ("UNSIGNED" in err) is insecure
         assert (tmp_path / str(insecure) / "keys" / "registry.pem").is_file()
+
+
+def test_configured_peers_exchange_signed_updates_with_their_own_keys() -> None:
+    from mesh_helpers import free_url, get, loader1, services, start, wait_until
+
+    first, second, node = free_url(), free_url(), free_url()
+    plain: dict[str, Any] = {"key": None, "operators": ()}
+    with services() as procs:
+        procs.append(start(url=first, node=False, registry=True, peers=[second], **plain))
+        procs.append(start(url=second, node=False, registry=True, connect=[first], **plain))
+        procs.append(start(url=node, connect=[second], loader=loader1, **plain))
+        rows = wait_until(lambda: get(first, "/flows")["items"], what="the relayed flows")
+        assert [r["url"] for r in rows] == ["/mytest"]
+        assert set(get(first, "/_cache")["keys"]) == {second}
+        assert node in get(second, "/_cache")["keys"]
+        # A registry nobody configured is refused, even when it signs.
+        stranger = free_url()
+        procs.append(start(url=stranger, node=False, registry=True, connect=[first], **plain))
+        wait_until(lambda: get(stranger, "/")["idle"], what="the stranger gives up")
+        assert stranger not in get(first, "/_stats")["peers"]

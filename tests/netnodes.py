@@ -81,10 +81,12 @@ def node(
     db: str | None = None,
     *,
     connect: str | None = None,
+    peers: tuple[str, ...] = (),
     workers: int = 2,
     heartbeat: float = 0.5,
 ) -> Service:
-    """A ``flowplex up`` node (not started) with files in ``home`` and database ``db``."""
+    """A ``flowplex up`` node (not started) with files in ``home`` and database ``db``;
+    ``connect``: a registry to register with, ``peers``: registries allowed to connect."""
     url = f"http://127.0.0.1:{free_port()}"
     args = ["up", "--url", url, "--home", str(home), "--workers", str(workers)]
     args += ["--no-opstore", "--heartbeat", str(heartbeat), "--reset"]
@@ -92,13 +94,18 @@ def node(
         args += ["--db", db]
     if connect is not None:
         args += ["--connect", connect]
+    for peer in peers:
+        args += ["--peer", peer]
     home.mkdir(parents=True, exist_ok=True)
     return Service(args, url, home, home / "up.log")
 
 
-def registry(home: Path, heartbeat: float = 0.5) -> Service:
-    """A ``flowplex registry`` (not started) with its files in ``home``."""
+def registry(home: Path, peers: tuple[str, ...] = (), heartbeat: float = 0.5) -> Service:
+    """A ``flowplex registry`` (not started) with its files in ``home``; ``peers``: the
+    registries (``flowplex up`` nodes run one) allowed to connect to it."""
     url = f"http://127.0.0.1:{free_port()}"
     home.mkdir(parents=True, exist_ok=True)
     args = ["registry", "--url", url, "--home", str(home), "--heartbeat", str(heartbeat)]
+    for peer in peers:
+        args += ["--peer", peer]
     return Service([*args, "--reset"], url, home, home / "registry.log")

@@ -63,13 +63,15 @@ def _ask(proxy: FlowProxy, number: int) -> int:
 def mesh(tmp_path: Path, pg_url: str) -> Iterator[dict[str, Any]]:
     """A registry; node Y (SQLite) where user B serves; node X (PostgreSQL) where user A
     serves the two ReverseNumber composites. Both nodes register with the registry."""
-    hub = registry(tmp_path / "registry").start()
+    hub = registry(tmp_path / "registry")
     y = node(tmp_path / "y", connect=hub.url)
     y.args += ["--path", str(TESTS)]
     user_b = _user(y.home)
     serving.serve_flow(user_b, ATOMIC, "reverse_number_atomic", singleton=True)
     serving.serve_flow(user_b, COUNTING, "counting")
     x = node(tmp_path / "x", pg_url, connect=hub.url)
+    hub.args += ["--peer", y.url, "--peer", x.url]  # the nodes' registries may connect
+    hub.start()
     user_a = _user(x.home, pg_url)
     serving.serve_flow(user_a, BLOCKING, "twice_blocking")
     serving.serve_flow(user_a, NON_BLOCKING, "twice")
@@ -329,8 +331,9 @@ def test_the_readme_scenario_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("FLOWPLEX_DB", raising=False)
     namespace: dict[str, Any] = {}
     exec(serve, namespace)
-    x = node(tmp_path / "node-x")
-    y = node(tmp_path / "node-y", connect=x.url)
+    y = node(tmp_path / "node-y")
+    x = node(tmp_path / "node-x", peers=(y.url,))
+    y.args += ["--connect", x.url]
     try:
         x.start()
         y.start()

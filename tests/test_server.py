@@ -11,7 +11,7 @@ from flowplex import serving
 from flowplex.artifacts import Version
 from flowplex.errors import ConfigurationError
 from flowplex.server import NodeServer, start_dispatch_workers
-from mesh_helpers import AppClient
+from mesh_helpers import OPERATOR, AppClient
 from waiting import wait_for
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
@@ -24,7 +24,10 @@ def test_the_app_serves_listing_op_store_and_workers(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/node.db"
     cl = flowplex.start_node(path=tmp_path, db=db)
     serving.serve_flow(cl, ATOMIC, "reverse")
-    with NodeServer(URL, db, tmp_path, workers=2) as server, AppClient(server.app) as client:
+    with (
+        NodeServer(URL, db, tmp_path, workers=2) as server,
+        AppClient(server.app, OPERATOR) as client,
+    ):
         assert len(server.dispatch_workers) == 2
         assert all(w.is_alive() for w in server.dispatch_workers)
         rows = wait_for(lambda: client.get("/flows").json()["items"], "the node's flows listed")

@@ -26,7 +26,6 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -71,7 +70,6 @@ users = Table(
     "users",
     metadata,
     Column("user_id", String, primary_key=True),
-    Column("private_key", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
 )
 
@@ -138,7 +136,7 @@ replies = Table(
     sqlite_with_rowid=False,
 )
 
-# Keys of the messages and replies other nodes delivered over HTTP (migration 0005_network):
+# Keys of the messages and replies other nodes delivered over HTTP (migration 0006_network):
 # a sender retries until it hears back, so the same delivery may arrive twice; its key goes in
 # with what it queued, in one transaction, and a second arrival finds it and queues nothing.
 received = Table(

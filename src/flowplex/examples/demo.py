@@ -213,11 +213,11 @@ def _free_url() -> str:
 
 
 @contextmanager
-def _up(home: Path, *extra: str) -> Iterator[str]:
-    """A ``flowplex up`` process serving the node in ``home``; its URL once it answers."""
+def _up(home: Path, url: str, *extra: str) -> Iterator[str]:
+    """A ``flowplex up`` process serving the node in ``home`` at ``url``; the URL once it
+    answers."""
     import httpx
 
-    url = _free_url()
     env = {**os.environ, "FLOWPLEX_HOME": str(home)}
     env.pop("FLOWPLEX_DB", None)
     command = [sys.executable, "-m", "flowplex", "up", "--url", url, "--home", str(home)]
@@ -273,7 +273,12 @@ def _two_nodes(show: _Show, number: int) -> None:
         user_a = start_node(path=scratch / "x", db=_db(scratch / "x"))
         serving.serve_flow(user_a, SEQUENTIAL, "reverse_number_sequential")
         show.say(f"user A: {user_a.get_user_id()}\nuser B: {user_b.get_user_id()}")
-        with _up(scratch / "x") as x_url, _up(scratch / "y", "--connect", x_url) as y_url:
+        x_at, y_at = _free_url(), _free_url()
+        # Node X runs the registry, and lets node Y's registry connect to it.
+        with (
+            _up(scratch / "x", x_at, "--peer", y_at) as x_url,
+            _up(scratch / "y", y_at, "--connect", x_at) as y_url,
+        ):
             show.say(f"node X (and registry): {x_url}\nnode Y: {y_url}", highlight=False)
 
             show.step("11. node Y registers its flows with the registry on node X")

@@ -74,11 +74,9 @@ def normalize_node_url(url: object, what: str = "node_url") -> str:
 
 
 def local_key(node: Node, user_id: str) -> KeyPair:
-    """The key pair of ``user_id``, a user of ``node``: what this node signs its requests with."""
-    for user in node.backend.list_users():
-        if user.user_id == user_id:
-            return KeyPair(user.user_id, user.private_key)
-    raise ConfigurationError(f"user {user_id} has no key on this node ({node.url}).")
+    """The key pair of ``user_id``, a user of ``node``: what this node signs its requests with
+    (:class:`~flowplex.errors.PermissionDeniedError` when this process holds no key for it)."""
+    return node.key_for(user_id)
 
 
 def _auth(key: KeyPair) -> httpx.Auth:

@@ -39,7 +39,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from .._version import __version__
 from ..db import redact
-from ..errors import FlowError, FlowplexError, FlowTimeoutError
+from ..errors import FlowError, FlowplexError, FlowTimeoutError, PermissionDeniedError
 from ..flows import FlowProxy, InstanceAddress
 from ..runtime import Client, Node
 from . import _views
@@ -344,8 +344,14 @@ class Dashboard:
         record = self.node.backend.get_instance(flow_id)
         if record is None:
             return self.not_found(request, f"no flow instance {flow_id} on this node")
-        # The message goes as the serving user, the one account the node can act for here.
-        client = Client(self.node, record.user_id)
+        # The message goes as the serving user, the one account the node can act for here
+        # (with its key file; without it the node cannot act for that user).
+        try:
+            client = Client(self.node, record.user_id)
+        except PermissionDeniedError as exc:
+            return self._instance_page(
+                request, flow_id, _result("error", "Not sent", str(exc)), data_text, timeout, 403
+            )
         proxy = FlowProxy(
             client,
             InstanceAddress(record.user_id, flow_id),

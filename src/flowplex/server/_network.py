@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from .._asgi import SignedCaller
 from ..errors import ConfigurationError, FlowInstanceError, MessagingError
-from ..messages import FlowMessage, ReplyMode
+from ..messages import FUTURE_SEP, FlowMessage, ReplyMode
 from ..runtime import (
     LINK_CLASS,
     EndpointRecord,
@@ -358,17 +358,22 @@ def _take_reply(node: Node, body: ReplyIn, caller: str) -> dict[str, bool]:
     envelopes, records = [], []
     if mode == ReplyMode.FUTURE:
         future_id = message.reply_data.get("future_id")
-        if not isinstance(future_id, str):
-            raise HTTPException(422, "a future reply needs reply_data.future_id.")
+        if not isinstance(future_id, str) or FUTURE_SEP not in future_id:
+            raise HTTPException(422, "a future reply needs reply_data.future_id (id@instance).")
+        # A future is bound to the instance its request went to: here, a link to the remote
+        # instance that must have answered, served by the user who signed.
+        link = node.backend.get_instance(future_id.rsplit(FUTURE_SEP, 1)[1])
+        if link is None or not _answers_for(link, message, caller):
+            raise HTTPException(403, f"user {caller} may not answer future {future_id}.")
         records.append(ReplyRecord(future_id, message.to_json()))
     else:
         target = message.reply_data.get("flow_id")
         record = node.backend.get_instance(target) if isinstance(target, str) else None
         if record is None:
             raise HTTPException(404, f"no flow instance {target} on this node.")
-        if not _links_to(node, record, caller):
+        if not _links_to(node, record, message, caller):
             raise HTTPException(
-                403, f"flow instance {target} has no subflow served by user {caller}."
+                403, f"flow instance {target} has no subflow that {caller} answers for."
             )
         envelopes.append(Envelope(record.flow_id, message.to_json()))
     key = f"reply/{caller}/{message.message_id}"
@@ -376,20 +381,26 @@ def _take_reply(node: Node, body: ReplyIn, caller: str) -> dict[str, bool]:
     return {"accepted": stored is not None}
 
 
-def _links_to(node: Node, record: InstanceRecord, caller: str) -> bool:
-    """True if the composite ``record`` has a subflow on another node served by ``caller``:
-    only that user may push replies into it."""
+def _answers_for(link: InstanceRecord, reply: FlowMessage, caller: str) -> bool:
+    """True if ``reply``, signed by ``caller``, comes from the remote instance ``link`` stands
+    for."""
+    return (
+        link.flow_class_name == LINK_CLASS
+        and link.config.get("remote_user_id") == caller
+        and link.config.get("remote_flow_id") == reply.src_flow_id
+    )
+
+
+def _links_to(node: Node, record: InstanceRecord, reply: FlowMessage, caller: str) -> bool:
+    """True if the composite ``record`` has a subflow on another node that ``reply`` (signed by
+    ``caller``) comes from: only its answers may be pushed into it."""
     subflows = record.config.get("subflows_config")
     if not isinstance(subflows, dict):
         return False
     for entry in subflows.values():
         flow_id = entry.get("flow_id") if isinstance(entry, dict) else None
         link = node.backend.get_instance(flow_id) if isinstance(flow_id, str) else None
-        if (
-            link is not None
-            and link.flow_class_name == LINK_CLASS
-            and link.config.get("remote_user_id") == caller
-        ):
+        if link is not None and _answers_for(link, reply, caller):
             return True
     return False
 

@@ -149,22 +149,22 @@ def bodies(deliveries: list[Delivery]) -> list[str]:
 
 
 def check_users_oldest_first(open_backend: Opener) -> None:
-    """list_users returns every user, oldest first, with its key bytes intact."""
+    """list_users returns every user, oldest first."""
     with opened(open_backend) as b:
         assert b.list_users() == []
-        users = [UserRecord(f"{i:064x}", bytes([i]) * 32, _t()) for i in (3, 1, 2)]
+        users = [UserRecord(f"{i:064x}", _t()) for i in (3, 1, 2)]
         for user in users:
             b.add_user(user)
         assert b.list_users() == users
 
 
 def check_duplicate_user_rejected(open_backend: Opener) -> None:
-    """Adding a user id twice is a DuplicateKeyError and keeps the first key."""
+    """Adding a user id twice is a DuplicateKeyError and keeps the first row."""
     with opened(open_backend) as b:
-        first = UserRecord("c3" * 32, b"k" * 32, _t())
+        first = UserRecord("c3" * 32, _t())
         b.add_user(first)
         with raises(DuplicateKeyError, match="exists already"):
-            b.add_user(UserRecord(first.user_id, b"x" * 32, _t()))
+            b.add_user(UserRecord(first.user_id, _t() + 1))
         assert b.list_users() == [first]
 
 
@@ -891,7 +891,7 @@ def _run_together(*jobs: Callable[[], None]) -> None:
 
 def check_reopen_sees_everything(open_backend: Opener) -> None:
     """A backend opened later (a restart) finds everything the first one committed."""
-    user = UserRecord("c3" * 32, b"\x00\xff" * 16, _t())
+    user = UserRecord("c3" * 32, _t())
     served = endpoint_record("ep")
     with opened(open_backend) as first:
         first.add_user(user)

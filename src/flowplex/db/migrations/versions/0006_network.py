@@ -1,7 +1,7 @@
 """Messages received from other nodes over HTTP, by key, so a retried delivery is taken once.
 
-Revision ID: 0005_network
-Revises: 0004_dashboard
+Revision ID: 0006_network
+Revises: 0005_security
 Create Date: 2026-12-03 00:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_network"
-down_revision: str | None = "0004_dashboard"
+revision: str = "0006_network"
+down_revision: str | None = "0005_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

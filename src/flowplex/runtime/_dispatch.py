@@ -246,10 +246,15 @@ class Dispatcher:
             if not exc.retryable:
                 self._commit_failure(delivery, message, exc, flow.name)
                 return
-            # Another node cannot be reached yet: the message runs again later, uncounted (a
-            # link retries within half its lease before giving the message back).
-            logger.info("flow instance %s: %s; retrying later", instance.flow_id, exc)
-            self.node.backend.release(delivery)
+            # Another node cannot be reached yet. The message stays leased, unacknowledged: it
+            # runs again when its lease expires (a backoff of one lease, the worker free
+            # meanwhile), and after max_deliveries its sender gets an error reply.
+            logger.warning(
+                "flow instance %s: %s; trying again in %.0f s",
+                instance.flow_id,
+                exc,
+                self.lease_seconds,
+            )
             return
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)

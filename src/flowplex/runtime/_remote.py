@@ -58,6 +58,8 @@ __all__ = [
 LINK_CLASS = "flowplex.runtime._remote.RemoteLink"
 #: How long a handle outside a dispatcher retries a node it cannot reach.
 RETRY_FOR = 45.0
+#: How long a link's run retries a node it cannot reach (at most half the message's lease).
+RETRY_IN_RUN = 5.0
 #: Seconds an HTTP request to another node may take (a long-poll adds its wait).
 REQUEST_TIMEOUT = 10.0
 #: The longest single long-poll for a reply; longer waits poll again.
@@ -220,9 +222,10 @@ class RemoteLink(AtomicFlow):
     Its config names the other node (``node_url``) and, for a request link, the instance there
     (``remote_flow_id``, served by ``remote_user_id``). A reply link (``role: replies``) posts
     the replies it receives to ``node_url``'s ``/replies`` instead. A link never replies
-    itself: the other node's flow does. A node that cannot be reached is retried for half the
-    message's lease, and then the message is given back to run again later, for as long as
-    it takes; a node that refuses the message fails it (its sender gets the error as reply).
+    itself: the other node's flow does. A node that cannot be reached is retried for
+    :data:`RETRY_IN_RUN` seconds (at most half the lease); then the message stays leased and
+    runs again when its lease expires, up to ``max_deliveries`` times before its sender gets
+    an error reply. A node that refuses the message fails it at once (the error is the reply).
     """
 
     default_config: ClassVar[dict[str, Any]] = {
@@ -258,8 +261,10 @@ class RemoteLink(AtomicFlow):
 
     @staticmethod
     def _retrying(call: Any, transport: Any) -> None:
-        # Within half the lease: then the message is given back, to run again (see Dispatcher).
-        window = getattr(transport, "lease_seconds", 2 * RETRY_FOR) / 2
+        # In a run, for a few seconds within its lease: then the message runs again once the
+        # lease expires (see Dispatcher), and the worker is free meanwhile.
+        lease = getattr(transport, "lease_seconds", None)
+        window = RETRY_FOR if lease is None else min(RETRY_IN_RUN, lease / 2)
         deadline = time.monotonic() + window
         delay = 0.05
         while True:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flowplex
 from flowplex import serving
@@ -161,3 +163,58 @@ def test_unsigned_calls_are_refused(node: Client) -> None:
     http = client(node)
     assert http.post("/endpoints/reverse/instances", json={}).status_code == 401
     assert http.get("/endpoints/reverse").status_code == 401
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+MODES = st.sampled_from(["future", "push", "no_reply", "storage", "bogus"])
+REPLY_DATA = st.fixed_dictionaries(
+    {"mode": MODES}, optional={"future_id": JSON | st.text(max_size=40), "flow_id": JSON}
+)
+FIELDS = st.fixed_dictionaries(
+    {"data": st.dictionaries(st.text(max_size=5), JSON, max_size=3)},
+    optional={
+        "reply_data": REPLY_DATA | JSON,
+        "message_id": JSON,
+        "created_at": JSON | st.text(max_size=30),
+        "is_reply": JSON,
+        "src_flow_id": JSON,
+        "private_keys": JSON,
+        "error": JSON,
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(message=FIELDS, state=JSON, reply_to=st.none() | st.text(max_size=12))
+def test_signed_nonsense_never_gets_a_5xx(
+    tmp_path_factory: pytest.TempPathFactory, message: dict[str, Any], state: Any, reply_to: Any
+) -> None:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    cl = flowplex.start_node(path=tmp, db=f"sqlite:///{tmp}/node.db")
+    serving.serve_flow(cl, ATOMIC, "reverse")
+    try:
+        http = client(cl, generate_key_pair())
+        mounted = http.post("/endpoints/reverse/instances", json={"initial_state": state})
+        assert mounted.status_code < 500, mounted.text
+        flow_id = mount(http)
+        answers = [
+            http.post(
+                f"/instances/{flow_id}/messages",
+                json={"message": message, "reply_to": reply_to},
+            ),
+            http.post("/replies", json={"reply": message}),
+            http.post("/endpoints/reverse/instances", json={"config_overrides": {"x": state}}),
+        ]
+        for answer in answers:
+            assert answer.status_code < 500, (answer.request.url, answer.text)
+            assert "detail" in answer.json() or answer.status_code < 300
+    finally:
+        while _OPEN:
+            _OPEN.pop().__exit__(None, None, None)
+        cl.node.close()

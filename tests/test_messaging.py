@@ -274,6 +274,25 @@ def test_get_data_times_out_without_a_worker_then_resolves_when_one_starts(cl: C
     assert message.is_reply is True
 
 
+def test_a_timed_wait_runs_a_quick_message_itself(cl: Client) -> None:
+    """get_data(timeout=...) helps as an untimed wait does: with the only worker thread held in
+    a long run, the waiting caller runs the message of an instance seen to be quick itself, so
+    the reply comes without a hand-off. The instance's first message, of unknown length, is
+    left to the worker."""
+    run_dispatch_worker_thread(cl)
+    quick = mount(cl, "servingflows.ThreadFlow", "thread")
+    assert ask(quick, {})["thread"] != threading.current_thread().name
+    busy = mount(cl, "servingflows.GateFlow", "gate")
+    key = new_gate()
+    busy.send_message(busy.package_input_message({"gate": key, "timeout": 2 * TIMEOUT}))
+    try:
+        assert servingflows.GATES[f"{key}:started"].wait(TIMEOUT)  # the worker is held
+        reply = ask(quick, {})
+    finally:
+        servingflows.GATES[key].set()
+    assert reply["thread"] == threading.current_thread().name
+
+
 def test_get_data_keeps_its_timeout_while_other_work_is_queued(cl: Client) -> None:
     """A future's timeout bounds the wait even when this process runs a worker with slow work
     queued: the waiting caller must not get stuck running someone else's slow message."""

@@ -181,19 +181,38 @@ class Dispatcher:
         # Flows kept between messages, keyed by instance; reused while the stored
         # state_version matches (nobody else committed state meanwhile).
         self._flows: dict[str, tuple[int, Flow]] = {}
+        # How long each instance's runs took here lately (the longest recent run, decaying),
+        # for waits with a deadline, which run only messages expected to fit (run_batch).
+        self._run_seconds: dict[str, float] = {}
 
-    def run_batch(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` (default: the batch size) messages and run them; the count."""
+    def run_batch(self, limit: int | None = None, *, within: float | None = None) -> int:
+        """Claim up to ``limit`` (default: the batch size) messages and run them; the count.
+
+        With ``within`` (seconds), a message runs only if its instance's recent runs here
+        took at most half that long: one not seen to be that quick (a first message, a slow
+        flow) is given back for the worker threads, so a wait with a deadline that helps run
+        messages never gets stuck in someone else's long run.
+        """
         deliveries = self.node.backend.claim(
             self.dispatch_point, self.user_id, self.lease_seconds, limit or self.batch_size
         )
         for i, delivery in enumerate(deliveries):
-            if self.stopping:
+            if self.stopping or (within is not None and not self._fits(delivery, within)):
+                if not self.stopping:
+                    self.node.help_expected_until = 0.0  # nobody else will take it for us
                 for rest in deliveries[i:]:
                     self.node.backend.release(rest)
                 return i
             self.process(delivery)
         return len(deliveries)
+
+    def _fits(self, delivery: Delivery, within: float) -> bool:
+        took = self._run_seconds.get(delivery.flow_id)
+        return took is not None and took * 2 <= within
+
+    def _ran(self, flow_id: str, took: float) -> None:
+        last = self._run_seconds.get(flow_id)
+        self._run_seconds[flow_id] = took if last is None or took >= last else (last + took) / 2
 
     def process(self, delivery: Delivery) -> None:
         """Run one delivery and commit its outcome."""
@@ -228,9 +247,11 @@ class Dispatcher:
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
+            self._ran(instance.flow_id, duration)
             self._commit_failure(delivery, message, exc, flow.name, duration)
             return
         duration = self.clock.monotonic() - started
+        self._ran(instance.flow_id, duration)
         state = None if instance.parallel_dispatch else flow.flow_state
         envelopes, records, sent = build_outgoing(context.requests, context.replies)
         log = LogEntry(

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The newest revision in ``migrations/versions``; a test checks it against Alembic's own head.
-HEAD = "0004_dashboard"
+HEAD = "0005_perf"
 
 #: Where the Alembic environment and revision scripts are.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -170,10 +170,12 @@ ORDER BY leased.seq
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
+# The acknowledged message was its instance's oldest, so the next one is found from its seq
+# on: the index scan starts past the instance's deleted messages (dead until vacuumed).
 _NEXT_HEAD = f"""
 WITH promoted AS (
     UPDATE messages SET head = true
-    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s)
+    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s AND seq > %s)
     RETURNING dispatch_point
 )
 SELECT p.dispatch_point FROM promoted AS p
@@ -364,7 +366,7 @@ class PostgresBackend(SQLBackend):
                 if acked is None:
                     raise _Rollback
                 # The next message of a one-at-a-time instance becomes claimable.
-                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id,))
+                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id, delivery.seq))
                 put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
         except _Rollback:
             return False, []

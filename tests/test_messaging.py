@@ -274,6 +274,22 @@ def test_get_data_times_out_without_a_worker_then_resolves_when_one_starts(cl: C
     assert message.is_reply is True
 
 
+def test_a_run_that_leaves_the_state_as_it_was_saves_nothing(cl: Client) -> None:
+    """The first run after a flow is built saves its state; later runs save it only when they
+    changed it (each save moves state_version on)."""
+    run_dispatch_worker_thread(cl)
+    echo = mount(cl, "testflows.EchoFlow", "echo")
+    counter = mount(cl, "testflows.CounterFlow", "counter")
+    for i in range(3):
+        assert ask(echo, {"x": i}) == {"x": i}
+        assert ask(counter, {"i": i}) == {"count": i + 1}
+    backend = cl.node.backend
+    echoed, counted = (backend.get_instance(p.get_instance_id()) for p in (echo, counter))
+    assert echoed is not None and echoed.state_version == 1
+    assert counted is not None and counted.state_version == 3
+    assert counted.state == {"count": 3, "seen": [0, 1, 2]}
+
+
 def test_a_timed_wait_runs_a_quick_message_itself(cl: Client) -> None:
     """get_data(timeout=...) helps as an untimed wait does: with the only worker thread held in
     a long run, the waiting caller runs the message of an instance seen to be quick itself, so

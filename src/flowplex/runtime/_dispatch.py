@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
+from .._json import dumps
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
@@ -179,8 +180,9 @@ class Dispatcher:
         self.clock = clock or node.backend.clock
         self.stopping = False
         # Flows kept between messages, keyed by instance; reused while the stored
-        # state_version matches (nobody else committed state meanwhile).
-        self._flows: dict[str, tuple[int, Flow]] = {}
+        # state_version matches (nobody else committed state meanwhile). With each, the JSON
+        # of the state it committed: a run that leaves the state as it was saves nothing.
+        self._flows: dict[str, tuple[int, Flow, str]] = {}
         # How long each instance's runs took here lately (the longest recent run, decaying),
         # for waits with a deadline, which run only messages expected to fit (run_batch).
         self._run_seconds: dict[str, float] = {}
@@ -235,7 +237,7 @@ class Dispatcher:
             self._dead_letter(delivery, message, text)
             return
         try:
-            flow = self._flow_for(instance)
+            flow, saved = self._flow_for(instance)
         except Exception as exc:
             self._commit_failure(delivery, message, exc, instance.endpoint)
             return
@@ -252,7 +254,11 @@ class Dispatcher:
             return
         duration = self.clock.monotonic() - started
         self._ran(instance.flow_id, duration)
-        state = None if instance.parallel_dispatch else flow.flow_state
+        state, state_json = None, ""
+        if not instance.parallel_dispatch:
+            state_json = dumps(flow.flow_state)
+            if state_json != saved:
+                state = flow.flow_state
         envelopes, records, sent = build_outgoing(context.requests, context.replies)
         log = LogEntry(
             delivery.flow_id,
@@ -274,17 +280,20 @@ class Dispatcher:
             )
             return
         if not instance.parallel_dispatch:
-            self._flows[instance.flow_id] = (instance.state_version + 1, flow)
+            version = instance.state_version + (state is not None)
+            self._flows[instance.flow_id] = (version, flow, state_json)
         if unknown:
             self.node.answer_undeliverable(unknown, sent)
 
-    def _flow_for(self, instance: InstanceRecord) -> Flow:
+    def _flow_for(self, instance: InstanceRecord) -> tuple[Flow, str | None]:
+        """The flow to run a message of ``instance`` and the JSON of the state it holds as
+        stored (None if not known: the state is then saved after the run)."""
         if not instance.parallel_dispatch:
             # Take the cached flow out while it runs: a run that lost its lease may still be
             # mutating it, and a redelivery must start from the stored state instead.
             cached = self._flows.pop(instance.flow_id, None)
             if cached is not None and cached[0] == instance.state_version:
-                return cached[1]
+                return cached[1], cached[2]
         cls = self.node.flow_class(instance.flow_class_name)
         config = instance.config
         if _has_placeholder(config):
@@ -293,7 +302,7 @@ class Dispatcher:
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state
-        return flow
+        return flow, None
 
     def _commit_failure(
         self,

@@ -290,6 +290,32 @@ def test_a_run_that_leaves_the_state_as_it_was_saves_nothing(cl: Client) -> None
     assert counted.state == {"count": 3, "seen": [0, 1, 2]}
 
 
+def test_a_batch_of_quick_messages_commits_together(cl: Client) -> None:
+    """A dispatcher runs the claimed messages of instances seen to be quick one after the
+    other and commits them in one transaction: the first one's reply is not in while the
+    second still runs; both are once the batch ends. A first message is run alone."""
+    dispatcher = Dispatcher(cl.node)
+    echo = mount(cl, "testflows.EchoFlow", "echo")
+    counter = mount(cl, "servingflows.GatedCounterFlow", "gated")
+    warm = [p.get_reply_future(p.package_input_message({})) for p in (echo, counter)]
+    assert dispatcher.run_batch(limit=8) == 1  # neither instance ran here yet
+    assert dispatcher.run_batch(limit=8) == 1
+    assert [outcome(f) for f in warm] == [{}, {"count": 1}]
+    key = new_gate()
+    servingflows.STARTED[key] = threading.Semaphore(0)
+    first = echo.get_reply_future(echo.package_input_message({"x": 1}))
+    second = counter.get_reply_future(counter.package_input_message({"gate": key}))
+    batch = threading.Thread(target=dispatcher.run_batch, kwargs={"limit": 8})
+    batch.start()
+    try:
+        assert servingflows.STARTED[key].acquire(timeout=TIMEOUT)  # the second one runs
+        assert outcome(first) is None
+    finally:
+        servingflows.GATES[key].set()
+        batch.join(TIMEOUT)
+    assert (outcome(first), outcome(second)) == ({"x": 1}, {"count": 2})
+
+
 def test_a_timed_wait_runs_a_quick_message_itself(cl: Client) -> None:
     """get_data(timeout=...) helps as an untimed wait does: with the only worker thread held in
     a long run, the waiting caller runs the message of an instance seen to be quick itself, so

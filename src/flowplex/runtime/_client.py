@@ -20,6 +20,11 @@ __all__ = ["HELP_EXPECTED", "Client", "never_arrives"]
 HELP_EXPECTED = 0.002
 
 
+#: Messages a waiting thread claims at once from an in-process worker's pool: those known to
+#: be quick run one after the other and commit together (Dispatcher.run_batch).
+HELP_BATCH = 8
+
+
 def never_arrives(future_id: str) -> MessagingError:
     """The error for a wait whose reply cannot come: nothing is left to run, nobody else runs."""
     return MessagingError(
@@ -183,15 +188,16 @@ class Client:
                 return reply
 
     def _help(self, within: float | None = None) -> bool:
-        """Run one claimable message of a caller dispatcher or an in-process worker's pool
-        (one expected to run ``within`` seconds, if given); False if there was none."""
+        """Run one claimable message of a caller dispatcher, or a batch of an in-process
+        worker's pool (expected to run ``within`` seconds, if given); False if there was
+        none."""
         node = self.node
         for dispatcher in node.caller_dispatchers:
             if dispatcher.run_batch(limit=1):
                 return True
         for worker in node.workers:
             dispatcher = worker.dispatcher
-            if not dispatcher.stopping and dispatcher.run_batch(limit=1, within=within):
+            if not dispatcher.stopping and dispatcher.run_batch(limit=HELP_BATCH, within=within):
                 return True
         return False
 

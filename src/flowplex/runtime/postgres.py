@@ -373,6 +373,36 @@ class PostgresBackend(SQLBackend):
         points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
         return True, self._after_put(put, points)
 
+    def _complete_many(
+        self, items: Sequence[tuple[Delivery, Outcome]]
+    ) -> list[tuple[bool, list[str]]]:
+        envelopes = [env for _, outcome in items for env in outcome.envelopes]
+        locks = sorted({*(d.flow_id for d, _ in items), *(env.flow_id for env in envelopes)})
+        acked: list[bool] = []
+        promoted = []
+        with self._transaction() as conn:
+            # As in _complete: the instance locks first, in flow id order, then the messages.
+            locked = conn.execute(_LOCK_INSTANCES, (locks,))
+            kept: list[Envelope] = []
+            replies: list[ReplyRecord] = []
+            for delivery, outcome in items:
+                row = self._acknowledge(conn, delivery, outcome)
+                acked.append(row is not None)
+                if row is None:
+                    continue  # its lease was lost: nothing of it was written
+                if not row[0]:
+                    next_head = (delivery.flow_id, delivery.seq)
+                    promoted.append(conn.execute(_NEXT_HEAD, next_head))
+                kept.extend(outcome.envelopes)
+                replies.extend(outcome.replies)
+            put = _Put(conn, kept, replies, items[-1][1].now, locked)
+        points = [row[0] for cursor in promoted for row in cursor.fetchall()]
+        unknown = set(self._after_put(put, points))
+        return [
+            (ok, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown] if ok else [])
+            for ok, (_, outcome) in zip(acked, items, strict=True)
+        ]
+
     def _after_put(self, put: _Put, points: Sequence[str]) -> list[str]:
         """Wake this process's waiters for what ``put`` committed; the unknown flow ids."""
         unknown, queued_points = put.outcome()

@@ -20,7 +20,10 @@ from flowplex.errors import (
     FlowStateError,
     FlowTimeoutError,
     InterfaceError,
+    KeyFileError,
     MessagingError,
+    PermissionDeniedError,
+    SignatureError,
     UnknownInstanceError,
 )
 
@@ -40,7 +43,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         if isinstance(value, type) and issubclass(value, FlowplexError)
     }
     assert defined == set(errors.__all__)
-    assert len(errors.__all__) == 13
+    assert len(errors.__all__) == 16
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,9 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         (FlowTimeoutError, FlowplexError),
         (BackendError, FlowplexError),
         (DuplicateKeyError, BackendError),
+        (KeyFileError, ConfigurationError),
+        (SignatureError, FlowplexError),
+        (PermissionDeniedError, FlowplexError),
     ],
     ids=lambda c: c.__name__,
 )

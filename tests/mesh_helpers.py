@@ -155,14 +155,17 @@ class AppClient:
     """A synchronous client of an ASGI app in this process, its lifespan running around it.
 
     Requests go through httpx's ASGITransport on a private event loop (signed by ``key``, if
-    given); background tasks the app starts run while requests are being served.
+    given, from the ``client`` address); background tasks the app starts run while requests are
+    being served.
     """
 
-    def __init__(self, app: Any, key: KeyPair | None = None) -> None:
+    def __init__(
+        self, app: Any, key: KeyPair | None = None, client: tuple[str, int] = ("127.0.0.1", 123)
+    ) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
+            transport=httpx.ASGITransport(app=app, client=client),
             base_url="http://testserver",
             auth=SigningAuth(key) if key is not None else None,
         )

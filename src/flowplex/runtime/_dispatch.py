@@ -15,20 +15,38 @@ import asyncio
 import copy
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
+from .._json import dumps
 from ..errors import ConfigurationError, MessagingError, RemoteError, UnknownInstanceError
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
-from ._backend import DeadLetter, Delivery, Envelope, InstanceRecord, LogEntry, ReplyRecord
+from ._backend import (
+    Completion,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    InstanceRecord,
+    LogEntry,
+    ReplyRecord,
+)
 from ._client import never_arrives
 from ._node import Node, build_outgoing
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", "Dispatcher"]
 
 logger = logging.getLogger("flowplex.worker")
+
+#: Messages a dispatcher claims at once (see Dispatcher.run_batch: only those known to be
+#: quick are kept, and they commit together).
+DEFAULT_BATCH_SIZE = 8
+#: How quick an instance's recent runs must have been for its message to join a batch after
+#: the first (the runs of a batch wait for each other; see Dispatcher.run_batch).
+QUICK_RUN = 0.002
+#: What runs once a batch's completion is committed: ``done(ok, unknown_flow_ids)``.
+_Done = Callable[[bool, list[str]], None]
 
 #: How long a claimed message stays leased to a worker before another may take it.
 DEFAULT_LEASE_SECONDS = 60.0
@@ -109,6 +127,7 @@ class RunContext:
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
         """Hold ``message`` for the commit, or send it now if its reply is awaited."""
         if message.reply_data["mode"] == ReplyMode.FUTURE:
+            self._dispatcher.flush()  # what ran before it in the batch goes first
             self._dispatcher.node.deliver(requests=[(target, message)])
         else:
             self.requests.append((target, message))
@@ -127,6 +146,8 @@ class RunContext:
         from ..errors import FlowTimeoutError
 
         dispatcher = self._dispatcher
+        # The reply may depend on what the batch ran before this run: commit that first.
+        dispatcher.flush()
         clock = dispatcher.clock
         deadline = None if timeout is None else clock.monotonic() + timeout
         backend = dispatcher.node.backend
@@ -175,7 +196,7 @@ class Dispatcher:
         secrets: Mapping[str, Any] | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
-        batch_size: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         clock: Clock | None = None,
     ) -> None:
@@ -195,21 +216,96 @@ class Dispatcher:
         self.clock = clock or node.backend.clock
         self.stopping = False
         # Flows kept between messages, keyed by instance; reused while the stored
-        # state_version matches (nobody else committed state meanwhile).
-        self._flows: dict[str, tuple[int, Flow]] = {}
+        # state_version matches (nobody else committed state meanwhile). With each, the JSON
+        # of the state it committed: a run that leaves the state as it was saves nothing.
+        self._flows: dict[str, tuple[int, Flow, str]] = {}
+        # How long each instance's runs took here lately (the longest recent run, decaying),
+        # for waits with a deadline, which run only messages expected to fit (run_batch).
+        self._run_seconds: dict[str, float] = {}
+        # Per thread (helpers run this dispatcher's messages too): the completions of the
+        # batch being run, committed together (None: each commits as it finishes).
+        self._local = threading.local()
 
-    def run_batch(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` (default: the batch size) messages and run them; the count."""
+    def run_batch(self, limit: int | None = None, *, within: float | None = None) -> int:
+        """Claim up to ``limit`` (default: the batch size) messages and run them; the count.
+
+        The runs of a batch wait for each other, so a batch keeps, after its first message,
+        only messages of instances whose recent runs here took under :data:`QUICK_RUN`; the
+        others are given back at once for other workers. The kept ones commit together
+        (:meth:`~flowplex.runtime.Backend.complete_many`: one transaction, one disk flush),
+        or earlier where a run sends a request it waits on, or waits itself.
+
+        With ``within`` (seconds), messages run only if their instances' recent runs here
+        took at most half that long in all: one not seen to be that quick (a first message, a
+        slow flow) is given back for the worker threads, so a wait with a deadline that helps
+        run messages never gets stuck in someone else's long run.
+        """
         deliveries = self.node.backend.claim(
             self.dispatch_point, self.user_id, self.lease_seconds, limit or self.batch_size
         )
-        for i, delivery in enumerate(deliveries):
+        kept = self._keep(deliveries, within)
+        outer = getattr(self._local, "pending", None)
+        self._local.pending = [] if len(kept) > 1 else None
+        try:
+            for i, delivery in enumerate(kept):
+                if self.stopping:
+                    for rest in kept[i:]:
+                        self.node.backend.release(rest)
+                    return i
+                self.process(delivery)
+        finally:
+            self.flush()
+            self._local.pending = outer
+        return len(kept)
+
+    def _keep(self, deliveries: list[Delivery], within: float | None) -> list[Delivery]:
+        """The deliveries to run (see :meth:`run_batch`); the others are released."""
+        kept: list[Delivery] = []
+        budget = within
+        for delivery in deliveries:
             if self.stopping:
-                for rest in deliveries[i:]:
-                    self.node.backend.release(rest)
-                return i
-            self.process(delivery)
-        return len(deliveries)
+                break
+            took = self._run_seconds.get(delivery.flow_id)
+            if kept and (took is None or took > QUICK_RUN):
+                break
+            if budget is not None:
+                if took is None or took * 2 > budget:
+                    break
+                budget -= took * 2
+            kept.append(delivery)
+        if len(kept) < len(deliveries):
+            if not self.stopping:
+                self.node.help_expected_until = 0.0  # nobody else will take them for us
+            for rest in deliveries[len(kept) :]:
+                self.node.backend.release(rest)
+        return kept
+
+    def flush(self) -> None:
+        """Commit the completions the batch this thread runs holds (one transaction)."""
+        pending: list[tuple[Completion, _Done]] | None = getattr(self._local, "pending", None)
+        if not pending:
+            return
+        batch = pending[:]
+        pending.clear()
+        results = self.node.backend.complete_many([completion for completion, _ in batch])
+        for (_, done), (ok, unknown) in zip(batch, results, strict=True):
+            done(ok, unknown)
+
+    def _complete(self, completion: Completion, done: _Done) -> None:
+        """Commit ``completion`` now, or with its batch; then ``done(ok, unknown)``."""
+        pending: list[tuple[Completion, _Done]] | None = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending.append((completion, done))
+            return
+        c = completion
+        ok, unknown = self.node.backend.complete(
+            c.delivery, state=c.state, envelopes=c.envelopes, replies=c.replies, log=c.log
+        )
+        done(ok, unknown)
+
+    def _ran(self, flow_id: str, took: float) -> None:
+        last = self._run_seconds.get(flow_id)
+        self._run_seconds[flow_id] = took if last is None or took >= last else (last + took) / 2
 
     def process(self, delivery: Delivery) -> None:
         """Run one delivery and commit its outcome."""
@@ -232,7 +328,7 @@ class Dispatcher:
             self._dead_letter(delivery, message, text)
             return
         try:
-            flow = self._flow_for(instance)
+            flow, saved = self._flow_for(instance)
         except Exception as exc:
             self._commit_failure(delivery, message, exc, instance.endpoint)
             return
@@ -243,26 +339,21 @@ class Dispatcher:
             run_message(flow, message)
         except RemoteError as exc:
             self._flows.pop(instance.flow_id, None)
-            if not exc.retryable:
-                self._commit_failure(delivery, message, exc, flow.name)
-                return
-            # Another node cannot be reached yet. The message stays leased, unacknowledged: it
-            # runs again when its lease expires (a backoff of one lease, the worker free
-            # meanwhile), and after max_deliveries its sender gets an error reply.
-            logger.warning(
-                "flow instance %s: %s; trying again in %.0f s",
-                instance.flow_id,
-                exc,
-                self.lease_seconds,
-            )
+            self._remote_failure(delivery, message, exc, flow.name)
             return
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
+            self._ran(instance.flow_id, duration)
             self._commit_failure(delivery, message, exc, flow.name, duration)
             return
         duration = self.clock.monotonic() - started
-        state = None if instance.parallel_dispatch else flow.flow_state
+        self._ran(instance.flow_id, duration)
+        state, state_json = None, ""
+        if not instance.parallel_dispatch:
+            state_json = dumps(flow.flow_state)
+            if state_json != saved:
+                state = flow.flow_state
         envelopes, records, sent = build_outgoing(context.requests, context.replies)
         log = LogEntry(
             delivery.flow_id,
@@ -272,29 +363,49 @@ class Dispatcher:
             deliveries=delivery.deliveries,
             duration=duration,
         )
-        ok, unknown = self.node.backend.complete(
-            delivery, state=state, envelopes=envelopes, replies=records, log=log
-        )
-        if not ok:
-            self._flows.pop(instance.flow_id, None)
-            logger.warning(
-                "lost the lease on message %s to %s before committing; it runs again elsewhere",
-                message.message_id,
-                instance.flow_id,
-            )
-            return
-        if not instance.parallel_dispatch:
-            self._flows[instance.flow_id] = (instance.state_version + 1, flow)
-        if unknown:
-            self.node.answer_undeliverable(unknown, sent)
 
-    def _flow_for(self, instance: InstanceRecord) -> Flow:
+        def done(ok: bool, unknown: list[str]) -> None:
+            if not ok:
+                self._flows.pop(instance.flow_id, None)
+                logger.warning(
+                    "lost the lease on message %s to %s before committing; it runs again elsewhere",
+                    message.message_id,
+                    instance.flow_id,
+                )
+                return
+            if not instance.parallel_dispatch:
+                version = instance.state_version + (state is not None)
+                self._flows[instance.flow_id] = (version, flow, state_json)
+            if unknown:
+                self.node.answer_undeliverable(unknown, sent)
+
+        self._complete(Completion(delivery, state, envelopes, records, log=log), done)
+
+    def _remote_failure(
+        self, delivery: Delivery, message: FlowMessage, exc: RemoteError, src_flow: str
+    ) -> None:
+        if not exc.retryable:
+            self._commit_failure(delivery, message, exc, src_flow)
+            return
+        # Another node cannot be reached yet. The message stays leased, unacknowledged: it runs
+        # again when its lease expires (a backoff of one lease, the worker free meanwhile), and
+        # after max_deliveries its sender gets an error reply.
+        logger.warning(
+            "flow instance %s: %s; trying again in %.0f s",
+            delivery.flow_id,
+            exc,
+            self.lease_seconds,
+        )
+
+    def _flow_for(self, instance: InstanceRecord) -> tuple[Flow, str | None]:
+        """The flow to run a message of ``instance`` and the JSON of the state it holds as
+        stored (None if not known: the state is then saved after the run)."""
         if not instance.parallel_dispatch:
             # Take the cached flow out while it runs: a run that lost its lease may still be
             # mutating it, and a redelivery must start from the stored state instead.
             cached = self._flows.pop(instance.flow_id, None)
             if cached is not None and cached[0] == instance.state_version:
-                return cached[1]
+                return cached[1], cached[2]
         cls = self.node.flow_class(instance.flow_class_name)
         config = instance.config
         if _has_placeholder(config):
@@ -303,7 +414,7 @@ class Dispatcher:
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state
-        return flow
+        return flow, None
 
     def _commit_failure(
         self,

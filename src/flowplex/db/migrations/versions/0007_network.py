@@ -1,7 +1,7 @@
 """Messages received from other nodes over HTTP, by key, so a retried delivery is taken once.
 
-Revision ID: 0006_network
-Revises: 0005_security
+Revision ID: 0007_network
+Revises: 0006_perf
 Create Date: 2026-12-03 00:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_network"
-down_revision: str | None = "0005_security"
+revision: str = "0007_network"
+down_revision: str | None = "0006_perf"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

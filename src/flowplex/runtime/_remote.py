@@ -16,6 +16,7 @@ httpx is imported only when a request is made, so ``import flowplex`` stays ligh
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import time
 import uuid
@@ -209,6 +210,16 @@ def node_api(base_url: str, key: KeyPair) -> NodeAPI:
         if api is None:
             api = _APIS[cache_key] = NodeAPI(base_url, key)
         return api
+
+
+@atexit.register
+def _close_shared() -> None:
+    """Close the shared clients' connections when the process ends (quietly, not by GC)."""
+    with _APIS_LOCK:
+        apis = list(_APIS.values())
+        _APIS.clear()
+    for api in apis:
+        api.close()
 
 
 def reply_link_id(user_id: str, node_url: str) -> str:

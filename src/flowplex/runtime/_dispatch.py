@@ -21,8 +21,17 @@ from typing import Any
 from .._clock import Clock
 from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
+from ..flows._base import ORIGIN
 from ..messages import FlowMessage, ReplyMode, new_id
-from ._backend import DeadLetter, Delivery, Envelope, InstanceRecord, LogEntry, ReplyRecord
+from ._backend import (
+    Backend,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    InstanceRecord,
+    LogEntry,
+    ReplyRecord,
+)
 from ._client import never_arrives
 from ._node import Node, build_outgoing
 
@@ -30,8 +39,9 @@ __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", 
 
 logger = logging.getLogger("flowplex.worker")
 
-#: How long a claimed message stays leased to a worker before another may take it.
-DEFAULT_LEASE_SECONDS = 60.0
+#: How long a claimed message stays leased to a worker without a heartbeat before another may
+#: take it (the worker extends it every third of it while the message runs).
+DEFAULT_LEASE_SECONDS = 5.0
 #: Deliveries of one message before it is answered with an error and dead-lettered.
 DEFAULT_MAX_DELIVERIES = 5
 
@@ -181,18 +191,29 @@ class Dispatcher:
         # Flows kept between messages, keyed by instance; reused while the stored
         # state_version matches (nobody else committed state meanwhile).
         self._flows: dict[str, tuple[int, Flow]] = {}
+        self._heartbeat = Heartbeat(node.backend, lease_seconds)
 
     def run_batch(self, limit: int | None = None) -> int:
         """Claim up to ``limit`` (default: the batch size) messages and run them; the count."""
         deliveries = self.node.backend.claim(
             self.dispatch_point, self.user_id, self.lease_seconds, limit or self.batch_size
         )
-        for i, delivery in enumerate(deliveries):
-            if self.stopping:
-                for rest in deliveries[i:]:
-                    self.node.backend.release(rest)
-                return i
-            self.process(delivery)
+        if not deliveries:
+            return 0
+        heartbeat = self._heartbeat
+        heartbeat.hold(deliveries)
+        try:
+            for i, delivery in enumerate(deliveries):
+                if self.stopping:
+                    for rest in deliveries[i:]:
+                        self.node.backend.release(rest)
+                    return i
+                try:
+                    self.process(delivery)
+                finally:
+                    heartbeat.drop(delivery)
+        finally:
+            heartbeat.drop(*deliveries)
         return len(deliveries)
 
     def process(self, delivery: Delivery) -> None:
@@ -225,14 +246,17 @@ class Dispatcher:
         started = self.clock.monotonic()
         try:
             run_message(flow, message)
+            # Encoding what the run sent can fail too (a reply holding a set): that is the
+            # run's failure, answered to its caller, not the worker's.
+            envelopes, records, sent = build_outgoing(context.requests, context.replies)
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
-            self._commit_failure(delivery, message, exc, flow.name, duration)
+            rollback = None if instance.parallel_dispatch else _rollback_state(message)
+            self._commit_failure(delivery, message, exc, flow.name, duration, rollback)
             return
         duration = self.clock.monotonic() - started
         state = None if instance.parallel_dispatch else flow.flow_state
-        envelopes, records, sent = build_outgoing(context.requests, context.replies)
         log = LogEntry(
             delivery.flow_id,
             delivery.body,
@@ -281,7 +305,10 @@ class Dispatcher:
         exc: BaseException,
         src_flow: str,
         duration: float = 0.0,
+        state: dict[str, Any] | None = None,
     ) -> None:
+        """Answer ``message`` with the error ``exc``, keeping the stored state (or putting
+        back ``state``: a failed conversation's starting point)."""
         reply = error_reply(message, exc, src_flow, delivery.flow_id)
         envelopes, records, sent = build_outgoing((), [reply])
         log = LogEntry(
@@ -294,7 +321,7 @@ class Dispatcher:
             duration,
         )
         ok, unknown = self.node.backend.complete(
-            delivery, state=None, envelopes=envelopes, replies=records, log=log
+            delivery, state=state, envelopes=envelopes, replies=records, log=log
         )
         if ok and unknown:
             self.node.answer_undeliverable(unknown, sent)
@@ -328,6 +355,16 @@ class Dispatcher:
             self.node.answer_undeliverable(unknown, sent)
 
 
+def _rollback_state(message: FlowMessage) -> dict[str, Any] | None:
+    """The state a composite goes back to when it fails on the pushed reply ``message``: its
+    state from before the conversation began (None: keep the stored one)."""
+    if not message.is_reply:
+        return None
+    origin = message.reply_data.get(ORIGIN)
+    state = origin.get("state") if isinstance(origin, dict) else None
+    return state if isinstance(state, dict) else None
+
+
 def _reply_text(
     requests: int, envelopes: Sequence[Envelope], records: Sequence[ReplyRecord]
 ) -> str | None:
@@ -338,6 +375,69 @@ def _reply_text(
     if len(envelopes) > requests:
         return envelopes[requests].body
     return None
+
+
+class Heartbeat:
+    """Extends the leases of the messages a dispatcher holds, every third of the lease, from
+    a daemon thread of its own (started with the first message held, ended when none is held
+    for a while), so that a message is redelivered only when its worker is gone, however long
+    it runs."""
+
+    #: Idle beats before the thread ends (a new message starts it again).
+    IDLE_BEATS = 3
+
+    def __init__(self, backend: Backend, lease_seconds: float) -> None:
+        self.backend = backend
+        self.lease_seconds = lease_seconds
+        self.interval = lease_seconds / 3
+        self._held: dict[tuple[int, str], Delivery] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, deliveries: Sequence[Delivery]) -> None:
+        """Keep ``deliveries`` leased until dropped."""
+        with self._lock:
+            for d in deliveries:
+                self._held[(d.seq, d.lease)] = d
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name=f"flowplex-heartbeat-{new_id()[:8]}", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, *deliveries: Delivery) -> None:
+        """Stop extending ``deliveries`` (completed or released)."""
+        with self._lock:
+            for d in deliveries:
+                self._held.pop((d.seq, d.lease), None)
+
+    @property
+    def held(self) -> int:
+        """How many messages are held now."""
+        return len(self._held)
+
+    def _beat(self) -> None:
+        idle = 0
+        wait = threading.Event().wait
+        while True:
+            wait(self.interval)
+            with self._lock:
+                held = list(self._held.values())
+                if not held:
+                    idle += 1
+                    if idle >= self.IDLE_BEATS:
+                        self._thread = None
+                        return
+                    continue
+            idle = 0
+            for delivery in held:
+                try:
+                    if not self.backend.extend_lease(delivery, self.lease_seconds):
+                        self.drop(delivery)  # gone to another worker: its commit will fail
+                except Exception as exc:
+                    # The database is away for a moment (or closed): the next beat tries
+                    # again; the lease runs out only if it stays away.
+                    logger.warning("could not extend the lease of a message: %s", exc)
 
 
 class DispatchWorker(threading.Thread):

@@ -389,7 +389,8 @@ class Node:
     def answer_undeliverable(
         self, unknown: list[str], sent: Sequence[tuple[str, FlowMessage]]
     ) -> None:
-        """Send an error reply for each message addressed to an instance that does not exist."""
+        """Send an error reply for each message addressed to an instance that does not exist
+        (for a reply pushed to a deleted composite: to the caller its conversation began with)."""
         from ..errors import UnknownInstanceError
         from ..flows import error_reply
 
@@ -398,7 +399,7 @@ class Node:
         for flow_id, message in sent:
             if flow_id not in missing:
                 continue
-            if message.is_reply:
+            if message.is_reply and not message.reply_data.get("origin"):
                 logger.warning(
                     "dropped a reply to deleted flow instance %s (from %s)",
                     flow_id,

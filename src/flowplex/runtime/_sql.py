@@ -130,6 +130,11 @@ RETURNING 1
     "save_state": (
         "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
     ),
+    # A deleted instance's messages nobody holds (answered by the node at once).
+    "take_queued": (
+        "DELETE FROM messages WHERE flow_id = ? AND (lease IS NULL OR lease_until <= ?) "
+        "RETURNING seq, body"
+    ),
     "add_dead": (
         "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
         "VALUES (?, ?, ?, ?, ?)"
@@ -409,6 +414,12 @@ class SQLBackend(Backend):
         with self._write_one() as conn:
             row = conn.execute(self.sql["take_reply"], (future_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def take_queued(self, flow_id: str) -> list[str]:
+        """Remove the messages queued for ``flow_id`` that no worker holds; their bodies."""
+        with self._write() as conn:
+            rows = conn.execute(self.sql["take_queued"], (flow_id, self.clock.time())).fetchall()
+        return [str(body) for _, body in sorted(rows)]
 
     def _has_reply(self, future_id: str) -> bool:
         with self._read() as conn:

@@ -297,6 +297,28 @@ class MemoryBackend(Backend):
         self._notify(points, replies)
         return True, unknown
 
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        now = self.clock.time()
+        with self._lock:
+            msg = _find(self._queues.get(delivery.flow_id), delivery.seq)
+            if msg is None or msg.lease != delivery.lease:
+                return False
+            msg.lease_until = now + lease_seconds
+            return True
+
+    def take_queued(self, flow_id: str) -> list[str]:
+        now = self.clock.time()
+        with self._lock:
+            queue = self._queues.get(flow_id)
+            if not queue:
+                return []
+            taken = [m for m in queue if m.lease is None or m.lease_until <= now]
+            for msg in taken:
+                queue.remove(msg)
+            if not queue:
+                del self._queues[flow_id]
+            return [m.body for m in taken]
+
     def release(self, delivery: Delivery) -> None:
         with self._lock:
             msg = _find(self._queues.get(delivery.flow_id), delivery.seq)

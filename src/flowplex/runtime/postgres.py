@@ -179,6 +179,11 @@ WITH promoted AS (
 SELECT p.dispatch_point FROM promoted AS p
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.dispatch_point)
 """
+_EXTEND = f"""
+UPDATE messages SET lease_until = {_NOW} + %(seconds)s
+WHERE seq = %(seq)s AND lease = %(lease)s
+RETURNING 1
+"""
 _RELEASE = f"""
 WITH released AS (
     UPDATE messages
@@ -380,6 +385,17 @@ class PostgresBackend(SQLBackend):
         if put.replies:
             self._signals.replies([r.future_id for r in put.replies])
         return unknown
+
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        """Keep ``delivery`` leased ``lease_seconds`` from now; False if no longer held."""
+        params = {
+            "seq": delivery.seq,
+            "lease": delivery.lease,
+            "seconds": lease_seconds,
+            "now": None if self._lease_clock is None else self._lease_clock.time(),
+        }
+        with self._write_one() as conn:
+            return conn.execute(_EXTEND, params).fetchone() is not None
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""

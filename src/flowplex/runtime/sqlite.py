@@ -95,6 +95,7 @@ UPDATE messages SET head = 1
 WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = ?)
 RETURNING dispatch_point
 """
+_EXTEND = "UPDATE messages SET lease_until = ? WHERE seq = ? AND lease = ?"
 _RELEASE = """
 UPDATE messages SET lease = NULL, lease_until = 0, deliveries = max(0, deliveries - 1)
 WHERE seq = ? AND lease = ?
@@ -274,6 +275,13 @@ class SQLiteBackend(SQLBackend):
             unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
         self._notify(points, outcome.replies)
         return True, unknown
+
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        """Keep ``delivery`` leased ``lease_seconds`` from now; False if no longer held."""
+        with self._write_one() as conn:
+            until = self.clock.time() + lease_seconds
+            cursor = conn.execute(_EXTEND, (until, delivery.seq, delivery.lease))
+            return bool(cursor.rowcount > 0)
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""

@@ -399,6 +399,48 @@ def check_lease_expiry(open_backend: Opener) -> None:
         assert again[0].lease != first.lease
 
 
+def check_extend_lease(open_backend: Opener) -> None:
+    """extend_lease keeps a message leased past its first deadline (a worker's heartbeat),
+    measured from now on the backend's clock; once the lease is gone it changes nothing and
+    says so."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("f1")])
+        b.enqueue([Envelope("f1", "m")])
+        held = claim_one(b, lease=3.0)
+        for _ in range(5):
+            clock.advance(2.0)
+            assert b.extend_lease(held, 3.0) is True
+            assert b.claim(DP, None, 30, 10) == [], "claimable while its lease was extended"
+        clock.advance(3.0)
+        [again] = b.claim(DP, None, 30, 10)
+        assert (again.seq, again.deliveries) == (held.seq, 2)
+        assert b.extend_lease(held, 60.0) is False, "extended a lease another worker took"
+        assert b.complete(held, state=None) == (False, [])
+        assert b.extend_lease(again, 3.0) is True
+        assert b.complete(again, state=None) == (True, [])
+        assert b.extend_lease(again, 3.0) is False, "extended a completed message"
+        assert b.pending_count() == 0
+
+
+def check_take_queued(open_backend: Opener) -> None:
+    """take_queued removes the messages of an instance that no worker holds and returns their
+    bodies oldest first; a leased one stays with its worker, other instances keep theirs."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("gone", parallel=True), instance("f2")])
+        b.enqueue([Envelope("gone", "m1"), Envelope("f2", "x"), Envelope("gone", "m2")])
+        b.enqueue([Envelope("gone", "m3")])
+        held = b.claim(DP, None, 30.0, 1)
+        assert bodies(held) == ["m1"]
+        assert b.delete_instance("gone") is True
+        assert b.take_queued("gone") == ["m2", "m3"]
+        assert b.take_queued("gone") == []
+        assert b.pending_count("gone") == 1 and b.pending_count("f2") == 1
+        assert b.complete(held[0], state=None) == (True, [])
+        assert bodies(b.claim(DP, None, 30.0, 10)) == ["x"]
+
+
 def check_complete_with_lost_lease(open_backend: Opener) -> None:
     """Completing after the lease went to another worker returns (False, []), changes nothing."""
     clock = FakeClock()
@@ -1024,6 +1066,8 @@ CHECKS: list[Check] = [
     check_parallel_instances,
     check_claim_filters,
     check_lease_expiry,
+    check_extend_lease,
+    check_take_queued,
     check_complete_with_lost_lease,
     check_clock_jumps_do_not_break_leases,
     check_complete_commits_everything,

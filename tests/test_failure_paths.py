@@ -1,0 +1,81 @@
+"""Every failure reaches the caller at once, and nothing wedges an instance.
+
+Each test runs on every backend (memory, a SQLite file, a PostgreSQL schema) with real worker
+threads; the waits are bounded well below the lease a stuck message would hold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import flowplex
+from flowplex import FlowError, serving
+from flowplex.workers import run_dispatch_worker_thread
+from waiting import wait_for
+
+#: Far below the default lease times max deliveries: a reply that comes only after a
+#: redelivery (or never) fails the test.
+QUICK = 4.0
+
+
+@pytest.fixture
+def client(db_url: str, tmp_path: Path) -> flowplex.Client:
+    cl = flowplex.start_node(path=tmp_path, db=db_url)
+    yield cl
+    cl.node.close()
+
+
+@pytest.mark.parametrize("bad", ["set", "object"])
+def test_an_unencodable_reply_is_an_error_reply_at_once_and_commits_nothing(
+    client: flowplex.Client, bad: str
+) -> None:
+    serving.serve_flow(client, "faultflows.CountingFlow", "counting")
+    proxy = serving.get_flow_instance(client, "counting")
+    run_dispatch_worker_thread(client, lease_seconds=30.0)
+    future = proxy.get_reply_future(proxy.package_input_message({"bad": bad}))
+    with pytest.raises(FlowError, match="not JSON-serializable"):
+        future.get_data(timeout=QUICK)
+    # The count the failed run made is not kept, and the instance answers the next message.
+    assert serving.get_flow_state(client, proxy.get_instance_id())["count"] == 0
+    ok = proxy.get_reply_future(proxy.package_input_message({}))
+    assert ok.get_data(timeout=QUICK) == {"count": 1}
+    assert client.node.backend.list_dead_letters() == []
+
+
+def test_a_composite_failing_on_a_pushed_reply_answers_its_caller_and_rolls_back(
+    client: flowplex.Client,
+) -> None:
+    serving.recursive_serve_flow(client, "faultflows.PushThenFailFlow", "push")
+    proxy = serving.get_flow_instance(client, "push")
+    run_dispatch_worker_thread(client, lease_seconds=30.0)
+    failing = proxy.get_reply_future(proxy.package_input_message({"fail": True}))
+    with pytest.raises(FlowError, match="cannot handle the counter's reply"):
+        failing.get_data(timeout=QUICK)
+    # Back at the state from before the failed request: the next request works.
+    state = serving.get_flow_state(client, proxy.get_instance_id())
+    assert state["step"] == "idle"
+    assert "request" not in state
+    ok = proxy.get_reply_future(proxy.package_input_message({}))
+    assert ok.get_data(timeout=QUICK) == {"count": 2}
+    assert serving.get_flow_state(client, proxy.get_instance_id())["done"] == 1
+
+
+def test_a_pushed_reply_to_a_deleted_composite_answers_the_original_caller(
+    client: flowplex.Client,
+) -> None:
+    serving.recursive_serve_flow(client, "faultflows.PushElsewhereFlow", "push")
+    proxy = serving.get_flow_instance(client, "push")
+    composite = proxy.get_instance_id()
+    run_dispatch_worker_thread(client, lease_seconds=30.0)
+    future = proxy.get_reply_future(proxy.package_input_message({}))
+    wait_for(
+        lambda: serving.get_flow_state(client, composite)["step"] == "waiting",
+        "the composite to wait for its subflow",
+    )
+    # The counter's request waits at "sub"; the composite goes before it is answered.
+    assert serving.delete_flow_instance(client, composite)
+    run_dispatch_worker_thread(client, "sub", lease_seconds=30.0)
+    with pytest.raises(FlowError, match="Unknown flow instance"):
+        future.get_data(timeout=QUICK)

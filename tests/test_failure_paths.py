@@ -79,3 +79,23 @@ def test_a_pushed_reply_to_a_deleted_composite_answers_the_original_caller(
     run_dispatch_worker_thread(client, "sub", lease_seconds=30.0)
     with pytest.raises(FlowError, match="Unknown flow instance"):
         future.get_data(timeout=QUICK)
+
+
+def test_a_run_longer_than_its_lease_runs_once(client: flowplex.Client, tmp_path: Path) -> None:
+    """The worker's heartbeat keeps the lease while the run lasts four leases: a second worker
+    never gets the message, so every message runs exactly once."""
+    serving.serve_flow(client, "faultflows.SlowFlow", "slow")
+    proxy = serving.get_flow_instance(client, "slow")
+    for _ in range(2):
+        run_dispatch_worker_thread(client, lease_seconds=0.3)
+    log = tmp_path / "runs.log"
+    futures = [
+        proxy.get_reply_future(
+            proxy.package_input_message({"i": i, "seconds": 1.2, "log": str(log)})
+        )
+        for i in range(2)
+    ]
+    assert [f.get_data(timeout=30)["i"] for f in futures] == [0, 1]
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["0", "1"]
+    assert serving.get_flow_state(client, proxy.get_instance_id())["count"] == 2
+    assert client.node.backend.list_dead_letters() == []

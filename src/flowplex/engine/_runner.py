@@ -15,7 +15,11 @@ from ._errors import EngineError, LeaseLostError
 from ._graph import FAILED, FINISHED, TaskFlow
 from ._store import Claim, FlowStore
 
-__all__ = ["MAX_BACKOFF", "FlowRunner"]
+__all__ = ["DEFAULT_CLAIM_LEASE", "MAX_BACKOFF", "FlowRunner"]
+
+#: How long a claimed flow stays reserved to its runner without a heartbeat (the runner
+#: renews it every third of it while it works on the flow).
+DEFAULT_CLAIM_LEASE = 5.0
 
 #: The longest pause between retries of :meth:`FlowRunner.run` while the database fails.
 MAX_BACKOFF = 30.0
@@ -28,9 +32,11 @@ class FlowRunner:
 
     Each :meth:`tick` claims up to ``max_flows_per_tick`` unfinished flows for ``lease``
     seconds, ticks each until it is finished or only waits (on a reply, a child run), renewing
-    the lease as it goes, and saves it, releasing the claim in the same statement. A runner that
-    dies mid-tick saves nothing; its flows are claimable again once their lease runs out, and
-    resume from their last save (so a task may run again: handlers should be idempotent).
+    the lease as it goes (a heartbeat thread, every third of the lease), saving it after each
+    finished task, and at the end, releasing the claim in the same statement. A runner that
+    dies mid-task loses that task only; its flows are claimable again once their lease runs
+    out, and resume from their last save (so a task may run again: handlers should be
+    idempotent).
 
     ``engine`` defaults to ``FlowEngine(store=store)``, so ``flow`` tasks store their child
     runs in the same database. Claims expire, so a crashed runner's flows are not stuck
@@ -42,7 +48,7 @@ class FlowRunner:
         store: FlowStore,
         engine: FlowEngine | None = None,
         *,
-        lease: float = 30.0,
+        lease: float = DEFAULT_CLAIM_LEASE,
         max_flows_per_tick: int = 10,
         ctx: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
@@ -93,22 +99,29 @@ class FlowRunner:
     def run_claim(self, claim: Claim) -> bool:
         """Tick one claimed flow as far as it goes now, save it and release the claim.
 
-        Returns whether any task started or changed status.
+        A heartbeat thread renews the claim every third of the lease while the flow runs, and
+        the flow is saved each time a task finishes: a runner killed mid-flow loses at most
+        the task it was running. Returns whether any task started or changed status.
         """
         flow = claim.flow
-        renew_after = self.lease / 2
         saved = progressed = False
+        heartbeat = _ClaimHeartbeat(self.store, claim, self.lease)
+        heartbeat.start()
+        renew_after = self.lease / 2
         try:
             clock = self.clock
             since = clock.monotonic()
             while True:
-                moved, has_ready = self.engine._tick(flow, self.ctx)
+                moved, has_ready = self.engine._tick(flow, self.ctx, self._save_progress(claim))
                 progressed = progressed or moved
                 if flow.status in FINISHED or not has_ready:
                     break
+                # Renewed on the runner's clock too, for a clock the heartbeat does not see
+                # (a test's fake one).
                 if clock.monotonic() - since > renew_after:
                     self.store.renew_claim(claim, self.lease)
                     since = clock.monotonic()
+            heartbeat.stop()
             try:
                 self.store.save_flow(flow, claim=claim, release=True)
             except LeaseLostError:
@@ -120,10 +133,27 @@ class FlowRunner:
             saved = True
             self.engine.release_replies()
         finally:
+            heartbeat.stop()
             if not saved:
                 self.engine.release_replies(saved=False)
                 self.store.release_claim(claim)
         return progressed
+
+    def _save_progress(self, claim: Claim) -> Callable[[TaskFlow], None]:
+        """What saves ``claim``'s flow, keeping the claim, after each finished task."""
+
+        def save(flow: TaskFlow) -> None:
+            if flow.status in FINISHED:
+                return  # saved (and released) at the end of run_claim
+            try:
+                self.store.save_flow(flow, claim=claim)
+            except LeaseLostError:
+                raise
+            except EngineError:
+                return  # not storable now: run_claim's final save reports it
+            self.engine.release_replies()
+
+        return save
 
     def _fail_stored(self, claim: Claim, error: str) -> TaskFlow:
         logger.error("flow %s: %s", claim.key, error)
@@ -168,3 +198,33 @@ class FlowRunner:
             backoff = interval
             if not counts["progressed"]:
                 stop.wait(interval)
+
+
+class _ClaimHeartbeat:
+    """Renews a claim every third of its lease from a daemon thread, until stopped: a flow
+    task may run far longer than the lease without another runner taking the flow over."""
+
+    def __init__(self, store: FlowStore, claim: Claim, lease: float) -> None:
+        self._store = store
+        self._claim = claim
+        self._lease = lease
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="flowplex-claim-heartbeat")
+        self._thread.daemon = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease / 3):
+            try:
+                self._store.renew_claim(self._claim, self._lease)
+            except LeaseLostError:
+                return  # taken over: the next save says so
+            except Exception as exc:
+                logger.warning("could not renew the claim on flow %s: %s", self._claim.key, exc)

@@ -99,3 +99,17 @@ def test_a_run_longer_than_its_lease_runs_once(client: flowplex.Client, tmp_path
     assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["0", "1"]
     assert serving.get_flow_state(client, proxy.get_instance_id())["count"] == 2
     assert client.node.backend.list_dead_letters() == []
+
+
+def test_messages_queued_to_a_deleted_instance_are_answered_at_once(
+    client: flowplex.Client,
+) -> None:
+    """No worker runs: the delete itself answers what was queued."""
+    serving.serve_flow(client, "faultflows.CountingFlow", "counting")
+    proxy = serving.get_flow_instance(client, "counting")
+    futures = [proxy.get_reply_future(proxy.package_input_message({})) for _ in range(3)]
+    assert serving.delete_flow_instance(client, proxy.get_instance_id())
+    for future in futures:
+        with pytest.raises(FlowError, match="deleted before it ran"):
+            future.get_data(timeout=QUICK)
+    assert client.node.backend.pending_count() == 0

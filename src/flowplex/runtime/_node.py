@@ -217,6 +217,7 @@ class Node:
         ids = self.backend.delete_endpoint(user_id, endpoint)
         for flow_id in ids:
             logger.info("deleted flow instance %s", flow_id)
+            self._answer_queued(flow_id)
         logger.info("deleted endpoint %s", endpoint)
         return ids
 
@@ -226,7 +227,27 @@ class Node:
         if record is None or not self.backend.delete_instance(record.flow_id):
             return False
         logger.info("deleted flow instance %s", flow_id)
+        self._answer_queued(record.flow_id)
         return True
+
+    def _answer_queued(self, flow_id: str) -> None:
+        """Answer at once, with an error, the messages queued for the deleted ``flow_id`` that
+        no worker holds (rather than leave their callers waiting for some worker to claim
+        them). One held by a worker is answered by that worker."""
+        from ..flows import error_reply
+
+        answers = []
+        for body in self.backend.take_queued(flow_id):
+            try:
+                message = FlowMessage.from_json(body)
+            except MessagingError:
+                continue  # nobody to answer
+            exc = UnknownInstanceError(
+                f"Unknown flow instance {flow_id}: it was deleted before it ran this message."
+            )
+            answers.append(error_reply(message, exc, "unknown", flow_id))
+        if answers:
+            self.deliver(replies=answers)
 
     def instance_metadata(self, user_id: str, flow_id: str) -> dict[str, str] | None:
         """``{"flow_endpoint", "user_id"}`` of an instance ``user_id`` serves, else None.

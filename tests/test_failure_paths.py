@@ -113,3 +113,27 @@ def test_messages_queued_to_a_deleted_instance_are_answered_at_once(
         with pytest.raises(FlowError, match="deleted before it ran"):
             future.get_data(timeout=QUICK)
     assert client.node.backend.pending_count() == 0
+
+
+def test_a_dispatcher_keeps_a_bounded_number_of_flows(client: flowplex.Client) -> None:
+    """Flows kept between messages go when their instance is deleted, and beyond a bound
+    (least recently used first): a long-running worker's memory stays flat."""
+    from flowplex.runtime import Dispatcher
+
+    serving.serve_flow(client, "faultflows.CountingFlow", "counting")
+    dispatcher = Dispatcher(client.node, cache_size=8)
+    client.node.run_in_callers(dispatcher)
+
+    def one_message(proxy: object) -> None:
+        future = proxy.get_reply_future(proxy.package_input_message({}))  # type: ignore[attr-defined]
+        assert future.get_data(timeout=QUICK) == {"count": 1}
+
+    for _ in range(30):  # created, run, deleted
+        proxy = serving.get_flow_instance(client, "counting")
+        one_message(proxy)
+        assert serving.delete_flow_instance(client, proxy.get_instance_id())
+    assert dispatcher.cached_flows == 0
+    kept = [serving.get_flow_instance(client, "counting") for _ in range(30)]
+    for proxy in kept:
+        one_message(proxy)
+    assert dispatcher.cached_flows == 8

@@ -15,6 +15,7 @@ import asyncio
 import copy
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +36,13 @@ from ._backend import (
 from ._client import never_arrives
 from ._node import Node, build_outgoing
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", "Dispatcher"]
+__all__ = [
+    "DEFAULT_FLOW_CACHE_SIZE",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_DELIVERIES",
+    "DispatchWorker",
+    "Dispatcher",
+]
 
 logger = logging.getLogger("flowplex.worker")
 
@@ -44,6 +51,8 @@ logger = logging.getLogger("flowplex.worker")
 DEFAULT_LEASE_SECONDS = 5.0
 #: Deliveries of one message before it is answered with an error and dead-lettered.
 DEFAULT_MAX_DELIVERIES = 5
+#: Flows a dispatcher keeps built between messages (the most recently run instances').
+DEFAULT_FLOW_CACHE_SIZE = 1024
 
 SECRET_PLACEHOLDER = "???"
 
@@ -172,6 +181,7 @@ class Dispatcher:
         batch_size: int = 1,
         *,
         clock: Clock | None = None,
+        cache_size: int = DEFAULT_FLOW_CACHE_SIZE,
     ) -> None:
         if not isinstance(dispatch_point, str) or not dispatch_point:
             raise ConfigurationError("dispatch_point must be a non-empty string.")
@@ -179,6 +189,8 @@ class Dispatcher:
             raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}.")
         if max_deliveries < 1:
             raise ConfigurationError(f"max_deliveries must be >= 1, got {max_deliveries!r}.")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigurationError(f"cache_size must be an integer >= 0, got {cache_size!r}.")
         self.node = node
         self.dispatch_point = dispatch_point
         self.user_id = user_id
@@ -188,9 +200,12 @@ class Dispatcher:
         self.batch_size = batch_size
         self.clock = clock or node.backend.clock
         self.stopping = False
-        # Flows kept between messages, keyed by instance; reused while the stored
-        # state_version matches (nobody else committed state meanwhile).
-        self._flows: dict[str, tuple[int, Flow]] = {}
+        # Flows kept between messages, keyed by instance, least recently used first; reused
+        # while the stored state_version matches (nobody else committed state meanwhile).
+        # Bounded, and forgotten when the instance is deleted, so a long-running worker's
+        # memory follows the instances it runs now, not every one it ever ran.
+        self._flows: OrderedDict[str, tuple[int, Flow]] = OrderedDict()
+        self.cache_size = cache_size
         self._heartbeat = Heartbeat(node.backend, lease_seconds)
 
     def run_batch(self, limit: int | None = None) -> int:
@@ -225,6 +240,7 @@ class Dispatcher:
             return
         instance = delivery.instance
         if instance is None:
+            self.forget(delivery.flow_id)
             missing = UnknownInstanceError(f"Unknown flow instance {delivery.flow_id}.")
             self._commit_failure(delivery, message, missing, "unknown")
             return
@@ -276,10 +292,22 @@ class Dispatcher:
                 instance.flow_id,
             )
             return
-        if not instance.parallel_dispatch:
-            self._flows[instance.flow_id] = (instance.state_version + 1, flow)
+        if not instance.parallel_dispatch and self.cache_size:
+            flows = self._flows
+            flows[instance.flow_id] = (instance.state_version + 1, flow)
+            while len(flows) > self.cache_size:
+                flows.popitem(last=False)
         if unknown:
             self.node.answer_undeliverable(unknown, sent)
+
+    @property
+    def cached_flows(self) -> int:
+        """How many flows this dispatcher keeps between messages now."""
+        return len(self._flows)
+
+    def forget(self, flow_id: str) -> None:
+        """Drop the flow kept for ``flow_id`` (its instance was deleted)."""
+        self._flows.pop(flow_id, None)
 
     def _flow_for(self, instance: InstanceRecord) -> Flow:
         if not instance.parallel_dispatch:

@@ -217,6 +217,7 @@ class Node:
         ids = self.backend.delete_endpoint(user_id, endpoint)
         for flow_id in ids:
             logger.info("deleted flow instance %s", flow_id)
+            self._forget(flow_id)
             self._answer_queued(flow_id)
         logger.info("deleted endpoint %s", endpoint)
         return ids
@@ -227,8 +228,16 @@ class Node:
         if record is None or not self.backend.delete_instance(record.flow_id):
             return False
         logger.info("deleted flow instance %s", flow_id)
+        self._forget(record.flow_id)
         self._answer_queued(record.flow_id)
         return True
+
+    def _forget(self, flow_id: str) -> None:
+        """Let this process's dispatchers drop what they keep for the deleted ``flow_id``."""
+        with self._lock:
+            dispatchers = [w.dispatcher for w in self._workers] + self._caller_dispatchers
+        for dispatcher in dispatchers:
+            dispatcher.forget(flow_id)
 
     def _answer_queued(self, flow_id: str) -> None:
         """Answer at once, with an error, the messages queued for the deleted ``flow_id`` that

@@ -214,6 +214,14 @@ class Backend(ABC):
         """Store a new user."""
 
     @abstractmethod
+    def add_user_below(self, user: UserRecord, count: int) -> bool:
+        """Store ``user`` only if the node has fewer than ``count`` users; whether it did.
+
+        Atomic across processes: processes starting on a fresh database at once create
+        ``count`` users between them, not ``count`` each.
+        """
+
+    @abstractmethod
     def list_users(self) -> list[UserRecord]:
         """Every user, oldest first."""
 

@@ -61,6 +61,12 @@ _ENDPOINT_COLUMNS = (
 # Ties on created_at are broken by the key, the same way on both databases.
 _QUERIES = {
     "add_user": "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)",
+    # One statement, run where no other process can add a user meanwhile (the backends'
+    # _users_locked: SQLite's write lock, a PostgreSQL table lock).
+    "add_user_below": (
+        "INSERT INTO users (user_id, private_key, created_at) SELECT ?, ?, ? "
+        "WHERE (SELECT count(*) FROM users) < ? RETURNING 1"
+    ),
     "list_users": "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, user_id",
     # Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
     # served one is left alone and returns no row.
@@ -297,6 +303,16 @@ class SQLBackend(Backend):
                 conn.execute(self.sql["add_user"], params)
         except DuplicateKeyError:
             raise DuplicateKeyError(f"user {user.user_id} exists already") from None
+
+    def add_user_below(self, user: UserRecord, count: int) -> bool:
+        """Store ``user`` only if there are fewer than ``count`` users (atomically)."""
+        params = (user.user_id, user.private_key, user.created_at, count)
+        with self._users_locked() as conn:
+            return conn.execute(self.sql["add_user_below"], params).fetchone() is not None
+
+    def _users_locked(self) -> AbstractContextManager[Any]:
+        """A write transaction no other process adds a user in until it ends."""
+        return self._write()
 
     def list_users(self) -> list[UserRecord]:
         """Every user, oldest first."""

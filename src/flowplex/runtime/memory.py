@@ -87,6 +87,15 @@ class MemoryBackend(Backend):
                 raise DuplicateKeyError(f"user {user.user_id} exists already")
             self._users.append(user)
 
+    def add_user_below(self, user: UserRecord, count: int) -> bool:
+        with self._lock:
+            if len(self._users) >= count:
+                return False
+            if any(u.user_id == user.user_id for u in self._users):
+                raise DuplicateKeyError(f"user {user.user_id} exists already")
+            self._users.append(user)
+            return True
+
     def list_users(self) -> list[UserRecord]:
         with self._lock:
             return list(self._users)

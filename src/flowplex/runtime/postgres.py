@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -295,6 +295,13 @@ class PostgresBackend(SQLBackend):
         """A connection in one pipelined transaction; statements whose results are not read
         inside the block all travel in the round trip of the COMMIT."""
         return _Use(self, transaction=True, durable=True)
+
+    @contextlib.contextmanager
+    def _users_locked(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction holding the users table against other writers (readers go on)."""
+        with self._transaction() as conn:
+            conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            yield conn
 
     # -- endpoints --------------------------------------------------------------------------
 

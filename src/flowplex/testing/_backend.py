@@ -166,6 +166,17 @@ def check_duplicate_user_rejected(open_backend: Opener) -> None:
         assert b.list_users() == [first]
 
 
+def check_add_user_below(open_backend: Opener) -> None:
+    """add_user_below stores a user only while there are fewer than ``count``."""
+    with opened(open_backend) as b:
+        users = [UserRecord(f"{i:064x}", bytes([i]) * 32, _t()) for i in (1, 2, 3)]
+        assert b.add_user_below(users[0], 1) is True
+        assert b.add_user_below(users[1], 1) is False
+        assert b.add_user_below(users[1], 2) is True
+        assert b.add_user_below(users[2], 2) is False
+        assert b.list_users() == users[:2]
+
+
 # -- endpoints ----------------------------------------------------------------------------------
 
 
@@ -902,6 +913,27 @@ def _run_together(*jobs: Callable[[], None]) -> None:
     assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
 
 
+def check_first_users_once_across_backends(open_backend: Opener) -> None:
+    """Backend objects adding "the first user" at once (processes starting on a fresh
+    database) add exactly one between them."""
+    backends = [open_backend() for _ in range(4)]
+    try:
+        start = threading.Barrier(len(backends))
+
+        def first_user(b: Backend, i: int) -> Callable[[], None]:
+            def job() -> None:
+                start.wait(30)
+                b.add_user_below(UserRecord(f"{i + 10:064x}", bytes([i]) * 32, _t()), 1)
+
+            return job
+
+        _run_together(*(first_user(b, i) for i, b in enumerate(backends)))
+        assert len(backends[0].list_users()) == 1
+    finally:
+        for b in backends:
+            b.close()
+
+
 def check_reopen_sees_everything(open_backend: Opener) -> None:
     """A backend opened later (a restart) finds everything the first one committed."""
     user = UserRecord("c3" * 32, b"\x00\xff" * 16, _t())
@@ -1053,6 +1085,7 @@ def check_concurrent_producers_and_workers(open_backend: Opener) -> None:
 CHECKS: list[Check] = [
     check_users_oldest_first,
     check_duplicate_user_rejected,
+    check_add_user_below,
     check_serve_endpoint,
     check_reserve_after_unserve,
     check_list_endpoints_and_set_served,
@@ -1094,6 +1127,7 @@ CHECKS: list[Check] = [
 
 #: Checks that open several backend objects on one store (durable backends only).
 SHARED_STORE_CHECKS: list[Check] = [
+    check_first_users_once_across_backends,
     check_reopen_sees_everything,
     check_wakes_across_backends,
     check_concurrent_claims,

@@ -21,6 +21,7 @@ from flowplex.errors import (
     FlowTimeoutError,
     InterfaceError,
     MessagingError,
+    StorageUnwritableError,
     UnknownInstanceError,
 )
 
@@ -40,7 +41,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         if isinstance(value, type) and issubclass(value, FlowplexError)
     }
     assert defined == set(errors.__all__)
-    assert len(errors.__all__) == 13
+    assert len(errors.__all__) == 14
 
 
 @pytest.mark.parametrize(
@@ -58,6 +59,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         (FlowTimeoutError, FlowplexError),
         (BackendError, FlowplexError),
         (DuplicateKeyError, BackendError),
+        (StorageUnwritableError, BackendError),
     ],
     ids=lambda c: c.__name__,
 )

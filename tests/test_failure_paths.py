@@ -137,3 +137,33 @@ def test_a_dispatcher_keeps_a_bounded_number_of_flows(client: flowplex.Client) -
     for proxy in kept:
         one_message(proxy)
     assert dispatcher.cached_flows == 8
+
+
+@pytest.mark.parametrize("fault", ["deleted", "replaced"])
+def test_a_deleted_or_replaced_sqlite_file_fails_loudly(tmp_path: Path, fault: str) -> None:
+    """Writes into a file nobody will read again are refused, not reported as done; the worker
+    thread stops, saying why."""
+    import shutil
+
+    from flowplex.errors import StorageUnwritableError
+
+    db = tmp_path / "node.db"
+    cl = flowplex.start_node(path=tmp_path, db=f"sqlite:///{db}")
+    try:
+        serving.serve_flow(cl, "faultflows.CountingFlow", "counting")
+        proxy = serving.get_flow_instance(cl, "counting")
+        worker = run_dispatch_worker_thread(cl, lease_seconds=30.0)
+        assert proxy.get_reply_future(proxy.package_input_message({})).get_data(QUICK)
+        if fault == "deleted":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        else:
+            shutil.copy(db, tmp_path / "copy.db")
+            (tmp_path / "copy.db").replace(db)
+        with pytest.raises(StorageUnwritableError, match=f"file was {fault}"):
+            proxy.get_reply_future(proxy.package_input_message({}))
+        cl.node.backend.wake()
+        wait_for(lambda: not worker.is_alive(), "the worker to stop")
+        assert isinstance(worker.fatal, StorageUnwritableError)
+    finally:
+        cl.node.close()

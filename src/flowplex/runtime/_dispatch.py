@@ -20,7 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
-from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
+from ..errors import (
+    ConfigurationError,
+    MessagingError,
+    StorageUnwritableError,
+    UnknownInstanceError,
+)
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..flows._base import ORIGIN
 from ..messages import FlowMessage, ReplyMode, new_id
@@ -483,6 +488,8 @@ class DispatchWorker(threading.Thread):
         self.idle_wait = idle_wait
         self._stop_event = threading.Event()
         self.processed = 0
+        #: Why the worker stopped by itself: the database cannot be written (None otherwise).
+        self.fatal: StorageUnwritableError | None = None
 
     def run(self) -> None:
         """The worker loop (called by ``start``)."""
@@ -502,10 +509,19 @@ class DispatchWorker(threading.Thread):
                     self._stop_event.wait(defer)
                 try:
                     count = self.dispatcher.run_batch()
-                except Exception:
+                except StorageUnwritableError as exc:
+                    # Retrying cannot help (read-only, disk full, the file gone): stop and
+                    # say why, once, for whoever runs the worker to see.
+                    self.fatal = exc
+                    logger.error("dispatch worker stopped: %s", exc)
+                    break
+                except Exception as exc:
                     if self._stop_event.is_set() or node.closed:
                         break
-                    logger.exception("dispatch worker error; retrying")
+                    # The database is away for a moment (a restart, a lock): one line each
+                    # time, the traceback only when asked for.
+                    logger.warning("dispatch worker error, retrying: %s", exc)
+                    logger.debug("dispatch worker error", exc_info=True)
                     self._stop_event.wait(0.5)
                     continue
                 self.processed += count

@@ -29,7 +29,8 @@ class CountingFlow(AtomicFlow):
 
 
 class SlowFlow(AtomicFlow):
-    """Counts its runs, sleeps ``data["seconds"]``, and appends its pid to ``data["log"]``."""
+    """Counts its runs, notes its start in ``data["started"]``, sleeps ``data["seconds"]``, and
+    notes its end in ``data["log"]`` (files, one ``"<i> <pid>"`` line per run)."""
 
     default_config = {"name": "Slow", "description": "Takes its time."}
 
@@ -38,6 +39,10 @@ class SlowFlow(AtomicFlow):
 
     def run(self, input_message: FlowMessage) -> dict[str, Any]:
         self.flow_state["count"] += 1
+        started = input_message.data.get("started")
+        if started:
+            with open(started, "a") as f:
+                f.write(f"{input_message.data.get('i')} {os.getpid()}\n")
         time.sleep(float(input_message.data.get("seconds", 0.0)))
         log = input_message.data.get("log")
         if log:
@@ -90,3 +95,11 @@ class PushElsewhereFlow(PushThenFailFlow):
             "counter": {"flow_endpoint": "counter_sub", "dispatch_point": "sub"},
         },
     }
+
+
+def nap(seconds: float, log: str, name: str) -> str:
+    """A ``python`` task for the runner tests: takes ``seconds``, then logs its run."""
+    time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write(f"{name} {os.getpid()}\n")
+    return name

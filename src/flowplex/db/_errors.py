@@ -31,7 +31,8 @@ _SQLITE_REASONS = {
     "SQLITE_IOERR": "disk I/O error",
     "SQLITE_PERM": "permission denied",
 }
-_SQLITE_UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_PERM")
+# A failed write() (a file over its size limit, a dying disk) is no lock to wait out either.
+_SQLITE_UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_PERM", "SQLITE_IOERR_WRITE")
 _SQLITE_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 # PostgreSQL SQLSTATEs, then SQLSTATE classes (the first two characters).

@@ -162,7 +162,7 @@ def _node(db: str, home: Path, instances: int) -> tuple[flowplex.Client, list[An
     return cl, [serving.get_flow_instance(cl, "slow") for _ in range(instances)]
 
 
-# -- scenarios --------------------------------------------------------------------------------------
+# -- scenarios ----------------------------------------------------------------------------------
 
 
 def kill_workers(db: str, home: Path, kills: int = 6, messages: int = 120) -> Outcome:

@@ -28,8 +28,7 @@ _SQLITE_REASONS = {
     "SQLITE_LOCKED": "the database stayed locked by another connection past the busy timeout",
     "SQLITE_CORRUPT": "the database file is corrupt",
     "SQLITE_NOTADB": "the file is not a SQLite database",
-    "SQLITE_IOERR_WRITE": "writing the database file failed (a full disk, or a file size "
-    "limit)",
+    "SQLITE_IOERR_WRITE": "writing the database file failed (a full disk, or a file size limit)",
     "SQLITE_IOERR": "disk I/O error",
     "SQLITE_PERM": "permission denied",
 }

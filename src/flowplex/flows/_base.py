@@ -29,6 +29,7 @@ __all__ = [
     "check_state",
     "error_reply",
     "origin_of",
+    "rollback_state",
     "run_message",
 ]
 
@@ -398,6 +399,16 @@ def origin_of(message: FlowMessage, state: Mapping[str, Any]) -> dict[str, Any] 
     except (TypeError, ValueError):
         before = None  # not stored as it is (a caller's own state): nothing to roll back to
     return {"reply_data": message.reply_data, "state": before}
+
+
+def rollback_state(message: FlowMessage) -> dict[str, Any] | None:
+    """The state a composite goes back to when it fails on the pushed reply ``message``: its
+    state from before the conversation began (None: keep the stored one)."""
+    if not message.is_reply:
+        return None
+    origin = message.reply_data.get(ORIGIN)
+    state = origin.get("state") if isinstance(origin, dict) else None
+    return state if isinstance(state, dict) else None
 
 
 def error_reply(

@@ -26,8 +26,14 @@ from ..errors import (
     StorageUnwritableError,
     UnknownInstanceError,
 )
-from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
-from ..flows._base import ORIGIN
+from ..flows import (
+    Flow,
+    InstanceAddress,
+    build_flow,
+    error_reply,
+    rollback_state,
+    run_message,
+)
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import (
     Backend,
@@ -273,7 +279,7 @@ class Dispatcher:
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
-            rollback = None if instance.parallel_dispatch else _rollback_state(message)
+            rollback = None if instance.parallel_dispatch else rollback_state(message)
             self._commit_failure(delivery, message, exc, flow.name, duration, rollback)
             return
         duration = self.clock.monotonic() - started
@@ -386,16 +392,6 @@ class Dispatcher:
         )
         if ok and unknown:
             self.node.answer_undeliverable(unknown, sent)
-
-
-def _rollback_state(message: FlowMessage) -> dict[str, Any] | None:
-    """The state a composite goes back to when it fails on the pushed reply ``message``: its
-    state from before the conversation began (None: keep the stored one)."""
-    if not message.is_reply:
-        return None
-    origin = message.reply_data.get(ORIGIN)
-    state = origin.get("state") if isinstance(origin, dict) else None
-    return state if isinstance(state, dict) else None
 
 
 def _reply_text(

@@ -414,11 +414,15 @@ class Heartbeat:
 
     #: Idle beats before the thread ends (a new message starts it again).
     IDLE_BEATS = 3
+    #: The longest pause between beats, in seconds.
+    MAX_BEAT = 2.0
 
     def __init__(self, backend: Backend, lease_seconds: float) -> None:
         self.backend = backend
         self.lease_seconds = lease_seconds
-        self.interval = lease_seconds / 3
+        # At least every MAX_BEAT seconds, so that the thread of a dispatcher with a very long
+        # lease (a LocalRuntime's) still notices it is idle and ends.
+        self.interval = min(lease_seconds / 3, self.MAX_BEAT)
         self._held: dict[tuple[int, str], Delivery] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -103,3 +103,22 @@ def nap(seconds: float, log: str, name: str) -> str:
     with open(log, "a") as f:
         f.write(f"{name} {os.getpid()}\n")
     return name
+
+
+class PushQueueFlow(PushThenFailFlow):
+    """PushThenFailFlow that keeps a request arriving mid-conversation waiting in its state and
+    starts it right after answering the current one (in the same run)."""
+
+    default_config = {"name": "PushQueue"}
+
+    def set_up_flow_state(self) -> None:
+        super().set_up_flow_state()
+        self.flow_state["waiting"] = []
+
+    def run(self, input_message: FlowMessage) -> None:
+        if not input_message.is_reply and self.flow_state["step"] != "idle":
+            self.flow_state["waiting"].append(input_message)
+            return
+        super().run(input_message)
+        if input_message.is_reply and self.flow_state["waiting"]:
+            super().run(self.flow_state["waiting"].pop(0))

@@ -167,3 +167,20 @@ def test_a_deleted_or_replaced_sqlite_file_fails_loudly(tmp_path: Path, fault: s
         assert isinstance(worker.fatal, StorageUnwritableError)
     finally:
         cl.node.close()
+
+
+def test_a_conversation_started_after_answering_another_keeps_what_that_one_did(
+    client: flowplex.Client,
+) -> None:
+    """A composite answers one request and, in the same run, starts the one it kept waiting.
+    That second conversation failing must not roll the composite back past the first (whose
+    caller was answered), nor send the first caller its error."""
+    serving.recursive_serve_flow(client, "faultflows.PushQueueFlow", "queue")
+    proxy = serving.get_flow_instance(client, "queue")
+    first = proxy.get_reply_future(proxy.package_input_message({}))
+    second = proxy.get_reply_future(proxy.package_input_message({"fail": True}))
+    run_dispatch_worker_thread(client, lease_seconds=30.0)
+    assert first.get_data(timeout=QUICK) == {"count": 1}
+    wait_for(lambda: client.node.backend.pending_count() == 0, "the second conversation")
+    assert serving.get_flow_state(client, proxy.get_instance_id())["done"] == 1
+    del second  # its caller is unknown to the runtime: the failure is logged

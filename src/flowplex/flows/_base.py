@@ -222,6 +222,12 @@ class Flow:
                 f"{self.name} is not attached to a runtime: run it with flowplex.LocalRuntime / "
                 f"flowplex.run_local, or serve it."
             )
+        origin = self._origin
+        if origin is not None and message.reply_data == origin.get("reply_data"):
+            # The conversation's caller is answered: requests sent after this (the next
+            # request the flow kept waiting, say) start a conversation it does not know the
+            # caller of, so their failures are no longer this caller's.
+            self._origin = None
         self._transport.send_reply(message.without_private_keys())
 
     def __repr__(self) -> str:

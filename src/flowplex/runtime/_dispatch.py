@@ -178,7 +178,9 @@ class Dispatcher:
     """Claims and runs messages of one dispatch point (of one user's instances, or all).
 
     ``clock`` (default: the backend's) times the waits of flows for their replies; the
-    backend's clock times the leases.
+    backend's clock times the leases, which a heartbeat extends while their messages run.
+    ``cache_size`` bounds the flows kept built between messages (least recently run go
+    first; 0 keeps none).
     """
 
     def __init__(

@@ -184,3 +184,51 @@ def test_a_conversation_started_after_answering_another_keeps_what_that_one_did(
     wait_for(lambda: client.node.backend.pending_count() == 0, "the second conversation")
     assert serving.get_flow_state(client, proxy.get_instance_id())["done"] == 1
     del second  # its caller is unknown to the runtime: the failure is logged
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_runner_saves_each_task_and_keeps_its_claim_past_the_lease(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A task blocks three leases long: the finished task before it is saved already (a runner
+    killed now would not redo it), and no other runner can claim the flow meanwhile."""
+    import threading
+    import time
+
+    from flowplex.engine import FlowRunner, FlowStore, TaskFlow
+
+    url = f"sqlite:///{tmp_path}/runs.db" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    store, competitor = FlowStore(url), FlowStore(url)
+    store.ensure_tables()
+    started, release = tmp_path / "started", tmp_path / "release"
+    spec = {
+        "tasks": [
+            {"key": "first", "task_type": "noop"},
+            {
+                "key": "blocked",
+                "task_type": "python",
+                "task_params": {
+                    "fn": "engineflows.block_until_file",
+                    "args": [str(started), str(release)],
+                },
+                "precursors": ["first"],
+            },
+        ]
+    }
+    key = store.create_flow(TaskFlow.from_flow_spec(spec))
+    runner = FlowRunner(store, lease=0.3)
+    (claim,) = store.claim_flows(lease=0.3)
+    thread = threading.Thread(target=runner.run_claim, args=(claim,))
+    thread.start()
+    try:
+        wait_for(started.exists, "the blocking task to start")
+        assert store.get_flow(key).tasks["first"]["status"] == "COMPLETED"
+        until = time.monotonic() + 1.0  # over three leases
+        while time.monotonic() < until:
+            assert competitor.claim_flow(key, lease=30) is None
+    finally:
+        release.write_text("go")
+        thread.join(30)
+    assert store.get_flow(key).status == "COMPLETED"
+    store.close()
+    competitor.close()

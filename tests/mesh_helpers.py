@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
@@ -14,8 +15,11 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import uvicorn
 
 from flowplex import AtomicFlow, FlowMessage
+from flowplex._httpsign import SigningAuth
+from flowplex.identity import KeyPair
 from flowplex.mesh import run_service
 
 #: The seed's processes are forked, as its notebook does (Linux's default).
@@ -116,18 +120,41 @@ def html_rows(page: str) -> list[list[str]]:
     return rows
 
 
+class Server:
+    """uvicorn serving an ASGI app in a thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            assert self._thread.is_alive(), "uvicorn failed to start"
+            assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
 class AppClient:
     """A synchronous client of an ASGI app in this process, its lifespan running around it.
 
-    Requests go through httpx's ASGITransport on a private event loop; background tasks the
-    app starts run while requests are being served.
+    Requests go through httpx's ASGITransport on a private event loop (signed by ``key``, if
+    given); background tasks the app starts run while requests are being served.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, key: KeyPair | None = None) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            auth=SigningAuth(key) if key is not None else None,
         )
         self._lifespan: AbstractAsyncContextManager[Any] | None = None
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from flowplex import AtomicFlow, FlowMessage, run_local
@@ -42,28 +41,8 @@ from flowplex.artifacts import (
 )
 from flowplex.db import create_engine, schema
 from flowplex.errors import ConfigurationError
+from mesh_helpers import Server
 from waiting import wait_for
-
-
-class Server:
-    """uvicorn serving an ASGI app in a thread of this process."""
-
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            assert self._thread.is_alive(), "uvicorn failed to start"
-            assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -20,7 +20,10 @@ from flowplex.errors import (
     FlowStateError,
     FlowTimeoutError,
     InterfaceError,
+    KeyFileError,
     MessagingError,
+    PermissionDeniedError,
+    SignatureError,
     StorageUnwritableError,
     UnknownInstanceError,
 )
@@ -41,7 +44,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         if isinstance(value, type) and issubclass(value, FlowplexError)
     }
     assert defined == set(errors.__all__)
-    assert len(errors.__all__) == 14
+    assert len(errors.__all__) == 17
 
 
 @pytest.mark.parametrize(
@@ -59,6 +62,9 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         (FlowTimeoutError, FlowplexError),
         (BackendError, FlowplexError),
         (DuplicateKeyError, BackendError),
+        (KeyFileError, ConfigurationError),
+        (SignatureError, FlowplexError),
+        (PermissionDeniedError, FlowplexError),
         (StorageUnwritableError, BackendError),
     ],
     ids=lambda c: c.__name__,

@@ -20,6 +20,8 @@ from .errors import (
     FlowTimeoutError,
     InterfaceError,
     MessagingError,
+    PermissionDeniedError,
+    SignatureError,
     UnknownInstanceError,
 )
 from .flows import (
@@ -54,8 +56,10 @@ __all__ = [
     "KeyInterface",
     "LocalRuntime",
     "MessagingError",
+    "PermissionDeniedError",
     "ReplyMode",
     "Settings",
+    "SignatureError",
     "UnknownInstanceError",
     "__version__",
     "deep_merge",

@@ -1,30 +1,181 @@
 """The FastAPI and uvicorn pieces shared by every flowplex HTTP service.
 
 An app composed from routers, mounted ASGI apps and lifespans, with flowplex errors answered as
-4xx JSON; and the one way to listen on a URL and serve an app there. It sits low so that both the
-subsystems (``mesh.run_service``) and the composition root (``flowplex.server``) build on it
-without importing each other.
+4xx JSON; the one check of signed requests (:func:`signed_caller`, configured per app by
+:class:`RequestSigning`); and the one way to listen on a URL and serve an app there. It sits low
+so that both the subsystems (``mesh.run_service``) and the composition root
+(``flowplex.server``) build on it without importing each other.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from ._version import __version__
-from .errors import ConfigurationError, FlowplexError
+from .errors import ConfigurationError, FlowplexError, PermissionDeniedError, SignatureError
+from .identity import NonceCache, _verify_headers, verify_request
 
-__all__ = ["Lifespan", "compose_app", "listen", "serve"]
+__all__ = [
+    "Lifespan",
+    "RequestSigning",
+    "SignedCaller",
+    "compose_app",
+    "listen",
+    "serve",
+    "signed_caller",
+]
+
+_log = logging.getLogger("flowplex.security")
+
+#: The largest body :func:`signed_caller` reads to check its digest, unless configured.
+DEFAULT_MAX_SIGNED_BODY = 16 * 1024 * 1024
+
+
+@dataclass
+class RequestSigning:
+    """How an app checks signed requests; :meth:`install` it on the app.
+
+    ``window``: how old (seconds) a signature may be; ``nonces``: the replay cache (one per
+    app, or shared by apps that must not accept each other's replays); ``max_body``: the
+    largest body read to check its digest (413 beyond). ``insecure=True`` accepts unsigned
+    requests (the old wire protocol, for migration and tests) and says so in the log.
+    """
+
+    window: float = 300.0
+    nonces: NonceCache = field(default_factory=NonceCache)
+    max_body: int = DEFAULT_MAX_SIGNED_BODY
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int | float) or not 0 < self.window <= 86_400:
+            raise ConfigurationError(f"window must be in (0, 86400] seconds, got {self.window!r}")
+        if not isinstance(self.nonces, NonceCache):
+            raise ConfigurationError("nonces must be a NonceCache.")
+        if not isinstance(self.max_body, int) or self.max_body < 0:
+            raise ConfigurationError(f"max_body must be a byte count, got {self.max_body!r}")
+
+    def install(self, app: FastAPI, what: str = "this service") -> FastAPI:
+        """Make ``app``'s :func:`signed_caller` follow these settings (logged when insecure)."""
+        app.state.flowplex_signing = self
+        if self.insecure:
+            _log.warning(
+                "%s accepts UNSIGNED writes (insecure mode): anyone who can reach it can "
+                "change its state; use this only for migration and tests.",
+                what,
+            )
+        return app
+
+
+def _settings(request: Request) -> RequestSigning:
+    state = request.app.state
+    settings = getattr(state, "flowplex_signing", None)
+    if settings is None:  # nothing installed: the default, which is signed
+        settings = state.flowplex_signing = RequestSigning()
+    assert isinstance(settings, RequestSigning)
+    return settings
+
+
+def request_target(request: Request) -> str:
+    """The request's path and query as received (before any decoding), as signed."""
+    raw = request.scope.get("raw_path") or request.scope.get("path", "/").encode("utf-8")
+    target = bytes(raw).decode("latin-1")
+    query = request.scope.get("query_string", b"")
+    return f"{target}?{bytes(query).decode('latin-1')}" if query else target
+
+
+def _unauthorized(exc: SignatureError) -> HTTPException:
+    return HTTPException(
+        401, detail=str(exc), headers={"WWW-Authenticate": 'Signature realm="flowplex"'}
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it exceeds ``limit`` bytes (never buffered past it)."""
+    too_large = HTTPException(413, detail=f"request body larger than {limit} bytes")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    request._body = bytes(body)  # what Request.body() returns from now on
+    return request._body
+
+
+def _is_signed(request: Request) -> bool:
+    return "signature" in request.headers or "signature-input" in request.headers
+
+
+async def signed_caller(request: Request) -> str | None:
+    """The user id that signed this request; the one dependency of every state-changing route.
+
+    Answers 401 (JSON ``detail``) when the request is unsigned, malformed, too old, replayed,
+    or its body does not match its digest; 413 when the body is larger than the app's
+    ``max_body``. In insecure mode an unsigned request passes with caller ``None`` (a signed
+    one is still checked). Routes answer 403 themselves when the signer may not do the thing.
+    """
+    settings = _settings(request)
+    if not _is_signed(request):
+        if settings.insecure:
+            return None
+        raise _unauthorized(SignatureError("the request is not signed (Signature header)."))
+    body = await read_body(request, settings.max_body)
+    try:
+        return verify_request(
+            request.method,
+            request_target(request),
+            request.headers,
+            body,
+            nonces=settings.nonces,
+            max_age=settings.window,
+        )
+    except SignatureError as exc:
+        raise _unauthorized(exc) from None
+
+
+def signed_headers(request: Request) -> tuple[str, str] | None:
+    """For a route that streams its body: check everything but the body now.
+
+    The signer and the ``Content-Digest`` the streamed body must still match (the route checks
+    it before it keeps anything), or None for an unsigned request in insecure mode. Raises 401
+    as :func:`signed_caller` does.
+    """
+    settings = _settings(request)
+    if not _is_signed(request):
+        if settings.insecure:
+            return None
+        raise _unauthorized(SignatureError("the request is not signed (Signature header)."))
+    try:
+        return _verify_headers(
+            request.method,
+            request_target(request),
+            request.headers,
+            nonces=settings.nonces,
+            now=time.time(),
+            max_age=settings.window,
+        )
+    except SignatureError as exc:
+        raise _unauthorized(exc) from None
+
+
+#: A route parameter typed ``SignedCaller`` gets the verified signer (see :func:`signed_caller`).
+SignedCaller = Annotated[str | None, Depends(signed_caller)]
 
 #: A lifespan: called with the app, an async context manager around the server's life.
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
@@ -32,7 +183,12 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
 async def _flowplex_error(request: Request, exc: Exception) -> JSONResponse:
     # A flowplex error escaping a route is a request the service cannot honour, not a crash.
-    status = 422 if isinstance(exc, ConfigurationError) else 400
+    if isinstance(exc, SignatureError):
+        status = 401
+    elif isinstance(exc, PermissionDeniedError):
+        status = 403
+    else:
+        status = 422 if isinstance(exc, ConfigurationError) else 400
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
@@ -43,6 +199,7 @@ def compose_app(
     lifespans: Sequence[Lifespan] = (),
     title: str = "flowplex",
     docs: bool = True,
+    signing: RequestSigning | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``routers`` and ``mounts``, living as long as its ``lifespans``.
 
@@ -52,7 +209,10 @@ def compose_app(
     ``mounts`` maps a path prefix (``"/name"``) to any ASGI app. Starlette does not run a
     mounted app's lifespan, so pass it in ``lifespans``; they are entered in order and exited in
     reverse. A :class:`~flowplex.errors.FlowplexError` escaping a route answers 422 (a
-    configuration error) or 400 with the message as JSON ``detail``.
+    configuration error) or 400 with the message as JSON ``detail`` (401 for a
+    :class:`~flowplex.errors.SignatureError`, 403 for a
+    :class:`~flowplex.errors.PermissionDeniedError`). ``signing`` configures the app's
+    :func:`signed_caller` (default: signed, 300 s window).
     """
     prefixes = list((mounts or {}).items())
     for prefix, _ in prefixes:
@@ -79,6 +239,7 @@ def compose_app(
         app.include_router(router)
     for prefix, sub in prefixes:
         app.mount(prefix.rstrip("/"), sub)
+    (signing or RequestSigning()).install(app, title)
     return app
 
 

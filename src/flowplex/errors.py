@@ -5,6 +5,7 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
     FlowplexError
      ├── ConfigurationError         settings, YAML files, required keys
      │    ├── ClassPathError        a dotted class path whose module or class is missing
+     │    ├── KeyFileError          a key file that is missing, unreadable or readable by others
      │    ├── CacheError            [mesh] a registry cache file that cannot be read or written
      │    └── MeshInputError        [mesh] a malformed record, URL or request body
      │         └── QueryError       [mesh] a /flows query that does not parse
@@ -30,6 +31,8 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
      │    ├── FlowExistsError       [engine] a stored run has that key already
      │    └── LeaseLostError        [engine] another runner took over the run's lease
      ├── UnknownSenderError         [mesh] an update from a registry that is not a peer
+     ├── SignatureError             a request whose signature is missing, invalid or replayed
+     ├── PermissionDeniedError      a signed request whose signer may not do what it asks
      └── ArtifactError              [artifacts] an op-store request that cannot be honoured
           ├── InvalidRequestError   [artifacts] a malformed name, version, body or base64
           ├── NotRegisteredError    [artifacts] an op or version never registered
@@ -60,7 +63,10 @@ __all__ = [
     "FlowTimeoutError",
     "FlowplexError",
     "InterfaceError",
+    "KeyFileError",
     "MessagingError",
+    "PermissionDeniedError",
+    "SignatureError",
     "StorageUnwritableError",
     "UnknownInstanceError",
 ]
@@ -76,6 +82,21 @@ class ConfigurationError(FlowplexError):
 
 class ClassPathError(ConfigurationError):
     """A dotted class path (``"pkg.module.Class"``) names a module or attribute that is missing."""
+
+
+class KeyFileError(ConfigurationError):
+    """A key file is missing, unreadable, not an Ed25519 key, or readable by others."""
+
+
+class SignatureError(FlowplexError):
+    """A request's signature is missing, malformed, too old, replayed or not the signer's.
+
+    HTTP services answer it with 401: the caller did not prove who it is.
+    """
+
+
+class PermissionDeniedError(FlowplexError):
+    """A request was signed, but its signer may not do what it asks (HTTP 403)."""
 
 
 class FlowDefinitionError(FlowplexError):

@@ -339,7 +339,7 @@ def _stopped_worker(
                 refused = str(exc)
             wait_until(lambda: worker.poll() is not None, "the worker to exit")
             detected = time.monotonic() - inject_at
-            notes = {"exit code": worker.returncode, "error": _error_line(output(worker))}
+            notes = _exit_notes(worker)
             if refused:
                 notes["sender"] = refused
             if repair is not None:
@@ -355,9 +355,17 @@ def _stopped_worker(
         cl.node.close()
 
 
-def _error_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.startswith("error:")]
-    return lines[-1] if lines else ""
+def _exit_notes(worker: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """How a worker process ended: its exit code, its error line, how many lines of output
+    it printed after its start-up line (one is right: the error), and any traceback."""
+    lines = output(worker).splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    return {
+        "exit code": worker.returncode,
+        "error": errors[-1] if errors else "",
+        "lines": len(lines) - 1,
+        "traceback": any("Traceback" in line for line in lines),
+    }
 
 
 def disk_full(db: str, home: Path) -> Outcome:
@@ -392,7 +400,7 @@ def read_only(db: str, home: Path) -> Outcome:
             worker = procs.worker(db)
             wait_until(lambda: worker.poll() is not None, "the worker to exit")
             detected = time.monotonic() - started
-            notes = {"exit code": worker.returncode, "error": _error_line(output(worker))}
+            notes = _exit_notes(worker)
             _make_read_only(path, False)
             cl = flowplex.start_node(path=home, db=db)
             procs.worker(db)

@@ -76,6 +76,7 @@ def test_a_full_disk_stops_the_worker_with_one_line_and_loses_nothing(
 ) -> None:
     outcome = faultkit.disk_full(sqlite_db, tmp_path)
     assert outcome.notes["exit code"] == 1
+    assert (outcome.notes["lines"], outcome.notes["traceback"]) == (1, False)
     assert "disk" in outcome.notes["error"]
     assert (outcome.sent, outcome.lost, outcome.duplicated) == (30, 0, 0)
 
@@ -85,6 +86,7 @@ def test_a_read_only_file_stops_the_worker_with_one_line_and_loses_nothing(
 ) -> None:
     outcome = faultkit.read_only(sqlite_db, tmp_path)
     assert outcome.notes["exit code"] == 1
+    assert (outcome.notes["lines"], outcome.notes["traceback"]) == (1, False)
     assert "read-only" in outcome.notes["error"]
     assert outcome.lost == 0 and outcome.duplicated == 0
 
@@ -94,6 +96,7 @@ def test_a_deleted_file_stops_the_worker_and_refuses_the_sender(
 ) -> None:
     outcome = faultkit.deleted_file(sqlite_db, tmp_path)
     assert outcome.notes["exit code"] == 1
+    assert (outcome.notes["lines"], outcome.notes["traceback"]) == (1, False)
     assert "deleted" in outcome.notes["error"]
     assert "deleted" in outcome.notes["sender"]
     # The ten answered before the delete; nothing sent after it was taken.

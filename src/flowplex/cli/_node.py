@@ -334,6 +334,7 @@ def worker(
             secrets=secrets,
             lease_seconds=lease,
             max_deliveries=max_deliveries,
+            log_fatal=False,  # reported below, as the command's one error line
         )
         err_console.print(
             f"flowplex worker: {concurrency} thread(s), dispatch point {dispatch_point!r}, "

@@ -482,7 +482,9 @@ class DispatchWorker(threading.Thread):
     message in hand and gives back what it claimed but did not start.
     """
 
-    def __init__(self, dispatcher: Dispatcher, idle_wait: float = 1.0) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, idle_wait: float = 1.0, *, log_fatal: bool = True
+    ) -> None:
         super().__init__(
             name=f"flowplex-dispatch-{dispatcher.dispatch_point}-{new_id()[:8]}", daemon=True
         )
@@ -491,7 +493,9 @@ class DispatchWorker(threading.Thread):
         self._stop_event = threading.Event()
         self.processed = 0
         #: Why the worker stopped by itself: the database cannot be written (None otherwise).
+        #: Logged as an error, unless ``log_fatal`` is False (its starter reports it).
         self.fatal: StorageUnwritableError | None = None
+        self._log_fatal = log_fatal
 
     def run(self) -> None:
         """The worker loop (called by ``start``)."""
@@ -515,7 +519,8 @@ class DispatchWorker(threading.Thread):
                     # Retrying cannot help (read-only, disk full, the file gone): stop and
                     # say why, once, for whoever runs the worker to see.
                     self.fatal = exc
-                    logger.error("dispatch worker stopped: %s", exc)
+                    if self._log_fatal:
+                        logger.error("dispatch worker stopped: %s", exc)
                     break
                 except Exception as exc:
                     if self._stop_event.is_set() or node.closed:

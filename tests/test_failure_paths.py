@@ -190,8 +190,8 @@ def test_a_conversation_started_after_answering_another_keeps_what_that_one_did(
 def test_the_runner_saves_each_task_and_keeps_its_claim_past_the_lease(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A task blocks three leases long: the finished task before it is saved already (a runner
-    killed now would not redo it), and no other runner can claim the flow meanwhile."""
+    """A task blocks three leases long: the (not instant) task before it is saved already (a
+    runner killed now would not redo it), and no other runner can claim the flow meanwhile."""
     import threading
     import time
 
@@ -203,7 +203,11 @@ def test_the_runner_saves_each_task_and_keeps_its_claim_past_the_lease(
     started, release = tmp_path / "started", tmp_path / "release"
     spec = {
         "tasks": [
-            {"key": "first", "task_type": "noop"},
+            {
+                "key": "first",
+                "task_type": "python",
+                "task_params": {"fn": "faultflows.nap", "args": [0.1, str(tmp_path / "log"), "a"]},
+            },
             {
                 "key": "blocked",
                 "task_type": "python",

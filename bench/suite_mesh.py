@@ -25,10 +25,14 @@ from typing import Any
 import httpx
 
 from _common import Result, Targets, measure
+from flowplex._httpsign import SigningAuth
+from flowplex.identity import generate_key_pair
 from flowplex.mesh import MeshService, MeshState, NodeRecord, list_rows
 from flowplex.server import create_app
 
 REGISTRY = "http://127.0.0.1:3366"
+#: The key the bench registry and its clients sign with.
+KEY = generate_key_pair()
 
 #: name -> (metric, bound): a page over 10,000 flows within 50 ms; registering a 500-flow node
 #: within 50 ms at 10,000 listed; GET / at 100 per second or more while registrations run.
@@ -80,7 +84,7 @@ def listing_op(state: MeshState) -> Callable[[], Any]:
 
 def route_op(params: dict[str, Any], changed: bool) -> tuple[Callable[[], Any], Callable[[], None]]:
     """An op GETting ``/flows?params`` in-process from a 10,000-flow registry, and its cleanup."""
-    service = MeshService(REGISTRY, node=False, registry=True)
+    service = MeshService(REGISTRY, node=False, registry=True, key=KEY)
     populate(service.state)
     app = create_app(mesh=service)
     loop = asyncio.new_event_loop()
@@ -130,14 +134,18 @@ class CachedRegistry:
             node=False,
             registry=True,
             cache=str(self.tmp / "registry.json"),
+            key=KEY,
             **REGISTRY_KNOBS,
         )
         populate(service.state, nodes=listed // 10)
         self.service = service
         self.app = create_app(mesh=service)
         self.loop = asyncio.new_event_loop()
+        # Registrations are signed, as a node signs them: the check is part of the cost.
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://bench"
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://bench",
+            auth=SigningAuth(KEY),
         )
         self.lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
         self.loop.run_until_complete(self.lifespan.__aenter__())

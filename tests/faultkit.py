@@ -436,7 +436,8 @@ def deleted_file(db: str, home: Path) -> Outcome:
 
 
 def first_start_race(db: str, home: Path, starters: int = 4) -> Outcome:
-    """Processes start on a fresh database at once: exactly one default user between them."""
+    """Processes start a node (one home, one fresh database) at once: exactly one default
+    user between them."""
     code = (
         "import sys, time, flowplex\n"
         "while time.time() < float(sys.argv[1]): time.sleep(0.001)\n"
@@ -445,7 +446,7 @@ def first_start_race(db: str, home: Path, starters: int = 4) -> Outcome:
     go = str(time.time() + 1.5)
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", code, go, str(home / f"p{i}"), db],
+            [sys.executable, "-c", code, go, str(home / "racing"), db],
             env=env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -458,9 +459,9 @@ def first_start_race(db: str, home: Path, starters: int = 4) -> Outcome:
         out, _ = child.communicate(timeout=PATIENCE)
         assert child.returncode == 0, out
         users.add(out.strip().splitlines()[-1])
-    cl = flowplex.start_node(path=home, db=db)
+    cl = flowplex.start_node(path=home / "racing", db=db)
     try:
-        stored = len(cl.node.users())
+        stored = len(cl.node.backend.list_users())
     finally:
         cl.node.close()
     return Outcome(

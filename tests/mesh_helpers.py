@@ -19,7 +19,7 @@ import uvicorn
 
 from flowplex import AtomicFlow, FlowMessage
 from flowplex._httpsign import SigningAuth
-from flowplex.identity import KeyPair
+from flowplex.identity import KeyPair, generate_key_pair
 from flowplex.mesh import run_service
 
 #: The seed's processes are forked, as its notebook does (Linux's default).
@@ -33,6 +33,11 @@ QUIET = {
     "retry_max": 0.5,
     "log_level": "warning",
 }
+
+
+#: The key in-process tests sign their writes with; registries under test trust it as an
+#: operator (so it may connect simulated peers) unless a test says otherwise.
+OPERATOR = generate_key_pair()
 
 
 def free_url() -> str:
@@ -77,9 +82,14 @@ def wait_idle(*urls: str, timeout: float = 30.0) -> None:
     wait_until(lambda: is_idle(*urls), timeout, f"{urls} idle")
 
 
+#: Services under test sign with OPERATOR and trust it: each may connect to any other (the
+#: trust rules themselves are tested in test_security.py).
+TRUSTED: dict[str, Any] = {"key": OPERATOR, "operators": [OPERATOR.user_id]}
+
+
 def start(**kwargs: Any) -> BaseProcess:
     """``run_service(**kwargs)`` in a forked process; returns once it answers ``GET /``."""
-    proc = CTX.Process(target=run_service, kwargs={**QUIET, **kwargs}, daemon=True)
+    proc = CTX.Process(target=run_service, kwargs={**QUIET, **TRUSTED, **kwargs}, daemon=True)
     proc.start()
     url = kwargs["url"]
     wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, what=f"{url} up")
@@ -145,14 +155,17 @@ class AppClient:
     """A synchronous client of an ASGI app in this process, its lifespan running around it.
 
     Requests go through httpx's ASGITransport on a private event loop (signed by ``key``, if
-    given); background tasks the app starts run while requests are being served.
+    given, from the ``client`` address); background tasks the app starts run while requests are
+    being served.
     """
 
-    def __init__(self, app: Any, key: KeyPair | None = None) -> None:
+    def __init__(
+        self, app: Any, key: KeyPair | None = None, client: tuple[str, int] = ("127.0.0.1", 123)
+    ) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
+            transport=httpx.ASGITransport(app=app, client=client),
             base_url="http://testserver",
             auth=SigningAuth(key) if key is not None else None,
         )

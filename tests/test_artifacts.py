@@ -38,6 +38,7 @@ from flowplex.errors import BackendError, ConfigurationError, FlowplexError
 EXPORTS = [
     "EMPTY_HASH",
     "ArtifactError",
+    "ArtifactExistsError",
     "ArtifactNotFoundError",
     "ArtifactReader",
     "ArtifactWriter",
@@ -789,10 +790,9 @@ def test_a_pipeline_used_as_an_op_saves_and_loads_recursively(store: OpStore) ->
 
 def test_a_refused_nested_load_changes_nothing_anywhere(store: OpStore) -> None:
     client = store.client()
-    Pipeline("pred", [Counter(), Pipeline("model", [Scale(), Offset()])]).save(client)
     counter = Counter()
-    counter.count = 10
-    Pipeline("count", [counter]).save(client)  # newer counter bytes, same version
+    counter.count = 10  # saved bytes a load would bring in
+    Pipeline("pred", [counter, Pipeline("model", [Scale(), Offset()])]).save(client)
     scale = Scale()
     scale.train(5)
     Pipeline("train_scale", [scale]).save(client)  # a scale the offset never saw
@@ -817,8 +817,9 @@ def test_failed_apply_restores_loaded_ops(store: OpStore) -> None:
 
     first, second = Counter(), Fragile()
     first.count, second.count = 5, 7
+    # The bytes of second's version are damaged in storage (they cannot be saved over).
+    second.serialize = lambda: b"bad"  # type: ignore[method-assign]
     Pipeline("p", [first, second]).save(client)
-    client.save_op_bytes("fragile", second.version, b"bad")
     target = Pipeline("p", [Counter(), Fragile()])
     with pytest.raises(ValueError, match="cannot load"):
         target.load(client)

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from flowplex import AtomicFlow, FlowMessage, run_local
+from flowplex._httpsign import SigningAuth
 from flowplex.artifacts import (
     ArtifactNotFoundError,
     CorruptArtifactError,
@@ -41,6 +42,7 @@ from flowplex.artifacts import (
 )
 from flowplex.db import create_engine, schema
 from flowplex.errors import ConfigurationError
+from mesh_helpers import OPERATOR as KEY
 from mesh_helpers import Server
 from waiting import wait_for
 
@@ -69,7 +71,7 @@ def server(store: OpStore) -> Iterator[Server]:
 
 @pytest.fixture
 def client(server: Server) -> Iterator[OpStoreClient]:
-    with OpStoreClient(server.url) as c:
+    with OpStoreClient(server.url, key=KEY) as c:
         yield c
 
 
@@ -158,6 +160,7 @@ def test_client_mistakes_are_typed_4xx(client: OpStoreClient, server: Server) ->
     raw = httpx.post(
         f"{server.url}/v1/save_op_bytes",
         json={"op_name": "op", "version": str(v), "bytes": "not base64!"},
+        auth=SigningAuth(KEY),
     )
     assert raw.status_code == 422
     assert "base64" in raw.json()["detail"]
@@ -395,10 +398,13 @@ def test_client_uses_its_url(tmp_path: Path) -> None:
     store = OpStore(FileSaver(tmp_path), "sqlite://")
     srv = Server(Starlette(routes=[Mount("/opstore", app=store.app)]))
     try:
-        with OpStoreClient(f"{srv.url}/opstore/") as mounted:
+        with OpStoreClient(f"{srv.url}/opstore/", key=KEY) as mounted:
             mounted.register_valid_link(None, "op", Version())
             assert [str(i.number) for i in mounted.get_version_numbers("op")] == ["1.0.0"]
-        with OpStoreClient(srv.url) as wrong_prefix, pytest.raises(OpStoreUnavailableError):
+        with (
+            OpStoreClient(srv.url, key=KEY) as wrong_prefix,
+            pytest.raises(OpStoreUnavailableError),
+        ):
             wrong_prefix.pipeline_exists("p")
     finally:
         srv.stop()
@@ -407,7 +413,7 @@ def test_client_uses_its_url(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
     with (
-        OpStoreClient(f"http://127.0.0.1:{closed_port}") as nobody,
+        OpStoreClient(f"http://127.0.0.1:{closed_port}", key=KEY) as nobody,
         pytest.raises(OpStoreUnavailableError, match=f"127.0.0.1:{closed_port}"),
     ):
         nobody.pipeline_exists("p")
@@ -426,7 +432,7 @@ def test_a_url_that_answers_something_else_is_a_typed_error() -> None:
 
     srv = Server(Starlette(routes=[Route("/{path:path}", page, methods=["GET", "POST", "PUT"])]))
     try:
-        with OpStoreClient(srv.url) as client:
+        with OpStoreClient(srv.url, key=KEY) as client:
             with pytest.raises(OpStoreUnavailableError, match="not JSON"):
                 client.pipeline_exists("p")
             with pytest.raises(OpStoreUnavailableError, match="not JSON"):
@@ -442,7 +448,7 @@ def test_mounted_in_flowplex_server_and_as_a_router(tmp_path: Path) -> None:
     srv = Server(create_app(mounts={"/opstore": store.app}, routers=[store.router]))
     try:
         for url in (f"{srv.url}/opstore", srv.url):
-            with OpStoreClient(url) as client:
+            with OpStoreClient(url, key=KEY) as client:
                 v = Version.atomic(VersionType.MAJOR, url)
                 client.register_valid_link(None, "op", v)
                 client.save_op_bytes("op", v, url.encode())
@@ -614,7 +620,7 @@ def test_cli_serves_an_op_store(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        with OpStoreClient(url) as client:
+        with OpStoreClient(url, key=KEY) as client:
             while True:
                 try:
                     client.pipeline_exists("warmup")
@@ -697,7 +703,7 @@ def test_cli_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> No
         url = line.split()[3]
         port = int(url.rsplit(":", 1)[1])
         assert port != 0
-        with OpStoreClient(url) as client:
+        with OpStoreClient(url, key=KEY) as client:
             assert client.pipeline_exists("p") is False
         taken = subprocess.run(
             [*command, "--url", url], capture_output=True, text=True, check=False

@@ -21,6 +21,7 @@ from flowplex import serving
 from flowplex.artifacts import OpStoreClient, Version
 from flowplex.cli import app
 from flowplex.errors import ConfigurationError
+from flowplex.identity import generate_key_pair
 from waiting import wait_for
 
 runner = CliRunner()
@@ -351,7 +352,7 @@ def test_opstore_serve_defaults_to_the_nodes_store(
     tmp_path: Path, opstore_server: tuple[str, dict[str, str]]
 ) -> None:
     url, env = opstore_server
-    with OpStoreClient(url) as client:
+    with OpStoreClient(url, key=generate_key_pair()) as client:
         version = Version()
         client.register_valid_link(None, "model", version)
         client.save_op_bytes("model", version, b"weights")

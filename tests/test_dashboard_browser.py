@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import pytest
 import flowplex
 from dashboard_scene import Scene, build_scene, free_port, start_up
 from flowplex import serving
+from flowplex.identity import generate_key_pair, load_key_pair, save_key_pair
 from waiting import wait_for
 
 CHROMIUM_ARGS = [
@@ -57,12 +59,23 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def node_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The node's key file; the peer registry trusts it as an operator (so the node, whose
+    URL is picked later, may connect to it)."""
+    return save_key_pair(tmp_path_factory.mktemp("keys") / "node.pem", generate_key_pair())
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory, node_key: Path) -> Iterator[str]:
     """Another registry (``flowplex registry``) for the node to peer with."""
     home = tmp_path_factory.mktemp("peer")
     url = f"http://127.0.0.1:{free_port()}"
+    operator = load_key_pair(node_key).user_id
     process = subprocess.Popen(
-        [sys.executable, "-m", "flowplex", "registry", "--url", url, "--home", str(home)],
+        [
+            *(sys.executable, "-m", "flowplex", "registry", "--url", url, "--home", str(home)),
+            *("--operator", operator),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -88,8 +101,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
 
 
 @pytest.fixture(scope="module")
-def server(scene: Scene, peer: str) -> Iterator[str]:
-    with start_up(scene, "--connect", peer) as url:
+def server(scene: Scene, peer: str, node_key: Path) -> Iterator[str]:
+    with start_up(scene, "--connect", peer, "--node-key", str(node_key)) as url:
         yield url
 
 

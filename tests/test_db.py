@@ -392,9 +392,9 @@ def test_runtime_backends_raise_duplicate_key_errors_through_the_translator(
 
     backend = open_backend(f"sqlite:///{tmp_path}/node.db")
     try:
-        backend.add_user(UserRecord("ab" * 32, b"k" * 32, 1.0))
+        backend.add_user(UserRecord("ab" * 32, 1.0))
         with pytest.raises(DuplicateKeyError, match="exists already") as caught:
-            backend.add_user(UserRecord("ab" * 32, b"x" * 32, 2.0))
+            backend.add_user(UserRecord("ab" * 32, 2.0))
         assert caught.value.__cause__ is None  # the message names the user instead
     finally:
         backend.close()

@@ -23,10 +23,12 @@ from starlette.routing import Route
 
 import flowplex
 from flowplex import serving
+from flowplex._httpsign import SigningAuth
 from flowplex.errors import ClassPathError, ConfigurationError, FlowplexError
 from flowplex.mesh import MeshService, NodeEndpoints, resolve_loader, run_service
 from flowplex.server import create_app
 from mesh_helpers import (
+    OPERATOR,
     AppClient,
     TaggedFlow,
     free_url,
@@ -45,8 +47,10 @@ NODE = "http://localhost:3367"
 
 @pytest.fixture
 def registry() -> Iterator[AppClient]:
-    service = MeshService(REGISTRY, "registry1", node=False, registry=True)
-    with AppClient(create_app(mesh=service)) as client:
+    service = MeshService(
+        REGISTRY, "registry1", node=False, registry=True, operators=[OPERATOR.user_id]
+    )
+    with AppClient(create_app(mesh=service), key=OPERATOR) as client:
         yield client
 
 
@@ -482,7 +486,10 @@ def test_flowplex_registry_command(tmp_path: Path) -> None:
     try:
         status = wait_until(lambda: get(url), what="flowplex registry up")
         assert (status["registry"], status["node"], status["organization"]) == (True, False, "acme")
-        httpx.post(f"{url}/register", json={"url": "http://n:1", "flows": [{"name": "x"}]})
+        signed = SigningAuth(OPERATOR)
+        httpx.post(
+            f"{url}/register", json={"url": "http://n:1", "flows": [{"name": "x"}]}, auth=signed
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
@@ -536,7 +543,7 @@ def test_flowplex_up_lists_the_flows_served_on_the_embedded_default(tmp_path: Pa
         # The op store answers under /opstore.
         from flowplex.artifacts import OpStoreClient, Version
 
-        with OpStoreClient(f"{url}/opstore") as store:
+        with OpStoreClient(f"{url}/opstore", key=OPERATOR) as store:
             version = Version()
             store.register_valid_link(None, "model", version)
             assert store.get_all_versions_of_op("model") == [version]

@@ -31,11 +31,12 @@ from typing import Any
 import httpx
 import pytest
 
+from flowplex._httpsign import SigningAuth
 from flowplex.errors import ConfigurationError
 from flowplex.mesh import JsonCache, MeshService, MeshState, NodeRecord
 from flowplex.mesh._records import normalize_service_url, parse_timestamp
 from flowplex.server import create_app
-from mesh_helpers import AppClient, wait_until
+from mesh_helpers import OPERATOR, TRUSTED, AppClient, wait_until
 
 REGISTRY = "http://localhost:3366"
 FUTURE = "2099-01-01T00:00:00+00:00"
@@ -53,7 +54,8 @@ def urls_of(client: AppClient, node: str) -> list[str]:
 
 
 def registry(**knobs: Any) -> AppClient:
-    return AppClient(create_app(mesh=MeshService(REGISTRY, node=False, registry=True, **knobs)))
+    service = MeshService(REGISTRY, node=False, registry=True, **{**TRUSTED, **knobs})
+    return AppClient(create_app(mesh=service), key=OPERATOR)
 
 
 def idle(client: AppClient) -> bool:
@@ -441,6 +443,7 @@ def test_a_client_writing_too_fast_gets_429_and_others_do_not() -> None:
         other = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=r.app, client=("10.0.0.2", 1234)),
             base_url="http://testserver",
+            auth=SigningAuth(OPERATOR),
         )
         try:
             resp = r.loop.run_until_complete(other.post("/register", json={"url": "http://m:1"}))
@@ -496,7 +499,7 @@ def test_offline_remove_after_is_checked() -> None:
 def test_the_cache_is_written_after_the_request_and_flushed_on_shutdown(tmp_path: Path) -> None:
     cache = tmp_path / "reg.json"
     service = MeshService(REGISTRY, node=False, registry=True, cache=str(cache), cache_interval=60)
-    with AppClient(create_app(mesh=service)) as r:
+    with AppClient(create_app(mesh=service), key=OPERATOR) as r:
         assert r.post("/register", json={"url": "http://n:1", "flows": REAL}).status_code == 200
         assert not cache.exists()  # the request did not wait for the disk
     assert list(json.loads(cache.read_text())["nodes"]) == ["http://n:1"]

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
+from flowplex._httpsign import SigningAuth
 from mesh_helpers import (
+    OPERATOR,
     free_url,
     get,
     html_rows,
@@ -32,6 +34,8 @@ SIMULATED = {
         {"url": "/test4", "name": "Test 4"},
     ],
 }
+
+SIGNED = SigningAuth(OPERATOR)
 
 
 def items(url: str) -> list[dict[str, Any]]:
@@ -86,6 +90,7 @@ def test_seed_002_narrative(tmp_path: Path) -> None:  # noqa: PLR0915 - the seed
             "nodes": {},
             "providers": {},
             "peers": {},
+            "keys": {},
         }
         assert get(registry1, "/counts") == {
             "total": 0,
@@ -95,7 +100,7 @@ def test_seed_002_narrative(tmp_path: Path) -> None:  # noqa: PLR0915 - the seed
         }
 
         # -- a simulated node with duplicate URLs: the last one wins -----------------------------
-        resp = httpx.post(f"{registry1}/register", json=SIMULATED)
+        resp = httpx.post(f"{registry1}/register", json=SIMULATED, auth=SIGNED)
         assert resp.status_code == 200
         assert resp.json()["message"] == [
             "registered node http://localhost:3380 (first visit)",
@@ -118,7 +123,7 @@ def test_seed_002_narrative(tmp_path: Path) -> None:  # noqa: PLR0915 - the seed
         wait_idle(node1)
         assert get(node1)["connection"][registry1] is not None
         assert httpx.get(f"{node1}/_cache").status_code == 404
-        assert httpx.post(f"{node1}/register", json=SIMULATED).status_code == 404
+        assert httpx.post(f"{node1}/register", json=SIMULATED, auth=SIGNED).status_code == 404
         own = items(node1)
         assert len(own) == 1
         assert own[0]["registry"] == own[0]["node"] == node1
@@ -263,7 +268,7 @@ def test_cycle_of_three_registries_applies_one_update_once_each() -> None:
         assert all(len(get(u, "/_stats")["peers"]) == 2 for u in (a, b, c))
         before = {u: get(u, "/_stats") for u in (a, b, c)}
         node = {"url": "http://127.0.0.1:9", "flows": [{"name": "only one"}]}
-        resp = httpx.post(f"{a}/register", json=node)
+        resp = httpx.post(f"{a}/register", json=node, auth=SIGNED)
         assert sorted(resp.json()["message"][1:]) == sorted(
             [f"feed forward node to {b}", f"feed forward node to {c}"]
         )
@@ -325,7 +330,11 @@ def test_a_peer_that_forgot_us_is_resynced_by_connecting_again() -> None:
         procs.append(r1)
         procs.append(start(url=registry2, node=False, registry=True, connect=[registry1]))
         wait_idle(registry1, registry2)
-        httpx.post(f"{registry2}/register", json={"url": "http://n:1", "flows": [{"name": "a"}]})
+        httpx.post(
+            f"{registry2}/register",
+            json={"url": "http://n:1", "flows": [{"name": "a"}]},
+            auth=SIGNED,
+        )
         wait_idle(registry2)
         assert [r["url"] for r in items(registry1)] == ["/a"]
         stop(r1)
@@ -333,7 +342,11 @@ def test_a_peer_that_forgot_us_is_resynced_by_connecting_again() -> None:
         assert items(registry1) == []
         # registry2's next update is refused (403: unknown sender); it connects again, and its
         # offer brings registry1 everything, not only the update.
-        httpx.post(f"{registry2}/register", json={"url": "http://m:1", "flows": [{"name": "b"}]})
+        httpx.post(
+            f"{registry2}/register",
+            json={"url": "http://m:1", "flows": [{"name": "b"}]},
+            auth=SIGNED,
+        )
         wait_until(lambda: len(items(registry1)) == 2, what="registry1 resynced")
         wait_idle(registry1, registry2)
         assert [r["url"] for r in items(registry1)] == ["/a", "/b"]

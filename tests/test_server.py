@@ -11,7 +11,7 @@ from flowplex import serving
 from flowplex.artifacts import Version
 from flowplex.errors import ConfigurationError
 from flowplex.server import NodeServer, start_dispatch_workers
-from mesh_helpers import AppClient
+from mesh_helpers import OPERATOR, AppClient
 from waiting import wait_for
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
@@ -24,7 +24,10 @@ def test_the_app_serves_listing_op_store_and_workers(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/node.db"
     cl = flowplex.start_node(path=tmp_path, db=db)
     serving.serve_flow(cl, ATOMIC, "reverse")
-    with NodeServer(URL, db, tmp_path, workers=2) as server, AppClient(server.app) as client:
+    with (
+        NodeServer(URL, db, tmp_path, workers=2) as server,
+        AppClient(server.app, OPERATOR) as client,
+    ):
         assert len(server.dispatch_workers) == 2
         assert all(w.is_alive() for w in server.dispatch_workers)
         rows = wait_for(lambda: client.get("/flows").json()["items"], "the node's flows listed")
@@ -74,3 +77,28 @@ def test_start_dispatch_workers_registers_them_with_the_node(tmp_path: Path) -> 
     assert not any(w.is_alive() for w in workers)
     with pytest.raises(ConfigurationError, match="0 or more"):
         start_dispatch_workers(cl.node, -1)
+
+
+def test_the_dashboard_sends_test_messages_for_this_machine_only(tmp_path: Path) -> None:
+    import re
+
+    db = f"sqlite:///{tmp_path}/node.db"
+    cl = flowplex.start_node(path=tmp_path, db=db)
+    serving.serve_flow(cl, ATOMIC, "reverse")
+    flow_id = serving.get_flow_instance(cl, "reverse").get_instance_id()
+    page = f"/ui/instances/{flow_id}"
+    html = {"Accept": "text/html"}
+    with NodeServer(URL, db, tmp_path, workers=1) as server:
+        with AppClient(server.app, client=("10.1.2.3", 40000)) as remote:
+            shown = remote.get(page, headers=html)
+            assert shown.status_code == 200  # looking is fine from anywhere
+            token = re.search(r'name="token" value="([^"]+)"', shown.text)
+            assert token is not None
+            form = {"data": '{"number": 12}', "timeout": "20", "token": token[1]}
+            refused = remote.post(page + "/send", data=form)
+            assert refused.status_code == 403
+            assert "this machine only" in refused.json()["detail"]
+        with AppClient(server.app, client=("::1", 40001)) as local:
+            sent = local.post(page + "/send", data=form)
+            assert sent.status_code == 200, sent.text
+            assert "21" in sent.text

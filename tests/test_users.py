@@ -59,7 +59,8 @@ def subflows_at(user: Client) -> dict[str, object]:
 
 
 def test_user_ids_are_distinct_ed25519_public_keys(users: list[Client]) -> None:
-    """A user id is the 64-hex raw Ed25519 public key of the private key the node stores."""
+    """A user id is the 64-hex raw Ed25519 public key of the user's private key (in its key
+    file, never in the node's tables)."""
     ids = [cl.get_user_id() for cl in users]
     assert len(set(ids)) == 2
     records = {u.user_id: u for u in users[0].node.backend.list_users()}
@@ -68,7 +69,9 @@ def test_user_ids_are_distinct_ed25519_public_keys(users: list[Client]) -> None:
         assert len(user_id) == 64
         assert int(user_id, 16) >= 0 and user_id == user_id.lower()
         assert identity.is_user_id(user_id)
-        key = Ed25519PrivateKey.from_private_bytes(records[user_id].private_key)
+        assert "private_key" not in records[user_id].__dataclass_fields__
+        handle = next(cl for cl in users if cl.user_id == user_id)
+        key = Ed25519PrivateKey.from_private_bytes(handle.key.private_key)
         public = key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -251,7 +254,7 @@ def test_start_node_with_users_rejects_bad_counts(tmp_path: Path, db_url: str) -
 def test_sign_and_verify_round_trip(users: list[Client]) -> None:
     """A signature by a user's key verifies for that user and payload only."""
     u0, u1 = users
-    keys = {u.user_id: u.private_key for u in u0.node.backend.list_users()}
+    keys = {u.user_id: u.key.private_key for u in users}
     payload = b'{"flow_endpoint": "reverse_number_atomic"}'
     signature = identity.sign(keys[u0.get_user_id()], payload)
     assert identity.verify(u0.get_user_id(), payload, signature) is True

@@ -129,15 +129,26 @@ def main() -> None:
             flowplex("runs", "create", str(path), cwd=project)
         flowplex("runs", "tick", "--until-finished", cwd=project, check=False)
 
+        from flowplex.identity import generate_key_pair, save_key_pair
+
+        # The peer registry lets the node (its key) connect: an operator's key.
+        node_key = generate_key_pair()
+        key_file = save_key_pair(Path(tmp) / "node-key.pem", node_key)
         peer_url, url = free_url(), free_url()
         peer = subprocess.Popen(
-            [sys.executable, "-m", "flowplex", "registry", "--url", peer_url, "--home", "peer"],
+            [
+                *(sys.executable, "-m", "flowplex", "registry", "--url", peer_url),
+                *("--home", "peer", "--operator", node_key.user_id),
+            ],
             cwd=tmp,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         up = subprocess.Popen(
-            [sys.executable, "-m", "flowplex", "up", "--url", url, "--connect", peer_url],
+            [
+                *(sys.executable, "-m", "flowplex", "up", "--url", url, "--connect", peer_url),
+                *("--node-key", str(key_file)),
+            ],
             cwd=project,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -147,7 +158,7 @@ def main() -> None:
             wait_until_up(url)
             from flowplex.artifacts import OpStoreClient, Version, VersionType
 
-            with OpStoreClient(url + "/opstore") as store:
+            with OpStoreClient(url + "/opstore", key=node_key) as store:
                 first = Version()
                 store.register_valid_link(None, "tokenizer", first)
                 store.save_op_bytes("tokenizer", first, b"a b c")

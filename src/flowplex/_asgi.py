@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from ._version import __version__
@@ -30,7 +31,10 @@ from .errors import ConfigurationError, FlowplexError, PermissionDeniedError, Si
 from .identity import NonceCache, _verify_headers, verify_request
 
 __all__ = [
+    "PROBLEM_RESPONSES",
+    "BodyLimit",
     "Lifespan",
+    "Problem",
     "RequestSigning",
     "SignedCaller",
     "compose_app",
@@ -40,6 +44,25 @@ __all__ = [
 ]
 
 _log = logging.getLogger("flowplex.security")
+
+
+class Problem(BaseModel):
+    """A client mistake: ``detail`` says what is wrong (a text, or the list of problems of a
+    body that does not fit its model)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: The 4xx answers a flowplex router documents: every one is a :class:`Problem`.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": text}
+    for status, text in (
+        (401, "the request is not signed, or its signature is invalid or replayed"),
+        (403, "the signer may not do this"),
+        (413, "the body is too large"),
+        (422, "the request does not fit the route"),
+    )
+}
 
 #: The largest body :func:`signed_caller` reads to check its digest, unless configured.
 DEFAULT_MAX_SIGNED_BODY = 16 * 1024 * 1024
@@ -174,6 +197,50 @@ def signed_headers(request: Request) -> tuple[str, str] | None:
         raise _unauthorized(exc) from None
 
 
+class BodyLimit:
+    """ASGI middleware: request bodies over ``limit`` bytes get 413 with a JSON ``detail``.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a body
+    streamed without one is cut off as soon as it grows past the limit (never buffered
+    whole). ``overrides`` give other limits to paths ending as given (a streaming upload).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, overrides: Mapping[str, int] | None = None):
+        self.app = app
+        self.limit = limit
+        self.overrides = dict(overrides or {})
+
+    def _limit_for(self, path: str) -> int:
+        for suffix, limit in self.overrides.items():
+            if path.endswith(suffix):
+                return limit
+        return self.limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope.get("path", ""))
+        detail = f"request body larger than {limit} bytes"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = JSONResponse({"detail": detail}, status_code=413)
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, detail=detail)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 #: A route parameter typed ``SignedCaller`` gets the verified signer (see :func:`signed_caller`).
 SignedCaller = Annotated[str | None, Depends(signed_caller)]
 
@@ -256,7 +323,8 @@ def listen(url: str, what: str = "the service") -> tuple[socket.socket, str]:
     parts = urlsplit(url)
     try:
         # A URL may leave out its scheme's default port (canonical mesh URLs do).
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        # Port 0 is a port (any free one), not a missing one.
+        port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         port = None
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or port is None:

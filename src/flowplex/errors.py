@@ -38,6 +38,7 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
           ├── NotRegisteredError    [artifacts] an op or version never registered
           ├── ArtifactNotFoundError [artifacts] a version whose bytes were never saved
           ├── CorruptArtifactError  [artifacts] bytes that fail their content hash
+          ├── ArtifactExistsError   [artifacts] other bytes for a version saved already
           └── VersionError          [artifacts] a load refused by the validated links
 
 Classes marked ``[name]`` live in ``flowplex.<name>`` (imported from there, so ``import

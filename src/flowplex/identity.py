@@ -36,6 +36,7 @@ from .errors import ConfigurationError, KeyFileError, SignatureError
 __all__ = [
     "KeyPair",
     "NonceCache",
+    "content_digest",
     "generate_key_pair",
     "is_user_id",
     "load_key_pair",
@@ -59,6 +60,11 @@ class KeyPair:
 
     def __repr__(self) -> str:  # never print the private key
         return f"KeyPair(user_id={self.user_id!r})"
+
+    @classmethod
+    def from_private_key(cls, private_key: bytes) -> KeyPair:
+        """The key pair of a raw 32-byte Ed25519 private key (its user id derived)."""
+        return _key_from_private(private_key)
 
 
 def generate_key_pair() -> KeyPair:
@@ -228,8 +234,13 @@ _PARAM_RE = re.compile(r';([a-z*][a-z0-9_\-.*]*)=("[^"\\]*"|-?[0-9]{1,15})')
 _BYTES_RE = re.compile(r"\s*([a-z*][a-z0-9_\-.*]*)=:([A-Za-z0-9+/=]*):\s*$")
 
 
+def content_digest(sha256: bytes) -> str:
+    """The ``Content-Digest`` header value (RFC 9530) of a body whose SHA-256 is ``sha256``."""
+    return "sha-256=:" + base64.b64encode(sha256).decode("ascii") + ":"
+
+
 def _digest(body: bytes) -> str:
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode("ascii") + ":"
+    return content_digest(hashlib.sha256(body).digest())
 
 
 def _split_target(url: str) -> tuple[str, str]:
@@ -259,12 +270,14 @@ def sign_request(
     *,
     created: int | None = None,
     nonce: str | None = None,
+    digest: str | None = None,
 ) -> dict[str, str]:
     """The headers that sign a ``method`` request to ``url`` carrying ``body``, by ``key``.
 
     ``url`` is a whole URL or just the path and query, exactly as sent on the wire. The answer
     holds ``Content-Digest``, ``Signature-Input`` and ``Signature``; add them to the request.
-    ``created`` (Unix seconds) defaults to now and ``nonce`` to a fresh random one.
+    ``created`` (Unix seconds) defaults to now and ``nonce`` to a fresh random one. A body
+    streamed from elsewhere passes its ``digest`` (:func:`content_digest`) instead.
     """
     if not isinstance(key, KeyPair):
         raise ConfigurationError(f"sign_request needs a KeyPair, got {type(key).__name__}.")
@@ -277,7 +290,10 @@ def sign_request(
     if not _NONCE_RE.fullmatch(nonce):
         raise ConfigurationError("a nonce is 16 to 128 characters of [A-Za-z0-9_-].")
     path, query = _split_target(url)
-    digest = _digest(bytes(body))
+    if digest is None:
+        digest = _digest(bytes(body))
+    elif body:
+        raise ConfigurationError("pass a body or its digest, not both.")
     components = " ".join(f'"{c}"' for c in COVERED)
     params = f'({components});created={stamp};nonce="{nonce}";keyid="{key.user_id}";alg="ed25519"'
     signature = sign(key.private_key, _signature_base(method, path, query, digest, params))

@@ -36,6 +36,10 @@ class ReplyMode(StrEnum):
     NO_REPLY = "no_reply"
 
 
+#: Joins a future id to the instance its request went to (``<id>@<flow id>``): only a reply
+#: from that instance may complete the future.
+FUTURE_SEP = "@"
+
 # aiflows called the future mode "storage"; messages written by its tools still parse.
 _MODE_ALIASES = {"storage": ReplyMode.FUTURE}
 

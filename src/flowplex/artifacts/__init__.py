@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     ArtifactError,
+    ArtifactExistsError,
     ArtifactNotFoundError,
     CorruptArtifactError,
     InvalidRequestError,
@@ -78,6 +79,7 @@ _LAZY = {
 __all__ = [
     "EMPTY_HASH",
     "ArtifactError",
+    "ArtifactExistsError",
     "ArtifactNotFoundError",
     "ArtifactReader",
     "ArtifactWriter",

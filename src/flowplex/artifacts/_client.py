@@ -6,12 +6,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError, FlowplexError
+from ..errors import (
+    ConfigurationError,
+    FlowplexError,
+    PermissionDeniedError,
+    SignatureError,
+)
+from ..identity import KeyPair, content_digest, sign_request
 from ._errors import (
     ERRORS_BY_NAME,
     CorruptArtifactError,
@@ -20,7 +27,7 @@ from ._errors import (
     OpStoreUnavailableError,
 )
 from ._names import check_name
-from ._savers import StoredArtifact, check_chunk
+from ._savers import CHUNK_SIZE, StoredArtifact, check_chunk
 from ._store import OpStore
 from ._version import Version, VersionInfo, VersionNumber, VersionType
 
@@ -185,12 +192,22 @@ class OpStoreClient(OpStoreAPI):
     Errors the server reports come back as the same classes (from the ``X-Flowplex-Error``
     header); an unreachable server raises :class:`OpStoreUnavailableError`. ``http_client``
     lets a caller supply a configured :class:`httpx.Client`; requests still go to ``url``.
+    ``key`` (a :class:`~flowplex.identity.KeyPair`) signs every request: the store's writes
+    (registrations, bytes) need it unless the store is insecure. A signed upload is read
+    whole before it is sent (the signature covers its digest).
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 60.0, http_client: httpx.Client | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 60.0,
+        http_client: httpx.Client | None = None,
+        key: KeyPair | None = None,
     ) -> None:
         import httpx
+
+        from .._httpsign import SigningAuth
 
         if not isinstance(url, str):
             raise ConfigurationError(f"the op store URL must be a string, got {url!r}")
@@ -204,7 +221,13 @@ class OpStoreClient(OpStoreAPI):
                 f"invalid op store URL {url!r}: expected http://host:port[/prefix]"
             )
         self.url = url.rstrip("/")
-        self._http = http_client if http_client is not None else httpx.Client(timeout=timeout)
+        if key is not None and http_client is not None:
+            raise ConfigurationError("pass key or http_client (with its own auth), not both")
+        auth = SigningAuth(key) if key is not None else None
+        self._key = key
+        self._http = (
+            http_client if http_client is not None else httpx.Client(timeout=timeout, auth=auth)
+        )
         self._owns_http = http_client is None
 
     def __repr__(self) -> str:
@@ -297,8 +320,27 @@ class OpStoreClient(OpStoreAPI):
         """See :class:`OpStoreAPI`."""
         check_name("op name", op_name)
         params = {"op_name": op_name, "version": _wire_version(version)}
-        content = (check_chunk(chunk) for chunk in chunks)
-        response = self._send("PUT", "op_bytes", params=params, content=content)
+        if self._key is None:
+            content = (bytes(check_chunk(chunk)) for chunk in chunks)
+            response = self._send("PUT", "op_bytes", params=params, content=content)
+            found = _json(response)
+            return StoredArtifact(int(found["size"]), str(found["sha256"]))
+        # The signature covers the body's digest: spool the chunks (to disk beyond a few
+        # megabytes) while hashing them, then sign and stream the spool.
+        with tempfile.SpooledTemporaryFile(max_size=4 * CHUNK_SIZE) as spool:
+            digest = hashlib.sha256()
+            for chunk in chunks:
+                spool.write(check_chunk(chunk))
+                digest.update(chunk)
+            spool.seek(0)
+            request = self._http.build_request(
+                "PUT", self._url("op_bytes"), params=params, content=_read_chunks(spool)
+            )
+            target = request.url.raw_path.decode("ascii")
+            request.headers.update(
+                sign_request(self._key, "PUT", target, digest=content_digest(digest.digest()))
+            )
+            response = self._send_request(request)
         found = _json(response)
         return StoredArtifact(int(found["size"]), str(found["sha256"]))
 
@@ -343,10 +385,17 @@ class OpStoreClient(OpStoreAPI):
         return _json(self._send("POST", route, json=body))
 
     def _send(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
+        return self._send_request(self._http.build_request(method, self._url(route), **kwargs))
+
+    def _send_request(self, request: httpx.Request) -> httpx.Response:
         import httpx
 
         try:
-            response = self._http.request(method, self._url(route), **kwargs)
+            # A request signed already goes as it is (auth=None); others get the client's.
+            if "signature" in request.headers:
+                response = self._http.send(request, auth=None)
+            else:
+                response = self._http.send(request)
         except httpx.HTTPError as exc:
             raise OpStoreUnavailableError(
                 f"cannot reach the op store at {self.url}: {exc}"
@@ -354,6 +403,11 @@ class OpStoreClient(OpStoreAPI):
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+
+def _read_chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    while chunk := spool.read(CHUNK_SIZE):
+        yield chunk
 
 
 def _wire_version(version: object) -> str:
@@ -388,19 +442,32 @@ def _error(response: httpx.Response) -> FlowplexError:
         # framework refused, or a URL that serves something else.
         if response.status_code in {400, 422}:
             cls = InvalidRequestError
+        elif response.status_code == 401:
+            cls = SignatureError
+        elif response.status_code == 403:
+            cls = PermissionDeniedError
+        elif response.status_code == 413:
+            cls = InvalidRequestError
         else:
             cls = OpStoreUnavailableError
             message += "; is this the URL of a flowplex op store?"
     return cls(message)
 
 
-def connect(target: str | None = None, *, root: str | os.PathLike[str] | None = None) -> OpStoreAPI:
+def connect(
+    target: str | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    key: KeyPair | None = None,
+) -> OpStoreAPI:
     """A client of the op store at ``target``.
 
     - ``None``: the embedded default, in process: the node database (``FLOWPLEX_DB``, by
       default a SQLite file in ``FLOWPLEX_HOME``) and op bytes under
       ``FLOWPLEX_HOME/artifacts``;
-    - ``"http://..."``: an op store served over HTTP (:class:`OpStoreClient`);
+    - ``"http://..."``: an op store served over HTTP (:class:`OpStoreClient`, signing its
+      requests with ``key``, by default the key file ``FLOWPLEX_HOME/keys/client.pem``,
+      created on first use);
     - a database URL (``sqlite://``, ``sqlite:///file.db``, ``postgresql://...``): an
       in-process store on it, with op bytes under ``root`` (default
       ``FLOWPLEX_HOME/artifacts``).
@@ -410,9 +477,13 @@ def connect(target: str | None = None, *, root: str | os.PathLike[str] | None = 
 
     if target is not None and not isinstance(target, str):
         raise ConfigurationError(f"an op store target must be a URL string, got {target!r}")
-    if target is not None and target.split("://", 1)[0].lower() in {"http", "https"}:
-        return OpStoreClient(target)
     settings = Settings.from_env()
+    if target is not None and target.split("://", 1)[0].lower() in {"http", "https"}:
+        if key is None:
+            from ..identity import load_or_create_key_pair
+
+            key = load_or_create_key_pair(settings.home / "keys" / "client.pem")
+        return OpStoreClient(target, key=key)
     saver = FileSaver(root if root is not None else settings.home / "artifacts")
     return LocalOpStoreClient(OpStore(saver, target or settings.db_url), owns_store=True)
 

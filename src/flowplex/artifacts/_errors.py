@@ -8,6 +8,7 @@
      │    ├── NotRegisteredError        an op or a version the store has never registered (404)
      │    ├── ArtifactNotFoundError     a registered version whose bytes were never saved (404)
      │    ├── CorruptArtifactError      stored bytes that fail their content-hash check (500)
+     │    ├── ArtifactExistsError       other bytes for a version whose bytes are saved (409)
      │    └── VersionError              a load refused: an upstream version is not validated
      └── BackendError
           └── OpStoreUnavailableError   the op store's database or server cannot be reached
@@ -22,6 +23,7 @@ from ..errors import BackendError, FlowplexError
 
 __all__ = [
     "ArtifactError",
+    "ArtifactExistsError",
     "ArtifactNotFoundError",
     "CorruptArtifactError",
     "InvalidRequestError",
@@ -51,6 +53,11 @@ class CorruptArtifactError(ArtifactError):
     """Stored bytes that no longer match the content hash written with them."""
 
 
+class ArtifactExistsError(ArtifactError):
+    """Other bytes for an op version whose bytes are saved already: version bytes are
+    written once (the same bytes again are accepted and change nothing)."""
+
+
 class VersionError(ArtifactError):
     """A load was refused: an upstream op's major version is not among the versions its
     downstream op was validated with. Nothing was changed by the refused load."""
@@ -72,6 +79,7 @@ ERRORS_BY_NAME: dict[str, type[FlowplexError]] = {
     cls.__name__: cls
     for cls in (
         ArtifactError,
+        ArtifactExistsError,
         ArtifactNotFoundError,
         CorruptArtifactError,
         InvalidRequestError,
@@ -87,6 +95,7 @@ HTTP_STATUS: dict[type[FlowplexError], int] = {
     NotRegisteredError: 404,
     ArtifactNotFoundError: 404,
     VersionError: 409,
+    ArtifactExistsError: 409,
     CorruptArtifactError: 500,
     OpStoreUnavailableError: 503,
     ArtifactError: 400,

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
+from .._asgi import PROBLEM_RESPONSES, BodyLimit, RequestSigning, signed_caller, signed_headers
 from ..errors import BackendError, FlowplexError
+from ..identity import content_digest
 from ._errors import HTTP_STATUS, InvalidRequestError
 from ._names import check_name
 from ._savers import CHUNK_SIZE, ArtifactReader
@@ -133,10 +136,14 @@ def _as_http() -> Iterator[None]:
 
 def create_router(store: OpStore) -> APIRouter:
     """The op store's routes on ``store``, as a router to include in any FastAPI app."""
-    router = APIRouter(tags=["opstore"])
+    router = APIRouter(tags=["opstore"], responses=PROBLEM_RESPONSES)
     _add_v1_routes(router, store)
     _add_streaming_routes(router, store)
     return router
+
+
+#: The routes that change the store need a signed request (401 otherwise).
+_SIGNED = [Depends(signed_caller)]
 
 
 def _add_v1_routes(router: APIRouter, store: OpStore) -> None:
@@ -188,14 +195,14 @@ def _add_v1_routes(router: APIRouter, store: OpStore) -> None:
             "bytes": base64.b64encode(data).decode("ascii"),
         }
 
-    @router.post("/v1/save_op_bytes")
+    @router.post("/v1/save_op_bytes", dependencies=_SIGNED)
     def save_op_bytes(body: SaveOpBytesRequest) -> dict[str, Any]:
-        """Save the bytes (base64) of a registered op version."""
+        """Save the bytes (base64) of a registered op version (once: other bytes are 409)."""
         with _as_http():
             store.save_op_bytes(body.op_name, body.version, body.data)
         return {}
 
-    @router.post("/v1/register_valid_link")
+    @router.post("/v1/register_valid_link", dependencies=_SIGNED)
     def register_valid_link(body: RegisterLinkRequest) -> dict[str, Any]:
         """Register an upstream op version and the downstream op validated with it."""
         with _as_http():
@@ -210,7 +217,7 @@ def _add_v1_routes(router: APIRouter, store: OpStore) -> None:
         with _as_http():
             return {"exists": store.pipeline_exists(body.pipeline_name)}
 
-    @router.post("/v1/register_new_pipeline")
+    @router.post("/v1/register_new_pipeline", dependencies=_SIGNED)
     def register_new_pipeline(body: RegisterPipelineRequest) -> dict[str, Any]:
         """Register a pipeline (again: no change)."""
         with _as_http():
@@ -223,22 +230,28 @@ def _add_streaming_routes(router: APIRouter, store: OpStore) -> None:
 
     @router.put("/v1/op_bytes")
     async def put_op_bytes(request: Request, op_name: str, version: str) -> dict[str, Any]:
-        """Save the raw request body as the bytes of a registered op version, streaming."""
+        """Save the raw request body as the bytes of a registered op version, streaming
+        (signed: the body must match the signed ``Content-Digest`` before it is kept)."""
+        signed = signed_headers(request)
         with _as_http():
             check_name("op name", op_name)
             registered = await run_in_threadpool(
                 store.registered_version, op_name, Version.parse(version)
             )
             writer = await run_in_threadpool(store.open_op_writer, op_name, registered)
+        digest = hashlib.sha256()
         try:
             pending = bytearray()
             async for chunk in request.stream():
                 pending += chunk
+                digest.update(chunk)
                 if len(pending) >= CHUNK_SIZE:
                     await run_in_threadpool(writer.write, bytes(pending))
                     pending.clear()
             if pending:
                 await run_in_threadpool(writer.write, bytes(pending))
+            if signed is not None and signed[1] != content_digest(digest.digest()):
+                raise HTTPException(401, detail="the body does not match its Content-Digest.")
             info = await run_in_threadpool(writer.commit)
         except BaseException:
             writer.abort()
@@ -281,12 +294,22 @@ def _stream(reader: ArtifactReader) -> Iterator[bytes]:
 
 
 def create_app(store: OpStore) -> FastAPI:
-    """A self-contained ASGI app serving ``store`` (mount it anywhere, or run it alone)."""
+    """A self-contained ASGI app serving ``store`` (mount it anywhere, or run it alone).
+
+    Its writes are signed (unless ``store.insecure``) and its bodies limited (413)."""
     app = FastAPI(
         title="flowplex op store",
         description="Versioned op artifacts: versions, validated links, op bytes, pipelines.",
     )
     app.include_router(create_router(store))
+    app.add_middleware(
+        BodyLimit,
+        limit=store.max_request_bytes,
+        overrides={"/v1/op_bytes": store.max_artifact_bytes},
+    )
+    RequestSigning(max_body=store.max_request_bytes, insecure=store.insecure).install(
+        app, "the op store"
+    )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -154,7 +154,9 @@ class Pipeline:
     def save(self, store: OpStoreAPI) -> dict[str, Version]:
         """Register every step's version, validated with the step after it, save the loadable
         ops' bytes (nested pipelines save themselves the same way) and register the pipeline.
-        Returns the saved versions by step name."""
+        Returns the saved versions by step name. The bytes of a version are written once:
+        an op whose bytes changed must change its version (else :class:`ArtifactExistsError`).
+        """
         downstream: list[Step | None] = [*self.ops[1:], None]
         for op, after in zip(self.ops, downstream, strict=True):
             store.register_valid_link(after.name if after else None, op.name, op.version)

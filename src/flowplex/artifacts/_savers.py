@@ -28,7 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from ._errors import ArtifactNotFoundError, CorruptArtifactError, InvalidRequestError
+from ..errors import ConfigurationError
+from ._errors import (
+    ArtifactExistsError,
+    ArtifactNotFoundError,
+    CorruptArtifactError,
+    InvalidRequestError,
+)
 
 __all__ = [
     "ArtifactReader",
@@ -74,6 +80,16 @@ class ArtifactWriter(ABC):
     @abstractmethod
     def abort(self) -> None:
         """Drop everything written; the path keeps what it had. Safe to call twice."""
+
+    def commit_once(self) -> StoredArtifact:
+        """Publish everything written unless the path holds bytes already: the same bytes
+        are accepted (nothing changes), others raise :class:`ArtifactExistsError`.
+
+        The check and the publish are one step, so two writers racing with different bytes
+        cannot both win. Savers that cannot do that refuse (the default).
+        """
+        self.abort()
+        raise ConfigurationError(f"{type(self).__name__} cannot write bytes once.")
 
     def __enter__(self) -> Self:
         return self
@@ -287,6 +303,12 @@ class _FileWriter(ArtifactWriter):
         self._size += len(chunk)
 
     def commit(self) -> StoredArtifact:
+        return self._commit(once=False)
+
+    def commit_once(self) -> StoredArtifact:
+        return self._commit(once=True)
+
+    def _commit(self, *, once: bool) -> StoredArtifact:
         if self._result is not None:
             return self._result
         if self._file is None:
@@ -304,12 +326,22 @@ class _FileWriter(ArtifactWriter):
             with os.fdopen(fd, "wb") as sums:
                 sums.write(_checksum_line(digest, target.name))
                 _close_durably(sums)
+            kept = None
             with _directory_lock(target.parent, exclusive=True):
-                # Drop the old checksum first: whatever a crash interrupts, no checksum is
-                # left beside bytes it does not describe (bytes without one read unchecked).
-                _unlink(str(checksum))
-                os.replace(self._tmp, target)
-                os.replace(tmp_checksum, checksum)
+                if once and target.exists():
+                    kept = _existing(target, checksum, digest, self._size)
+                else:
+                    # Drop the old checksum first: whatever a crash interrupts, no checksum
+                    # is left beside bytes it does not describe (bytes without one read
+                    # unchecked).
+                    _unlink(str(checksum))
+                    os.replace(self._tmp, target)
+                    os.replace(tmp_checksum, checksum)
+            if kept is not None:  # these very bytes are there already: nothing to publish
+                _unlink(self._tmp)
+                _unlink(tmp_checksum)
+                self._result = kept
+                return kept
             _fsync_directory(target.parent)  # so the renames survive a power cut too
         except BaseException:
             file.close()
@@ -325,6 +357,20 @@ class _FileWriter(ArtifactWriter):
             self._file.close()
             self._file = None
             _unlink(self._tmp)
+
+
+def _existing(target: Path, checksum: Path, digest: str, size: int) -> StoredArtifact:
+    """What is at ``target`` if it is the bytes of ``digest``; else ArtifactExistsError."""
+    expected = _read_checksum(checksum) if checksum.exists() else None
+    if expected is None:
+        with open(target, "rb") as handle:
+            expected = _sha256_of(handle, target.stat().st_size)
+    if expected.hex() != digest:
+        raise ArtifactExistsError(
+            f"other bytes are saved at {target.name} already (sha256 {expected.hex()[:16]}...): "
+            "version bytes are written once; register a new version instead"
+        )
+    return StoredArtifact(size, digest)
 
 
 def _close_durably(file: IO[bytes]) -> None:
@@ -450,8 +496,18 @@ class MemorySaver(Saver):
             data, digest = self._blobs[key]
             self._blobs[key] = (bytes([data[0] ^ 1]) + data[1:] if data else b"\0", digest)
 
-    def _publish(self, key: tuple[str, ...], data: bytes, digest: bytes) -> None:
+    def _publish(
+        self, key: tuple[str, ...], data: bytes, digest: bytes, *, once: bool = False
+    ) -> None:
         with self._lock:
+            found = self._blobs.get(key)
+            if once and found is not None:
+                if found[1] != digest:
+                    raise ArtifactExistsError(
+                        f"other bytes are saved at {'/'.join(key)} already: version bytes "
+                        "are written once; register a new version instead"
+                    )
+                return
             self._blobs[key] = (data, digest)
 
 
@@ -472,10 +528,21 @@ class _MemoryWriter(ArtifactWriter):
             return self._result
         if self._chunks is None:
             raise InvalidRequestError(f"the writer of {'/'.join(self._key)} was aborted")
+        return self._commit(once=False)
+
+    def commit_once(self) -> StoredArtifact:
+        if self._result is not None:
+            return self._result
+        if self._chunks is None:
+            raise InvalidRequestError(f"the writer of {'/'.join(self._key)} was aborted")
+        return self._commit(once=True)
+
+    def _commit(self, *, once: bool) -> StoredArtifact:
+        assert self._chunks is not None
         data = b"".join(self._chunks)
         self._chunks = None
         digest = hashlib.sha256(data).digest()
-        self._saver._publish(self._key, data, digest)
+        self._saver._publish(self._key, data, digest, once=once)
         self._result = StoredArtifact(len(data), digest.hex())
         return self._result
 

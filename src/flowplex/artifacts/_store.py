@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Table, bindparam, select
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["OpStore"]
 
 _T = TypeVar("_T")
+#: Defaults of the limits: a JSON request body, a streamed artifact, a version's clock ahead.
+MAX_REQUEST_BYTES = 64 << 20
+MAX_ARTIFACT_BYTES = 256 << 20
+CLOCK_SKEW = 300.0
 _TABLES: list[Table] = [opstore_ops, opstore_versions, opstore_links, opstore_pipelines]
 # A registration that lost a race (unique violation, deadlock) is simply run again.
 _ATTEMPTS = 5
@@ -56,11 +60,40 @@ class OpStore:
     ``.app`` is an ASGI (FastAPI) app serving the ``POST /v1/...`` routes plus streaming
     ``/v1/op_bytes``; ``.client()`` an in-process client. Methods raise :class:`ArtifactError`
     subclasses for client mistakes and :class:`OpStoreUnavailableError` when the database fails.
+
+    Bytes of a version are written once (:class:`ArtifactExistsError` for other bytes; the
+    same bytes again change nothing), and a version created more than ``clock_skew`` seconds
+    in the future is refused. Over HTTP, the routes that change the store need a signed
+    request (``insecure=True`` accepts unsigned ones, with a warning in the log); a JSON body
+    is limited to ``max_request_bytes`` and a streamed upload to ``max_artifact_bytes`` (413).
     """
 
-    def __init__(self, saver: Saver, db_url: str = "sqlite://") -> None:
+    def __init__(
+        self,
+        saver: Saver,
+        db_url: str = "sqlite://",
+        *,
+        insecure: bool = False,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
+        clock_skew: float = CLOCK_SKEW,
+    ) -> None:
         if not isinstance(saver, Saver):
             raise ConfigurationError(f"OpStore needs a Saver (e.g. FileSaver), got {saver!r}")
+        for name, value in (
+            ("max_request_bytes", max_request_bytes),
+            ("max_artifact_bytes", max_artifact_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive byte count, got {value!r}")
+        if isinstance(clock_skew, bool) or not isinstance(clock_skew, int | float):
+            raise ConfigurationError(f"clock_skew must be seconds, got {clock_skew!r}")
+        if not 0 <= clock_skew <= 86_400:
+            raise ConfigurationError(f"clock_skew must be in [0, 86400] s, got {clock_skew!r}")
+        self.insecure = bool(insecure)
+        self.max_request_bytes = max_request_bytes
+        self.max_artifact_bytes = max_artifact_bytes
+        self.clock_skew = float(clock_skew)
         self._db = DatabaseURL.parse(db_url)
         self.saver = saver
         self.db_url = db_url
@@ -197,6 +230,12 @@ class OpStore:
             check_name("downstream op name", downstream_op_name)
         check_name("upstream op name", upstream_op_name)
         _check_version(upstream_op_version)
+        ahead = (upstream_op_version.creation_time - datetime.now(UTC)).total_seconds()
+        if ahead > self.clock_skew:
+            raise InvalidRequestError(
+                f"version {upstream_op_version} was created {ahead:.0f} s in the future "
+                f"(more than {self.clock_skew:g} s ahead of this store's clock)"
+            )
 
         def register(conn: Connection) -> VersionInfo:
             up_id = _op_id(conn, upstream_op_name, lock=True)
@@ -228,7 +267,8 @@ class OpStore:
     # -- bytes ----------------------------------------------------------------------------------
 
     def save_op_bytes(self, op_name: str, version: Version, op_bytes: bytes) -> StoredArtifact:
-        """Save the bytes of a registered op version at ``/models/<op>/<version>``."""
+        """Save the bytes of a registered op version at ``/models/<op>/<version>``, once:
+        other bytes for it raise :class:`ArtifactExistsError`, the same bytes change nothing."""
         if not isinstance(op_bytes, (bytes, bytearray, memoryview)):
             raise InvalidRequestError(f"op bytes must be bytes, got {type(op_bytes).__name__}")
         writer = self.open_op_writer(op_name, version)
@@ -240,9 +280,10 @@ class OpStore:
         return writer.commit()
 
     def open_op_writer(self, op_name: str, version: Version) -> ArtifactWriter:
-        """A streaming writer for the bytes of a registered op version (commit to publish)."""
+        """A streaming writer for the bytes of a registered op version; committing publishes
+        them once (see :meth:`save_op_bytes`)."""
         registered = self.registered_version(op_name, version)
-        return self.saver.open_writer(op_path(op_name, registered))
+        return _WriteOnce(self.saver.open_writer(op_path(op_name, registered)))
 
     def get_op_bytes_for_version(self, op_name: str, version: Version) -> bytes:
         """The saved bytes of a registered op version, checked against their hash."""
@@ -294,6 +335,25 @@ class OpStore:
                     if isinstance(exc, OpStoreUnavailableError):
                         raise
                     raise OpStoreUnavailableError(str(exc)) from exc
+
+
+class _WriteOnce(ArtifactWriter):
+    """A writer whose commit never replaces bytes already saved (:meth:`commit_once`)."""
+
+    def __init__(self, inner: ArtifactWriter) -> None:
+        self._inner = inner
+
+    def write(self, chunk: bytes) -> None:
+        self._inner.write(chunk)
+
+    def commit(self) -> StoredArtifact:
+        return self._inner.commit_once()
+
+    def commit_once(self) -> StoredArtifact:
+        return self._inner.commit_once()
+
+    def abort(self) -> None:
+        self._inner.abort()
 
 
 def _check_version(version: object) -> None:

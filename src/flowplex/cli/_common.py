@@ -206,7 +206,8 @@ def read_only_client(resolved: Settings, user: str | None = None) -> Client | No
     """``user``'s handle (default: the first user; None if there is none) on the existing node
     of ``resolved``. Creates no database, no user and no home folder."""
     require_database(resolved.db_url)
-    node = open_node(resolved.db_url)
+    # The home holds the users' key files; an existing one is opened, none is made.
+    node = open_node(resolved.db_url, resolved.home if resolved.home.is_dir() else None)
     if user is not None:
         return _find_user(node, user, resolved.db_url)
     users = node.users()

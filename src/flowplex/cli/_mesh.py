@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -55,6 +55,41 @@ OfflineRemoveOption = Annotated[
 ]
 
 
+PeerOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--peer", help="A registry allowed to connect to this one (repeatable; --connect too)."
+    ),
+]
+TrustOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust",
+        help="A key (user id) allowed to register nodes (repeatable; default: any key, pinned "
+        "to its node URL on first registration).",
+    ),
+]
+OperatorOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--operator", help="An operator key (user id) whose signed /connect adds any peer."
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Accept unsigned writes (the old protocol; for migration and tests only).",
+    ),
+]
+
+
+def _trust(
+    peer: list[str] | None, trust: list[str] | None, operator: list[str] | None
+) -> dict[str, Any]:
+    return {"peers": peer or (), "trust": trust or None, "operators": operator or ()}
+
+
 def _say(line: str) -> None:
     err_console.print(line, highlight=False, soft_wrap=True)
 
@@ -74,6 +109,14 @@ def _advertised(url: str) -> str:
     return url
 
 
+def _home_key(resolved: Settings, name: str) -> Path:
+    from ..identity import load_or_create_key_pair
+
+    path = resolved.home / "keys" / f"{name}.pem"
+    load_or_create_key_pair(path)
+    return path
+
+
 def _cache_path(cache: Path | None, resolved: Settings) -> str:
     return str(cache if cache is not None else resolved.home / "registry.json")
 
@@ -90,8 +133,21 @@ def registry(
     heartbeat: HeartbeatOption = 10.0,
     offline_remove_after: OfflineRemoveOption = 86400.0,
     home: HomeOption = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="This registry's key file (default: one in the home's keys folder)."
+        ),
+    ] = None,
+    peer: PeerOption = None,
+    trust: TrustOption = None,
+    operator: OperatorOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
-    """Run a mesh registry: nodes register their flows, peers exchange updates."""
+    """Run a mesh registry: nodes register their flows, peers exchange updates.
+
+    Every write is signed: nodes with their key (pinned on first registration), peers with
+    theirs. Only ``--connect`` and ``--peer`` registries may connect, or an ``--operator``."""
     from .._asgi import listen, serve
     from ..mesh import MeshService
     from ..server import create_app
@@ -109,6 +165,9 @@ def registry(
         reset=reset,
         heartbeat_interval=heartbeat,
         offline_remove_after=_remove_after(offline_remove_after),
+        key=key if key is not None else _home_key(resolved, "registry"),
+        insecure=insecure,
+        **_trust(peer, trust, operator),
     )
     sock, _ = listen(service.state.url, "flowplex registry")
     err_console.print(
@@ -142,6 +201,14 @@ def up(
         ),
     ] = 50,
     path: PathOption = None,
+    node_key: Annotated[
+        Path | None,
+        typer.Option("--node-key", help="The node key file (default: keys/node.pem in the home)."),
+    ] = None,
+    peer: PeerOption = None,
+    trust: TrustOption = None,
+    operator: OperatorOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """Serve the node over HTTP: registry, dashboard, dispatch workers and op store.
 
@@ -150,6 +217,8 @@ def up(
     its flows in the mesh (re-read every two seconds). ``--workers`` dispatch worker threads
     run the messages of every user's instances on the node, and the op store (its artifacts in
     the home's artifacts folder, its rows in the node database) answers at /opstore/v1/....
+    The node signs what it sends with its key (``--node-key``, default keys/node.pem in the
+    home); writes it receives must be signed unless ``--insecure``.
     """
     from .._asgi import listen, serve
     from ..server import NodeServer
@@ -169,6 +238,9 @@ def up(
         message_log=message_log,
         heartbeat_interval=heartbeat,
         offline_remove_after=_remove_after(offline_remove_after),
+        key=node_key,
+        insecure=insecure,
+        **_trust(peer, trust, operator),
     ) as server:
         sock, base = listen(server.url, "flowplex up")
         err_console.print(

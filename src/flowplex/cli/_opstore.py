@@ -48,11 +48,11 @@ RootOption = Annotated[
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 
-def _open(resolved: Settings, root: Path | None) -> tuple[OpStore, Path]:
+def _open(resolved: Settings, root: Path | None, insecure: bool = False) -> tuple[OpStore, Path]:
     from ..artifacts import FileSaver, OpStore
 
     folder = root if root is not None else resolved.home / "artifacts"
-    return OpStore(FileSaver(folder), resolved.db_url), folder
+    return OpStore(FileSaver(folder), resolved.db_url, insecure=insecure), folder
 
 
 @opstore_app.command(**COMMAND)
@@ -65,8 +65,16 @@ def serve(
     home: HomeOption = None,
     host: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: use --url.")] = None,
     port: Annotated[int | None, typer.Option(hidden=True, help="Deprecated: use --url.")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Accept unsigned writes (the old protocol; migration and tests)."
+        ),
+    ] = False,
 ) -> None:
-    """Serve an op store over HTTP (POST /v1/... routes) until interrupted."""
+    """Serve an op store over HTTP (POST /v1/... routes) until interrupted.
+
+    Writes (registrations, bytes) must be signed unless ``--insecure``."""
     from .._asgi import listen, serve
     from ..db import redact
 
@@ -77,7 +85,7 @@ def serve(
         bracketed = f"[{host}]" if host is not None and ":" in host else host
         url = f"http://{bracketed or '127.0.0.1'}:{8765 if port is None else port}"
     resolved = settings(home, db)
-    store, folder = _open(resolved, root)
+    store, folder = _open(resolved, root, insecure)
     try:
         sock, base = listen(url, "the op store")
         console.print(

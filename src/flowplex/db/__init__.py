@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._engine import create_engine, transaction
     from ._errors import is_driver_error, is_retryable, translate_error
     from ._url import DatabaseURL, redact
-    from .migrate import ensure_schema
+    from .migrate import ensure_schema, keys_dir
 
     metadata: MetaData
 
@@ -40,6 +40,7 @@ __all__ = [
     "import_psycopg",
     "is_driver_error",
     "is_retryable",
+    "keys_dir",
     "metadata",
     "redact",
     "transaction",
@@ -56,6 +57,7 @@ _HOMES = {
     "import_psycopg": "._connect",
     "is_driver_error": "._errors",
     "is_retryable": "._errors",
+    "keys_dir": ".migrate",
     "metadata": ".schema",
     "redact": "._url",
     "transaction": "._engine",

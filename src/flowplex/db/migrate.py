@@ -35,11 +35,12 @@ __all__ = [
     "alembic_config",
     "current_revision",
     "ensure_schema",
+    "keys_dir",
     "locked_connection",
 ]
 
 #: The newest revision in ``migrations/versions``; a test checks it against Alembic's own head.
-HEAD = "0004_dashboard"
+HEAD = "0005_security"
 
 #: Where the Alembic environment and revision scripts are.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -67,11 +68,23 @@ def ensure_schema(url: str | DatabaseURL) -> None:
         with locked_connection(db) as connection:
             config = alembic_config(db)
             config.attributes["connection"] = connection
+            config.attributes["keys_dir"] = keys_dir(db)
             command.upgrade(config, "head")
     except BackendError:
         raise
     except Exception as exc:
         raise BackendError(f"cannot migrate the database at {db}: {exc}") from exc
+
+
+def keys_dir(url: str | DatabaseURL) -> Path:
+    """Where the users' key files of the node on ``url`` live: ``keys`` beside a SQLite file,
+    or in the home (``FLOWPLEX_HOME``) of a PostgreSQL node."""
+    db = DatabaseURL.parse(url)
+    if db.path is not None:
+        return db.path.parent / "keys"
+    from ..config import Settings
+
+    return Settings.from_env().home / "keys"
 
 
 def alembic_config(url: str | DatabaseURL) -> Config:

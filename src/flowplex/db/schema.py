@@ -26,7 +26,6 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -70,7 +69,6 @@ users = Table(
     "users",
     metadata,
     Column("user_id", String, primary_key=True),
-    Column("private_key", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
 )
 

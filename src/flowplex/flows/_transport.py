@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import FlowError, MessagingError
-from ..messages import FlowMessage, ReplyMode, new_id
+from ..messages import FUTURE_SEP, FlowMessage, ReplyMode, new_id
 
 if TYPE_CHECKING:
     from ._base import Flow
@@ -196,7 +196,8 @@ class FlowProxy:
 
     def get_reply_future(self, message: FlowMessage) -> FlowFuture:
         """Send ``message`` and return a :class:`FlowFuture` for its reply (the blocking style)."""
-        future_id = new_id()
+        # Bound to the target: only a reply from that instance completes the future.
+        future_id = f"{new_id()}{FUTURE_SEP}{self.address.flow_id}"
         reply_data = {
             "mode": ReplyMode.FUTURE.value,
             "user_id": self._transport.user_id,
@@ -239,6 +240,8 @@ class FlowProxy:
                 src_flow_id=self._owner.get_instance_id(),
                 user_id=self._transport.user_id,
             )
+        # The sender is whoever holds the transport, never what the message claims.
+        changes["user_id"] = self._transport.user_id
         self._transport.send(self.address, message.replace(**changes).without_private_keys())
 
     def __repr__(self) -> str:

@@ -29,7 +29,12 @@ is only what the listing shows, so ``author == "missing author"`` matches a flow
 author is that text. An invalid ``q`` falls back to a full-text search and says why in the
 reply's ``q``.
 
-**Trust without signatures.** A registry is the authority for the nodes registered with it:
+**Trust.** Every write is signed (RFC 9421, Ed25519; see :mod:`flowplex.identity`): a node's
+first registration pins its key to its URL (or ``trust`` lists the keys that may register),
+``/connect`` is accepted from configured peers (``connect``, ``peers``) or an ``operators``
+key, and a peer's relayed updates must carry its pinned key; ``insecure=True`` accepts the old
+unsigned protocol. Beyond signatures, a registry is the authority for the nodes registered
+with it:
 copies relayed back by peers never override them, a copy from a node's home registry outranks
 copies relayed by others, timestamps a peer sends are clamped to the receiver's clock (plus
 ``clock_skew``), and a node silent for ``offline_remove_after`` is removed. Peers are limited

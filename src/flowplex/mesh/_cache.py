@@ -138,7 +138,7 @@ class FrameEncoder:
         head = _dumps({"url": frame.url, "organization": frame.organization, "feed": frame.feed})
         text = (
             f'{head[:-1]},"nodes":{nodes_text(frame.nodes)},"providers":{{{",".join(providers)}}},'
-            f'"peers":{_dumps(frame.peers)}}}'
+            f'"peers":{_dumps(frame.peers)},"keys":{_dumps(frame.keys)}}}'
         )
         self._memo = fresh
         return text

@@ -2,7 +2,8 @@
 
 Client mistakes get 4xx with a JSON ``detail``: 404 for registry routes on a node, 422 for a
 malformed body (pydantic's shape checks, then the records' own rules), 403 for an update from a
-registry that never connected, 413 for a body over the size limit, 429 for a client writing
+registry that never connected or a signer that may not write, 401 for an unsigned or invalid
+signature, 413 for a body over the size limit, 429 for a client writing
 faster than the rate limit (with ``Retry-After``), 503 for a new peer beyond ``max_peers``.
 
 The state-changing routes (``/register``, ``/heartbeat``, ``/connect``, ``/update/node``) are
@@ -24,6 +25,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from .._asgi import PROBLEM_RESPONSES, read_body, signed_caller
+from ..errors import PermissionDeniedError
 from ._html import render_flows
 from ._listing import counts, list_rows
 from ._records import MeshInputError, NodeRecord, nodes_from_json, normalize_service_url
@@ -51,11 +54,14 @@ class HeartbeatIn(BaseModel):
 
 
 class OfferIn(BaseModel):
-    """``POST /connect``: a registry's offer; ``feed`` asks for the receiver's offer back."""
+    """``POST /connect``: a registry's offer; ``feed`` asks for the receiver's offer back.
+
+    ``key``: the registry's key (user id), when an operator signs the connect on its behalf."""
 
     model_config = ConfigDict(extra="allow")
     url: str
     organization: str | None = None
+    key: str | None = None
     feed: bool = True
     nodes: list[dict[str, Any]] | dict[str, dict[str, Any]] | None = None
 
@@ -72,18 +78,12 @@ def _invalid(exc: MeshInputError) -> HTTPException:
     return HTTPException(status_code=422, detail=str(exc))
 
 
-async def _read_body(request: Request, limit: int) -> None:
-    """Read the body, refusing it (413) as soon as it exceeds ``limit`` bytes."""
-    too_large = HTTPException(413, detail=f"request body larger than {limit} bytes")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    request._body = bytes(body)  # what Request.body() returns from now on
+def _denied(exc: PermissionDeniedError) -> HTTPException:
+    return HTTPException(status_code=403, detail=str(exc))
+
+
+#: The verified signer of a write (None: unsigned, accepted in insecure mode only).
+Caller = Annotated[str | None, Depends(signed_caller)]
 
 
 def _write_route(service: MeshService) -> type[APIRoute]:
@@ -112,7 +112,7 @@ def _write_route(service: MeshService) -> type[APIRoute]:
                         detail=f"too many writes from {client}: retry in {wait:.1f} s",
                         headers={"Retry-After": str(math.ceil(wait))},
                     )
-                await _read_body(request, limit)
+                await read_body(request, limit)
                 return await handler(request)
 
             return guarded
@@ -127,10 +127,11 @@ def mesh_router(  # noqa: PLR0915 - one closure per route
     ``/_stats``, ``POST /register``, ``/heartbeat``, ``/connect``, ``/update/node``.
 
     ``write_guards`` are FastAPI dependencies (``Depends(...)``) run on every write route
-    after the registry-only check, e.g. one verifying a request signature.
+    after the registry-only check. Every write route is signed (``signed_caller``) and
+    checks who signed it: the node's pinned key, a configured peer's, an operator's (403).
     """
     state = service.state
-    router = APIRouter(route_class=_write_route(service))
+    router = APIRouter(route_class=_write_route(service), responses=PROBLEM_RESPONSES)
 
     def require_registry(request: Request) -> None:
         if not state.registry:
@@ -184,34 +185,49 @@ def mesh_router(  # noqa: PLR0915 - one closure per route
         return JSONResponse({**state.stats, "idle": service.idle, "peers": sorted(state.peers)})
 
     @router.post("/register", dependencies=writes)
-    async def register(body: Annotated[NodeIn, Body()]) -> JSONResponse:
-        """A node registers (or re-registers) its flows; the registry feeds it forward."""
+    async def register(body: Annotated[NodeIn, Body()], caller: Caller) -> JSONResponse:
+        """A node registers (or re-registers) its flows; the registry feeds it forward.
+
+        Signed by the node's key: the first registration of a URL pins it."""
         try:
             data = body.model_dump()
             node = NodeRecord.from_json(
                 {**data, "created": None, "modified": None, "heartbeat": None, "registry": None}
             )
+            service.authorize_node(node.url, caller, register=True)
         except MeshInputError as exc:
             raise _invalid(exc) from None
+        except PermissionDeniedError as exc:
+            raise _denied(exc) from None
         received = len(body.flows or ())
         messages, out = state.register(node, received)
         service.dispatch(out)
         return JSONResponse(service.status(messages))
 
     @router.post("/heartbeat", dependencies=writes)
-    async def heartbeat(body: Annotated[HeartbeatIn, Body()]) -> JSONResponse:
+    async def heartbeat(body: Annotated[HeartbeatIn, Body()], caller: Caller) -> JSONResponse:
         """A registered node is alive; 404 when this registry does not know it."""
         try:
             url = normalize_service_url(body.url, "node url")
+            if url in state.nodes and caller is not None and url not in state.keys:
+                # Registered before keys were pinned (an older cache, insecure mode): the node
+                # registers again, signed, and its key is pinned then.
+                raise HTTPException(404, detail=f"node {url} has no key here: POST /register")
+            if url in state.nodes:
+                service.authorize_node(url, caller, register=False)
         except MeshInputError as exc:
             raise _invalid(exc) from None
+        except PermissionDeniedError as exc:
+            raise _denied(exc) from None
         if not state.heartbeat(url):
             raise HTTPException(404, detail=f"unknown node {url}: POST /register first")
         return JSONResponse({"url": url, "heartbeat": state.nodes[url].heartbeat})
 
     @router.post("/connect", dependencies=writes)
-    async def connect(body: Annotated[OfferIn, Body()]) -> JSONResponse:
-        """A peer registry connects with its offer; with ``feed`` it gets this registry's offer."""
+    async def connect(body: Annotated[OfferIn, Body()], caller: Caller) -> JSONResponse:
+        """A peer registry connects with its offer; with ``feed`` it gets this registry's offer.
+
+        Only configured peers (signing with their key) or an operator's signature may connect."""
         try:
             sender = normalize_service_url(body.url, "registry url")
             nodes = nodes_from_json(body.nodes)
@@ -219,6 +235,10 @@ def mesh_router(  # noqa: PLR0915 - one closure per route
             raise _invalid(exc) from None
         if sender == state.url:
             raise HTTPException(422, detail=f"{sender} cannot connect to itself")
+        try:
+            service.authorize_peer(sender, caller, body.key)
+        except PermissionDeniedError as exc:
+            raise _denied(exc) from None
         if not state.can_add_peer(sender):
             raise HTTPException(
                 503, detail=f"{state.url} has {state.max_peers} peers already: try another"
@@ -228,13 +248,20 @@ def mesh_router(  # noqa: PLR0915 - one closure per route
         return JSONResponse(reply)
 
     @router.post("/update/node", dependencies=writes)
-    async def update_node(body: Annotated[UpdateIn, Body()]) -> JSONResponse:
-        """A peer forwards node changes; applied and forwarded at most once per update id."""
+    async def update_node(body: Annotated[UpdateIn, Body()], caller: Caller) -> JSONResponse:
+        """A peer forwards node changes; applied and forwarded at most once per update id.
+
+        Signed by the peer registry's key (pinned when it connected)."""
         try:
             sender = normalize_service_url(body.url, "registry url")
             nodes = nodes_from_json(body.nodes)
         except MeshInputError as exc:
             raise _invalid(exc) from None
+        try:
+            if sender in state.peers:
+                service.authorize_update(sender, caller)
+        except PermissionDeniedError as exc:
+            raise _denied(exc) from None
         try:
             messages, out = state.apply_update(sender, body.id, body.visited, nodes)
         except UnknownSenderError as exc:

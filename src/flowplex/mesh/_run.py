@@ -48,10 +48,13 @@ def run_service(
     retries (``refresh_interval``, ``retry_initial``, ``retry_max``), peer limits
     (``request_timeout``, ``max_peers``, ``peer_concurrency``, ``peer_failures``,
     ``peer_queue``), write limits (``write_rate``, ``write_burst``, ``max_register_bytes``,
-    ``max_peer_bytes``) and ``cache_interval``. ``reload`` is accepted for compatibility
-    with the original API and must be False. Run it in a ``multiprocessing.Process`` to keep
-    going meanwhile; terminating the process shuts it down cleanly (the cache is written on the
-    way out).
+    ``max_peer_bytes``), ``cache_interval``, and trust: ``key`` (this service's key pair or
+    key file), ``trust`` (keys that may register nodes), ``peers`` (registries that may
+    connect), ``operators`` (keys that may connect any registry) and ``insecure=True``, which
+    accepts unsigned writes as the old protocol did (logged as a warning). ``reload`` is
+    accepted for compatibility with the original API and must be False. Run it in a
+    ``multiprocessing.Process`` to keep going meanwhile; terminating the process shuts it
+    down cleanly (the cache is written on the way out).
     """
     if reload:
         raise ConfigurationError("reload=True is not supported: restart the service instead.")
@@ -73,6 +76,11 @@ def run_service(
         db=db,
         **tuning,
     )
-    app = compose_app(routers=[mesh_router(service)], mounts=mounts, lifespans=[service.lifespan])
+    app = compose_app(
+        routers=[mesh_router(service)],
+        mounts=mounts,
+        lifespans=[service.lifespan],
+        signing=service.signing(),
+    )
     sock, _ = listen(base)
     serve(app, sock, log_level=log_level)

@@ -14,16 +14,22 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..errors import ConfigurationError
+from .._httpsign import SigningAuth
+from ..config import Settings
+from ..errors import ConfigurationError, PermissionDeniedError
+from ..identity import KeyPair, is_user_id, load_key_pair, load_or_create_key_pair
 from ._cache import FrameEncoder, JsonCache
 from ._limits import RateLimiter
 from ._loader import Loader, NodeEndpoints, call_loader, resolve_loader
 from ._records import FlowRecord, dedupe_flows, normalize_service_url
 from ._state import Frame, MeshState, Outgoing
+
+if TYPE_CHECKING:
+    from .._asgi import RequestSigning
 
 __all__ = ["MeshService", "backoff"]
 
@@ -83,6 +89,28 @@ def _check_arguments(
         raise ConfigurationError(f"write_burst must be at least 1, got {burst!r}.")
 
 
+def _user_ids(value: Any, what: str) -> frozenset[str]:
+    """A set of user ids (keys) from one id or a list of them."""
+    if value is None:
+        return frozenset()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Iterable) or not all(is_user_id(v) for v in items):
+        raise ConfigurationError(f"{what} must be user ids (64 hex characters), got {value!r}.")
+    return frozenset(items)
+
+
+def _service_key(key: Any, url: str) -> KeyPair:
+    """The service's key: a KeyPair, a key file, or (None) its own file under FLOWPLEX_HOME."""
+    if isinstance(key, KeyPair):
+        return key
+    if isinstance(key, str | os.PathLike):
+        return load_key_pair(key)
+    if key is not None:
+        raise ConfigurationError(f"key must be a KeyPair or a key file path, got {key!r}.")
+    name = url.split("://", 1)[1].replace(":", "-").replace("/", "_")
+    return load_or_create_key_pair(Settings.from_env().home / "keys" / f"mesh-{name}.pem")
+
+
 def _targets(connect: Any) -> list[str]:
     """The registries to connect to: one URL (a string or URL object), a list of them, or None."""
     if connect is None:
@@ -125,6 +153,15 @@ class MeshService:
       (``/connect``, ``/update/node``) (413 beyond).
     - the cache file is written in the background, at most every ``cache_interval`` seconds,
       and on shutdown.
+    - trust: every request this service sends is signed with ``key`` (a :class:`KeyPair` or a
+      key file; default: its own key file under ``FLOWPLEX_HOME/keys``), and every write it
+      receives must be signed (401 otherwise). A node's first signed ``/register`` pins its
+      key to its URL; later registrations and heartbeats of that URL must carry the same key
+      (403). With ``trust`` (user ids) only those keys may register nodes. ``/connect`` is
+      accepted from the registries in ``connect`` and ``peers`` (URLs), or when signed by one
+      of ``operators`` (user ids); a peer's key is pinned on its first connect or update, and
+      its relayed ``/update/node`` must be signed by it. ``insecure=True`` accepts unsigned
+      writes as before (for migration and tests; a warning is logged).
     """
 
     def __init__(
@@ -157,6 +194,11 @@ class MeshService:
         max_register_bytes: int = MAX_REGISTER_BYTES,
         max_peer_bytes: int = MAX_PEER_BYTES,
         cache_interval: float = CACHE_INTERVAL,
+        key: KeyPair | str | os.PathLike[str] | None = None,
+        trust: Sequence[str] | None = None,
+        peers: Sequence[Any] | None = None,
+        operators: Sequence[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         _check_arguments(
             node,
@@ -214,10 +256,10 @@ class MeshService:
         self.peer_concurrency = int(peer_concurrency)
         self.peer_failures = int(peer_failures)
         self.peer_queue = int(peer_queue)
-        self.max_register_bytes = int(max_register_bytes)
-        self.max_peer_bytes = int(max_peer_bytes)
+        self.max_register_bytes, self.max_peer_bytes = int(max_register_bytes), int(max_peer_bytes)
         self.cache_interval = float(cache_interval)
         self.writes = RateLimiter(float(write_rate), float(write_burst))
+        self._configure_trust(key, trust, peers, operators, insecure)
         self.loaders: list[Loader] = []
         resolved = resolve_loader(loader)
         if resolved is not None:
@@ -260,6 +302,74 @@ class MeshService:
                 f"cache {self.cache.path} is invalid ({exc}); start with reset=True"
             ) from exc
         logger.info("%s: loaded cache %s", self.state.url, self.cache.path)
+
+    # -- trust ----------------------------------------------------------------------------------
+
+    def _configure_trust(
+        self, key: Any, trust: Any, peers: Any, operators: Any, insecure: bool
+    ) -> None:
+        self.key = _service_key(key, self.state.url)
+        self.trust = _user_ids(trust, "trust")
+        self.operators = _user_ids(operators, "operators")
+        self.allowed_peers = frozenset(self.targets) | frozenset(_targets(peers))
+        self.insecure = bool(insecure)
+
+    def signing(self) -> RequestSigning:
+        """How an app serving this service checks signed writes (its limits, its mode)."""
+        from .._asgi import RequestSigning
+
+        limit = max(self.max_register_bytes, self.max_peer_bytes)
+        return RequestSigning(max_body=limit, insecure=self.insecure)
+
+    def authorize_node(self, url: str, caller: str | None, *, register: bool) -> None:
+        """Raise :class:`PermissionDeniedError` unless ``caller`` may speak for node ``url``.
+
+        ``None`` is an unsigned request (insecure mode only). A registration pins the key on
+        first sight; a heartbeat needs the pinned key.
+        """
+        if caller is None:
+            return
+        if self.trust and caller not in self.trust:
+            raise PermissionDeniedError(f"key {caller[:16]}... may not register nodes here.")
+        pinned = self.state.keys.get(url)
+        if pinned is None and register:
+            self.state.pin(url, caller)
+        elif pinned != caller and (pinned is not None or url in self.state.nodes):
+            raise PermissionDeniedError(
+                f"node {url} is registered with another key; its updates must be signed by it."
+            )
+
+    def authorize_peer(self, sender: str, caller: str | None, key: str | None = None) -> None:
+        """Raise :class:`PermissionDeniedError` unless registry ``sender`` may connect.
+
+        A configured peer (``connect``, ``peers``) signing with its pinned key (or its first
+        one), or an operator (who may name the peer's ``key``; else the operator's is pinned).
+        """
+        if caller is None:
+            return
+        if caller in self.operators:
+            pinned = key if key is not None and is_user_id(key) else caller
+            self.state.keys[sender] = pinned
+            return
+        if sender not in self.allowed_peers:
+            raise PermissionDeniedError(
+                f"registry {sender} is not a configured peer of {self.state.url}; "
+                "an operator must sign its /connect."
+            )
+        if not self.state.pin(sender, caller):
+            raise PermissionDeniedError(f"registry {sender} is pinned to another key.")
+
+    def authorize_update(self, sender: str, caller: str | None) -> None:
+        """Raise :class:`PermissionDeniedError` unless ``caller`` is peer ``sender``'s key."""
+        if caller is None:
+            return
+        pinned = self.state.keys.get(sender)
+        if pinned is None and sender in self.allowed_peers:
+            self.state.pin(sender, caller)
+        elif pinned != caller:
+            raise PermissionDeniedError(
+                f"update from {sender} is not signed by that registry's key."
+            )
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -336,6 +446,7 @@ class MeshService:
         # The pool is unbounded: per-peer limits (and max_peers) bound the connections, so a
         # peer that never answers cannot take the connections the healthy ones need.
         self._client = httpx.AsyncClient(
+            auth=SigningAuth(self.key),
             timeout=self.request_timeout,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
         )

@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import FlowplexError
+from ..identity import is_user_id
 from ._listing import RowSet
 from ._records import (
     FlowRecord,
@@ -83,6 +84,7 @@ class Frame:
     nodes: dict[str, NodeRecord]
     providers: list[ProviderRecord]
     peers: dict[str, bool]
+    keys: dict[str, str]
 
 
 def _pretty(ts: str | None) -> str:
@@ -141,6 +143,8 @@ class MeshState:
         self.providers: dict[str, ProviderRecord] = {}
         #: Peers this registry exchanges updates with: url -> whether it wants them forwarded.
         self.peers: dict[str, bool] = {}
+        #: The key (user id) each node and peer registry proved first: url -> key (pinned).
+        self.keys: dict[str, str] = {}
         #: Where this service registers / connects: url -> time of the last success (or None).
         self.connection: dict[str, str | None] = {}
         #: Counters: updates received, applied, ignored, sent; registers; connects; removals.
@@ -323,6 +327,16 @@ class MeshState:
             changed = self._merge_all(nodes_from_json(offer.get("nodes")), peer)
         self._changed()
         return self._flood(changed, exclude={peer})
+
+    def pin(self, url: str, key: str) -> bool:
+        """Pin ``key`` as the one that speaks for ``url`` unless another is pinned; True if
+        ``key`` is (now) the pinned one."""
+        pinned = self.keys.get(url)
+        if pinned is None:
+            self.keys[url] = key
+            self._changed()
+            return True
+        return pinned == key
 
     def drop_peer(self, peer: str) -> bool:
         """Forget a peer and the node copies it sent (it failed too often); True if known."""
@@ -563,10 +577,12 @@ class MeshState:
             nodes=dict(self.nodes),
             providers=[replace(p, nodes=dict(p.nodes)) for p in self.providers.values()],
             peers=dict(self.peers),
+            keys=dict(self.keys),
         )
 
     def snapshot(self) -> dict[str, Any]:
-        """The cache: ``{url, organization, feed, nodes, providers}`` plus ``peers``."""
+        """The cache: ``{url, organization, feed, nodes, providers}`` plus ``peers`` and the
+        pinned ``keys``."""
         return {
             "url": self.url,
             "organization": self.organization,
@@ -574,6 +590,7 @@ class MeshState:
             "nodes": {u: n.to_json() for u, n in self.nodes.items()},
             "providers": {u: p.to_json() for u, p in self.providers.items()},
             "peers": dict(self.peers),
+            "keys": dict(self.keys),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -598,4 +615,8 @@ class MeshState:
         if not isinstance(peers, dict):
             raise ValueError("peers must be an object of url: bool")
         self.peers = {normalize_service_url(p, "peer"): bool(w) for p, w in peers.items()}
+        keys = data.get("keys") or {}
+        if not isinstance(keys, dict) or not all(is_user_id(k) for k in keys.values()):
+            raise ValueError("keys must be an object of url: user id")
+        self.keys = {normalize_service_url(u, "keys url"): k for u, k in keys.items()}
         self._changed()

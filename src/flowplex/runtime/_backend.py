@@ -54,10 +54,9 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    """A user of a node: the hex Ed25519 public key and the raw 32-byte private key."""
+    """A user of a node: the hex Ed25519 public key (the private key is in a key file)."""
 
     user_id: str
-    private_key: bytes
     created_at: float
 
 

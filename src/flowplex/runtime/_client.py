@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import FlowTimeoutError, MessagingError
 from ..flows import InstanceAddress
-from ..messages import FlowMessage
+from ..identity import KeyPair
+from ..messages import FUTURE_SEP, FlowMessage, ReplyMode
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -18,6 +19,26 @@ __all__ = ["HELP_EXPECTED", "Client", "never_arrives"]
 #: How long after sending a request its sender is expected to start running it (see
 #: Node.helpers): long enough to get from ``get_reply_future`` to ``get_data``.
 HELP_EXPECTED = 0.002
+
+
+def _as_user(message: FlowMessage, user_id: str) -> FlowMessage:
+    """``message`` sent by ``user_id``: the runtime says who sends, never the caller."""
+    reply_data = message.reply_data
+    if reply_data.get("user_id") not in (None, user_id):
+        reply_data = {**reply_data, "user_id": user_id}
+    if message.user_id == user_id and reply_data is message.reply_data:
+        return message
+    return message.replace(user_id=user_id, reply_data=reply_data)
+
+
+def future_instance(reply: FlowMessage) -> str | None:
+    """The instance a future reply must come from (its request's target), or None."""
+    if reply.reply_data.get("mode") != ReplyMode.FUTURE:
+        return None
+    future_id = reply.reply_data.get("future_id")
+    if not isinstance(future_id, str) or FUTURE_SEP not in future_id:
+        return None
+    return future_id.rsplit(FUTURE_SEP, 1)[1]
 
 
 def never_arrives(future_id: str) -> MessagingError:
@@ -33,14 +54,30 @@ class Client:
     """A user's handle on a node (``cl`` in the serving API).
 
     It is also the transport for proxies held by user code: messages sent through them are
-    committed at once, and futures wait on the node's database.
+    committed at once (their ``user_id`` set to this user's, whatever the caller put there),
+    and futures wait on the node's database.
+
+    A handle needs the user's key: ``Client(node, key_pair)``, or ``Client(node, user_id)``
+    where this process can read the user's key file (else
+    :class:`~flowplex.errors.PermissionDeniedError`).
     """
 
-    __slots__ = ("_user_id", "node")
+    __slots__ = ("_key", "_user_id", "node")
 
-    def __init__(self, node: Node, user_id: str) -> None:
+    def __init__(self, node: Node, user: KeyPair | str) -> None:
+        from ..errors import PermissionDeniedError
+
+        key = user if isinstance(user, KeyPair) else node.key_for(user)
+        if not isinstance(user, KeyPair | str):
+            raise PermissionDeniedError(f"a Client needs a user's KeyPair, got {user!r}.")
         self.node = node
-        self._user_id = user_id
+        self._key = key
+        self._user_id = key.user_id
+
+    @property
+    def key(self) -> KeyPair:
+        """This user's key pair (it signs what the handle sends to other nodes)."""
+        return self._key
 
     def get_user_id(self) -> str:
         """This user's id: the hex Ed25519 public key."""
@@ -54,7 +91,8 @@ class Client:
     # -- Transport --------------------------------------------------------------------------
 
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
-        """Queue ``message`` for ``target`` (committed before this returns)."""
+        """Queue ``message`` for ``target`` (committed before this returns), as this user."""
+        message = _as_user(message, self._user_id)
         node = self.node
         if node.has_workers:
             # The sender usually waits on the reply next, running the message itself: the
@@ -63,7 +101,21 @@ class Client:
         node.deliver(requests=[(target, message)])
 
     def send_reply(self, reply: FlowMessage) -> None:
-        """Route a reply (user code rarely sends one; flows do, through their worker)."""
+        """Route a reply (user code rarely sends one; flows do, through their worker).
+
+        Only the user serving the instance a future's request went to may answer it
+        (:class:`~flowplex.errors.PermissionDeniedError` otherwise)."""
+        from ..errors import PermissionDeniedError
+
+        bound = future_instance(reply)
+        if bound is not None:
+            record = self.node.backend.get_instance(bound)
+            if record is None or record.user_id != self._user_id:
+                raise PermissionDeniedError(
+                    f"user {self._user_id[:12]}... does not serve instance {bound}: it cannot "
+                    "answer a request sent there."
+                )
+            reply = reply.replace(src_flow_id=bound)
         self.node.deliver(replies=[reply])
 
     def poll_reply(self, future_id: str) -> FlowMessage | None:

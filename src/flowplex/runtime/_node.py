@@ -20,7 +20,7 @@ from ..errors import (
     UnknownInstanceError,
 )
 from ..flows import Flow, InstanceAddress
-from ..identity import generate_key_pair
+from ..identity import KeyPair, generate_key_pair, load_key_pair, save_key_pair
 from ..messages import FlowMessage, ReplyMode
 from ._backend import (
     Backend,
@@ -30,7 +30,7 @@ from ._backend import (
     ReplyRecord,
     UserRecord,
 )
-from ._client import Client
+from ._client import Client, future_instance
 from ._mount import MountRequest, mount, serve_local_subflows
 from ._open import open_backend
 
@@ -68,6 +68,7 @@ class Node:
         # Dispatchers without a thread: whoever waits on a reply runs their messages.
         self._caller_dispatchers: list[Dispatcher] = []
         self._classes: dict[str, type[Flow]] = {}
+        self._keys: dict[str, KeyPair] = {}
         self._lock = threading.Lock()
         self.closed = False
         # A memory database lives in this process only: no other process runs its messages.
@@ -88,16 +89,100 @@ class Node:
 
         return redact(self.backend.url)
 
+    @property
+    def keys_dir(self) -> Path | None:
+        """Where new users' key files go: ``keys`` in the node's folder, else in
+        ``FLOWPLEX_HOME`` (None for a node in memory without a folder: its keys live in this
+        process only)."""
+        from ..db import DatabaseURL
+
+        if self.path is not None:
+            return Path(self.path) / "keys"
+        if DatabaseURL.parse(self.backend.url).volatile:
+            return None
+        return Settings.from_env().home / "keys"
+
+    def _key_paths(self, user_id: str) -> list[Path]:
+        from ..db import DatabaseURL, keys_dir
+
+        folders = [] if self.keys_dir is None else [self.keys_dir]
+        db = DatabaseURL.parse(self.backend.url)
+        if not db.volatile:
+            # The home's, and where the migration of an older database put them.
+            folders += [Settings.from_env().home / "keys", keys_dir(db)]
+        return [folder / f"{user_id}.pem" for folder in dict.fromkeys(folders)]
+
+    def key_for(self, user_id: str) -> KeyPair:
+        """The key pair of ``user_id``, from its key file (only its owner can read it).
+
+        Raises :class:`~flowplex.errors.PermissionDeniedError` when this process holds no key
+        for that user: a handle for a user needs the user's key.
+        """
+        from ..errors import KeyFileError, PermissionDeniedError
+
+        with self._lock:
+            key = self._keys.get(user_id)
+        if key is not None:
+            return key
+        for path in self._key_paths(user_id):
+            try:
+                key = load_key_pair(path)
+            except KeyFileError as exc:
+                if path.exists():
+                    raise PermissionDeniedError(f"cannot use the key of {user_id}: {exc}") from None
+                continue
+            if key.user_id == user_id:
+                with self._lock:
+                    self._keys[user_id] = key
+                return key
+        raise PermissionDeniedError(
+            f"no key for user {user_id} here: a handle for a user needs that user's key "
+            "(its key file, or Client(node, key_pair))."
+        )
+
     def users(self) -> list[Client]:
-        """A client handle for every user of the node, oldest first."""
-        return [Client(self, u.user_id) for u in self.backend.list_users()]
+        """A client handle for every user of the node whose key this process holds, oldest
+        first."""
+        from ..errors import PermissionDeniedError
+
+        clients = []
+        for record in self.backend.list_users():
+            try:
+                clients.append(Client(self, self.key_for(record.user_id)))
+            except PermissionDeniedError:
+                continue
+        return clients
 
     def add_user(self) -> Client:
-        """Create a user (a new Ed25519 key pair) and return its handle."""
+        """Create a user (a new Ed25519 key pair, saved to its key file) and return its
+        handle."""
         pair = generate_key_pair()
-        self.backend.add_user(UserRecord(pair.user_id, pair.private_key, time.time()))
+        where = self.keys_dir
+        if where is not None:
+            save_key_pair(where / f"{pair.user_id}.pem", pair)
+        with self._lock:
+            self._keys[pair.user_id] = pair
+        self.backend.add_user(UserRecord(pair.user_id, time.time()))
         logger.info("created user %s", pair.user_id)
-        return Client(self, pair.user_id)
+        return Client(self, pair)
+
+    def _add_user_below(self, count: int) -> bool:
+        """:meth:`add_user`, only if the node has fewer than ``count`` users (atomically
+        across processes); whether it did."""
+        pair = generate_key_pair()
+        where = self.keys_dir
+        key_file = None if where is None else where / f"{pair.user_id}.pem"
+        if key_file is not None:
+            # Saved first, so that a user is never stored without its key.
+            save_key_pair(key_file, pair)
+        if not self.backend.add_user_below(UserRecord(pair.user_id, time.time()), count):
+            if key_file is not None:
+                key_file.unlink(missing_ok=True)
+            return False
+        with self._lock:
+            self._keys[pair.user_id] = pair
+        logger.info("created user %s", pair.user_id)
+        return True
 
     def has_user(self, user_id: str) -> bool:
         """True if ``user_id`` is a user of this node."""
@@ -464,6 +549,15 @@ def build_outgoing(
             future_id = reply.reply_data.get("future_id")
             if not isinstance(future_id, str):
                 raise MessagingError("a future reply needs reply_data['future_id'].")
+            bound = future_instance(reply)
+            if bound is not None and reply.src_flow_id != bound:
+                logger.warning(
+                    "dropped a reply for future %s from %s: only %s may answer it",
+                    future_id,
+                    reply.src_flow_id,
+                    bound,
+                )
+                continue
             records.append(ReplyRecord(future_id, reply.to_json()))
         elif mode == ReplyMode.PUSH:
             flow_id = reply.reply_data.get("flow_id")
@@ -534,11 +628,10 @@ def start_node_with_users(
     clients = node.users()
     while len(clients) < num_users:
         # Several processes may start on a fresh database at once: between them they create
-        # num_users users, not num_users each.
-        pair = generate_key_pair()
-        user = UserRecord(pair.user_id, pair.private_key, time.time())
-        if node.backend.add_user_below(user, num_users):
-            logger.info("created user %s", pair.user_id)
+        # the users missing, not that many each (users whose keys are elsewhere, not in this
+        # process's reach, do not count).
+        stored = len(node.backend.list_users())
+        node._add_user_below(stored + num_users - len(clients))
         clients = node.users()
     return clients[:num_users]
 

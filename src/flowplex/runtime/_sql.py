@@ -60,14 +60,14 @@ _ENDPOINT_COLUMNS = (
 
 # Ties on created_at are broken by the key, the same way on both databases.
 _QUERIES = {
-    "add_user": "INSERT INTO users (user_id, private_key, created_at) VALUES (?, ?, ?)",
+    "add_user": "INSERT INTO users (user_id, created_at) VALUES (?, ?)",
     # One statement, run where no other process can add a user meanwhile (the backends'
     # _users_locked: SQLite's write lock, a PostgreSQL table lock).
     "add_user_below": (
-        "INSERT INTO users (user_id, private_key, created_at) SELECT ?, ?, ? "
+        "INSERT INTO users (user_id, created_at) SELECT ?, ? "
         "WHERE (SELECT count(*) FROM users) < ? RETURNING 1"
     ),
-    "list_users": "SELECT user_id, private_key, created_at FROM users ORDER BY created_at, user_id",
+    "list_users": "SELECT user_id, created_at FROM users ORDER BY created_at, user_id",
     # Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
     # served one is left alone and returns no row.
     "serve": f"""
@@ -299,14 +299,14 @@ class SQLBackend(Backend):
         """Store a new user; ``DuplicateKeyError`` if the id exists already."""
         try:
             with self._write() as conn:
-                params = (user.user_id, user.private_key, user.created_at)
+                params = (user.user_id, user.created_at)
                 conn.execute(self.sql["add_user"], params)
         except DuplicateKeyError:
             raise DuplicateKeyError(f"user {user.user_id} exists already") from None
 
     def add_user_below(self, user: UserRecord, count: int) -> bool:
         """Store ``user`` only if there are fewer than ``count`` users (atomically)."""
-        params = (user.user_id, user.private_key, user.created_at, count)
+        params = (user.user_id, user.created_at, count)
         with self._users_locked() as conn:
             return conn.execute(self.sql["add_user_below"], params).fetchone() is not None
 
@@ -318,7 +318,7 @@ class SQLBackend(Backend):
         """Every user, oldest first."""
         with self._read() as conn:
             rows = conn.execute(self.sql["list_users"]).fetchall()
-        return [UserRecord(r[0], bytes(r[1]), r[2]) for r in rows]
+        return [UserRecord(r[0], r[1]) for r in rows]
 
     def serve_endpoint(self, endpoint: EndpointRecord) -> bool:
         """Serve ``endpoint``: False (and no change) if it is already served, else True."""

@@ -50,5 +50,10 @@ def create_app(
     static: ASGIApp = StaticFiles(directory=STATIC_DIR)
     all_mounts = {STATIC_PREFIX: static, **(mounts or {})}
     return compose_app(
-        routers=all_routers, mounts=all_mounts, lifespans=all_lifespans, title=title, docs=False
+        routers=all_routers,
+        mounts=all_mounts,
+        lifespans=all_lifespans,
+        title=title,
+        docs=False,
+        signing=mesh.signing() if mesh is not None else None,
     )

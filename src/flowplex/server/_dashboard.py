@@ -17,14 +17,16 @@ lines of script (``X-Flowplex-Fragment: live`` asks for that region alone).
 
 Sending a test message changes state, so it is guarded against other sites: the form carries a
 token made when the server starts (a page of another origin cannot read it), and a request whose
-``Origin`` (or ``Sec-Fetch-Site``) names another site is refused. Anyone who can load the
-dashboard can send; bind ``flowplex up`` to loopback (the default) or put it behind your own
-authentication.
+``Origin`` (or ``Sec-Fetch-Site``) names another site is refused. A browser holds no key, so
+the form cannot be signed like the node's API: it is accepted from a browser on this machine only
+(a loopback client), whatever address ``flowplex up`` listens on; from elsewhere, call the node's
+signed API.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import secrets
 import threading
@@ -39,7 +41,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from .._version import __version__
 from ..db import redact
-from ..errors import FlowError, FlowplexError, FlowTimeoutError
+from ..errors import FlowError, FlowplexError, FlowTimeoutError, PermissionDeniedError
 from ..flows import FlowProxy, InstanceAddress
 from ..runtime import Client, Node
 from . import _views
@@ -202,7 +204,7 @@ class Dashboard:
 
         @router.post("/ui/instances/{flow_id}/send", response_model=None)
         async def send(request: Request, flow_id: str) -> Response:
-            refused = self._refuse_cross_site(request)
+            refused = _refuse_remote(request) or self._refuse_cross_site(request)
             if refused is not None:
                 return refused
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -344,8 +346,14 @@ class Dashboard:
         record = self.node.backend.get_instance(flow_id)
         if record is None:
             return self.not_found(request, f"no flow instance {flow_id} on this node")
-        # The message goes as the serving user, the one account the node can act for here.
-        client = Client(self.node, record.user_id)
+        # The message goes as the serving user, the one account the node can act for here
+        # (with its key file; without it the node cannot act for that user).
+        try:
+            client = Client(self.node, record.user_id)
+        except PermissionDeniedError as exc:
+            return self._instance_page(
+                request, flow_id, _result("error", "Not sent", str(exc)), data_text, timeout, 403
+            )
         proxy = FlowProxy(
             client,
             InstanceAddress(record.user_id, flow_id),
@@ -386,6 +394,24 @@ class Dashboard:
                 {"detail": f"refused: origin {origin} is not this dashboard."}, status_code=403
             )
         return None
+
+
+def _refuse_remote(request: Request) -> JSONResponse | None:
+    """403 unless the request comes from this machine (the form is not signed)."""
+    host = request.client.host if request.client is not None else ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if local:
+        return None
+    return JSONResponse(
+        {
+            "detail": "the dashboard sends test messages for a browser on this machine only; "
+            "from elsewhere, send through the node's API with a signed client."
+        },
+        status_code=403,
+    )
 
 
 def _result(kind: str, title: str, text: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from ..artifacts import FileSaver, OpStore
 from ..errors import ConfigurationError
+from ..identity import KeyPair, load_or_create_key_pair
 from ..mesh import MeshService
 from ..runtime import (
     DEFAULT_LEASE_SECONDS,
@@ -81,7 +82,10 @@ class NodeServer:
     the ``with`` block) releases the node and the op store.
 
     ``url`` is where the app will be reachable (the mesh advertises it); ``tuning`` takes the
-    keyword arguments of :class:`~flowplex.mesh.MeshService` (``heartbeat_interval``, ...).
+    keyword arguments of :class:`~flowplex.mesh.MeshService` (``heartbeat_interval``,
+    ``trust``, ``peers``, ``operators``, ...). ``key`` is the node's key pair or key file
+    (default ``home/keys/node.pem``, created on first use): it signs the node's registrations.
+    ``insecure=True`` accepts unsigned writes on the mesh routes and the op store.
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class NodeServer:
         workers: int = 1,
         opstore: bool = True,
         message_log: int | None = None,
+        key: KeyPair | str | os.PathLike[str] | None = None,
+        insecure: bool = False,
         **tuning: Any,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -107,8 +113,22 @@ class NodeServer:
         self.dispatch_workers: list[DispatchWorker] = []
         # Positional up to the loader, as run_service passes them: ``tuning`` takes only the
         # keyword-only knobs then.
+        if key is None:
+            key = load_or_create_key_pair(self.home / "keys" / "node.pem")
         self.mesh = MeshService(
-            url, organization, True, registry, False, connect, cache, reset, None, db=db, **tuning
+            url,
+            organization,
+            True,
+            registry,
+            False,
+            connect,
+            cache,
+            reset,
+            None,
+            db=db,
+            key=key,
+            insecure=insecure,
+            **tuning,
         )
         self.node = open_node(db, self.home)
         if message_log is not None:
@@ -122,7 +142,7 @@ class NodeServer:
         self.dashboard: Dashboard | None = None
         try:
             if opstore:
-                self.opstore = OpStore(FileSaver(self.home / "artifacts"), db)
+                self.opstore = OpStore(FileSaver(self.home / "artifacts"), db, insecure=insecure)
             self.dashboard = Dashboard(self.node, db, mesh=self.mesh, opstore=self.opstore)
             self.app: FastAPI = create_app(
                 mesh=self.mesh,

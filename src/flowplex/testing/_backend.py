@@ -147,29 +147,29 @@ def bodies(deliveries: list[Delivery]) -> list[str]:
 
 
 def check_users_oldest_first(open_backend: Opener) -> None:
-    """list_users returns every user, oldest first, with its key bytes intact."""
+    """list_users returns every user, oldest first."""
     with opened(open_backend) as b:
         assert b.list_users() == []
-        users = [UserRecord(f"{i:064x}", bytes([i]) * 32, _t()) for i in (3, 1, 2)]
+        users = [UserRecord(f"{i:064x}", _t()) for i in (3, 1, 2)]
         for user in users:
             b.add_user(user)
         assert b.list_users() == users
 
 
 def check_duplicate_user_rejected(open_backend: Opener) -> None:
-    """Adding a user id twice is a DuplicateKeyError and keeps the first key."""
+    """Adding a user id twice is a DuplicateKeyError and keeps the first row."""
     with opened(open_backend) as b:
-        first = UserRecord("c3" * 32, b"k" * 32, _t())
+        first = UserRecord("c3" * 32, _t())
         b.add_user(first)
         with raises(DuplicateKeyError, match="exists already"):
-            b.add_user(UserRecord(first.user_id, b"x" * 32, _t()))
+            b.add_user(UserRecord(first.user_id, _t() + 1))
         assert b.list_users() == [first]
 
 
 def check_add_user_below(open_backend: Opener) -> None:
     """add_user_below stores a user only while there are fewer than ``count``."""
     with opened(open_backend) as b:
-        users = [UserRecord(f"{i:064x}", bytes([i]) * 32, _t()) for i in (1, 2, 3)]
+        users = [UserRecord(f"{i:064x}", _t()) for i in (1, 2, 3)]
         assert b.add_user_below(users[0], 1) is True
         assert b.add_user_below(users[1], 1) is False
         assert b.add_user_below(users[1], 2) is True
@@ -923,7 +923,7 @@ def check_first_users_once_across_backends(open_backend: Opener) -> None:
         def first_user(b: Backend, i: int) -> Callable[[], None]:
             def job() -> None:
                 start.wait(30)
-                b.add_user_below(UserRecord(f"{i + 10:064x}", bytes([i]) * 32, _t()), 1)
+                b.add_user_below(UserRecord(f"{i + 10:064x}", _t()), 1)
 
             return job
 
@@ -936,7 +936,7 @@ def check_first_users_once_across_backends(open_backend: Opener) -> None:
 
 def check_reopen_sees_everything(open_backend: Opener) -> None:
     """A backend opened later (a restart) finds everything the first one committed."""
-    user = UserRecord("c3" * 32, b"\x00\xff" * 16, _t())
+    user = UserRecord("c3" * 32, _t())
     served = endpoint_record("ep")
     with opened(open_backend) as first:
         first.add_user(user)

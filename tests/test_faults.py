@@ -61,7 +61,7 @@ def test_a_runner_killed_after_every_task_still_completes_the_run(
 
 
 def test_first_start_by_racing_processes_makes_one_user(durable_db: str, tmp_path: Path) -> None:
-    outcome = faultkit.first_start_race(durable_db, tmp_path, starters=4)
+    outcome = faultkit.first_start_race(durable_db, tmp_path, starters=6)
     assert outcome.notes["users stored"] == 1
     assert outcome.notes["users seen"] == 1
 

@@ -47,6 +47,15 @@ class BarrierFlow(AtomicFlow):
         return {"runs": self.flow_state["runs"], "thread": threading.current_thread().name}
 
 
+class ThreadFlow(AtomicFlow):
+    """Replies with the name of the thread that ran it."""
+
+    default_config = {"name": "Thread", "description": "Names its thread."}
+
+    def run(self, input_message: FlowMessage) -> dict[str, Any]:
+        return {"thread": threading.current_thread().name}
+
+
 class GateFlow(AtomicFlow):
     """Signals that it started, then holds its worker until the test opens the gate."""
 

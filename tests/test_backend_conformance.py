@@ -95,6 +95,35 @@ def test_migrations_build_the_metadata(sql_url: str) -> None:
     assert {"users", "endpoints", "instances", "messages", "replies", "dead_letters"} <= tables
 
 
+def test_postgres_queue_tables_keep_free_space_and_vacuum_often(pg_url: str) -> None:
+    """Migration 0006_perf gives the busy tables page space for HOT updates and fixed vacuum
+    thresholds; downgrading puts the server's defaults back."""
+    import psycopg
+    from alembic import command
+
+    from flowplex.db.migrate import alembic_config, ensure_schema, locked_connection
+
+    def options() -> dict[str, list[str]]:
+        query = (
+            "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r' "
+            "AND relnamespace = current_schema()::regnamespace AND relname = ANY(%s)"
+        )
+        tables = ["messages", "instances", "replies", "message_log"]
+        with psycopg.connect(pg_url) as conn:
+            return {name: sorted(opts or []) for name, opts in conn.execute(query, (tables,))}
+
+    ensure_schema(pg_url)
+    found = options()
+    assert "fillfactor=50" in found["messages"] and "fillfactor=50" in found["instances"]
+    for table in ("messages", "instances", "replies", "message_log"):
+        assert "autovacuum_vacuum_scale_factor=0" in found[table], table
+    with locked_connection(pg_url) as connection:
+        config = alembic_config(pg_url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005_security")
+    assert all(opts == [] for opts in options().values())
+
+
 _TABLES = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
     "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",

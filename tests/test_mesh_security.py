@@ -36,7 +36,7 @@ from flowplex.errors import ConfigurationError
 from flowplex.mesh import JsonCache, MeshService, MeshState, NodeRecord
 from flowplex.mesh._records import normalize_service_url, parse_timestamp
 from flowplex.server import create_app
-from mesh_helpers import OPERATOR, TRUSTED, AppClient, wait_until
+from mesh_helpers import OPERATOR, TRUSTED, AppClient, free_url, wait_until
 
 REGISTRY = "http://localhost:3366"
 FUTURE = "2099-01-01T00:00:00+00:00"
@@ -484,6 +484,32 @@ def test_stale_nodes_of_an_earlier_run_are_removed_when_the_cache_loads(tmp_path
         REGISTRY, node=False, registry=True, cache=str(cache), offline_remove_after=None
     )
     assert sorted(kept.state.nodes) == ["http://old:1", "http://recent:1"]
+
+
+@pytest.mark.parametrize(("remove_after", "listed"), [("3600", 1), ("0", 2)])
+def test_flowplex_registry_takes_offline_remove_after(
+    tmp_path: Path, remove_after: str, listed: int
+) -> None:
+    """The CLI option reaches the registry: a node silent for two hours leaves a registry
+    started with ``--offline-remove-after 3600`` and stays with ``0`` (keep)."""
+    cache = tmp_path / "reg.json"
+    nodes = {
+        url: {"url": url, "flows": REAL, "created": ts, "modified": ts, "heartbeat": ts}
+        for url, ts in (("http://old:1", iso_now(-7200)), ("http://recent:1", iso_now(-30)))
+    }
+    cache.write_text(json.dumps({"url": REGISTRY, "nodes": nodes, "providers": {}}))
+    url = free_url()
+    command = [sys.executable, "-m", "flowplex", "registry", "--url", url, "--cache", str(cache)]
+    command += ["--home", str(tmp_path / "home"), "--offline-remove-after", remove_after]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        flows = wait_until(
+            lambda: httpx.get(f"{url}/flows").json(), what="flowplex registry answering"
+        )
+        assert flows["total"] == listed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
 
 
 def test_offline_remove_after_is_checked() -> None:

@@ -274,6 +274,67 @@ def test_get_data_times_out_without_a_worker_then_resolves_when_one_starts(cl: C
     assert message.is_reply is True
 
 
+def test_a_run_that_leaves_the_state_as_it_was_saves_nothing(cl: Client) -> None:
+    """The first run after a flow is built saves its state; later runs save it only when they
+    changed it (each save moves state_version on)."""
+    run_dispatch_worker_thread(cl)
+    echo = mount(cl, "testflows.EchoFlow", "echo")
+    counter = mount(cl, "testflows.CounterFlow", "counter")
+    for i in range(3):
+        assert ask(echo, {"x": i}) == {"x": i}
+        assert ask(counter, {"i": i}) == {"count": i + 1}
+    backend = cl.node.backend
+    echoed, counted = (backend.get_instance(p.get_instance_id()) for p in (echo, counter))
+    assert echoed is not None and echoed.state_version == 1
+    assert counted is not None and counted.state_version == 3
+    assert counted.state == {"count": 3, "seen": [0, 1, 2]}
+
+
+def test_a_batch_of_quick_messages_commits_together(cl: Client) -> None:
+    """A dispatcher runs the claimed messages of instances seen to be quick one after the
+    other and commits them in one transaction: the first one's reply is not in while the
+    second still runs; both are once the batch ends. A first message is run alone."""
+    dispatcher = Dispatcher(cl.node)
+    echo = mount(cl, "testflows.EchoFlow", "echo")
+    counter = mount(cl, "servingflows.GatedCounterFlow", "gated")
+    warm = [p.get_reply_future(p.package_input_message({})) for p in (echo, counter)]
+    assert dispatcher.run_batch(limit=8) == 1  # neither instance ran here yet
+    assert dispatcher.run_batch(limit=8) == 1
+    assert [outcome(f) for f in warm] == [{}, {"count": 1}]
+    key = new_gate()
+    servingflows.STARTED[key] = threading.Semaphore(0)
+    first = echo.get_reply_future(echo.package_input_message({"x": 1}))
+    second = counter.get_reply_future(counter.package_input_message({"gate": key}))
+    batch = threading.Thread(target=dispatcher.run_batch, kwargs={"limit": 8})
+    batch.start()
+    try:
+        assert servingflows.STARTED[key].acquire(timeout=TIMEOUT)  # the second one runs
+        assert outcome(first) is None
+    finally:
+        servingflows.GATES[key].set()
+        batch.join(TIMEOUT)
+    assert (outcome(first), outcome(second)) == ({"x": 1}, {"count": 2})
+
+
+def test_a_timed_wait_runs_a_quick_message_itself(cl: Client) -> None:
+    """get_data(timeout=...) helps as an untimed wait does: with the only worker thread held in
+    a long run, the waiting caller runs the message of an instance seen to be quick itself, so
+    the reply comes without a hand-off. The instance's first message, of unknown length, is
+    left to the worker."""
+    run_dispatch_worker_thread(cl)
+    quick = mount(cl, "servingflows.ThreadFlow", "thread")
+    assert ask(quick, {})["thread"] != threading.current_thread().name
+    busy = mount(cl, "servingflows.GateFlow", "gate")
+    key = new_gate()
+    busy.send_message(busy.package_input_message({"gate": key, "timeout": 2 * TIMEOUT}))
+    try:
+        assert servingflows.GATES[f"{key}:started"].wait(TIMEOUT)  # the worker is held
+        reply = ask(quick, {})
+    finally:
+        servingflows.GATES[key].set()
+    assert reply["thread"] == threading.current_thread().name
+
+
 def test_get_data_keeps_its_timeout_while_other_work_is_queued(cl: Client) -> None:
     """A future's timeout bounds the wait even when this process runs a worker with slow work
     queued: the waiting caller must not get stuck running someone else's slow message."""

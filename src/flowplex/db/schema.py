@@ -11,6 +11,11 @@ claim query never joins. ``head`` marks the messages a claim may take: every mes
 parallel instance, and only the oldest one of any other instance. Keeping that flag on the row
 lets a claim walk one index range instead of testing "is this the oldest of its instance" for
 every queued message.
+
+On PostgreSQL, migration 0006_perf gives ``messages`` and ``instances`` free space on each page
+(fillfactor 50), so the lease and state updates of every message stay on their page, and the
+busy tables (those two, ``replies``, ``message_log``) are vacuumed after a fixed number of dead
+rows: storage settings, which the metadata does not describe.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Queue semantics every backend guarantees:
 - **Atomic completion.** :meth:`Backend.complete` removes the message, writes the new state,
   enqueues what the run sent and stores the replies in one transaction, and only if the lease
   is still held by the caller.
+- **Group commit.** :meth:`Backend.complete_many` completes several deliveries, each as
+  :meth:`Backend.complete` would (a lost lease fails that one alone), in one transaction
+  where the backend can: one commit, one disk flush for all of them.
 - **Inspection.** Each completion may add a :class:`LogEntry` (the message, its outcome, the
   reply or error) to the instance's message log in the same transaction; reads give the last
   :attr:`Backend.log_limit` entries per instance, and the log is pruned to them as it grows
@@ -192,6 +195,19 @@ class Delivery:
     instance: InstanceRecord | None
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One delivery and what :meth:`Backend.complete` commits with it, for
+    :meth:`Backend.complete_many`."""
+
+    delivery: Delivery
+    state: dict[str, Any] | None
+    envelopes: Sequence[Envelope] = ()
+    replies: Sequence[ReplyRecord] = ()
+    dead_letter: DeadLetter | None = None
+    log: LogEntry | None = None
+
+
 class Backend(ABC):
     """Storage for one node. Thread-safe; every method is one transaction."""
 
@@ -312,6 +328,25 @@ class Backend(ABC):
         message went to another worker); otherwise ``(True, unknown_flow_ids)`` as
         :meth:`enqueue`.
         """
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[tuple[bool, list[str]]]:
+        """:meth:`complete` each of ``completions``, in order; the results in order.
+
+        Backends that can commit them together (the SQL ones: one transaction, one disk
+        flush) do; each still succeeds or fails (its lease lost) on its own. This one
+        completes them one by one.
+        """
+        return [
+            self.complete(
+                c.delivery,
+                state=c.state,
+                envelopes=c.envelopes,
+                replies=c.replies,
+                dead_letter=c.dead_letter,
+                log=c.log,
+            )
+            for c in completions
+        ]
 
     @abstractmethod
     def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:

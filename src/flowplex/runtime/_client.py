@@ -21,6 +21,11 @@ __all__ = ["HELP_EXPECTED", "Client", "never_arrives"]
 HELP_EXPECTED = 0.002
 
 
+#: Messages a waiting thread claims at once from an in-process worker's pool: those known to
+#: be quick run one after the other and commit together (Dispatcher.run_batch).
+HELP_BATCH = 8
+
+
 def _as_user(message: FlowMessage, user_id: str) -> FlowMessage:
     """``message`` sent by ``user_id``: the runtime says who sends, never the caller."""
     reply_data = message.reply_data
@@ -148,23 +153,24 @@ class Client:
         While it waits, this thread runs claimable messages of the node's caller dispatchers
         (:meth:`Node.run_in_callers`), checking the timeout between messages; where nothing
         else can run them and nothing is left to run, the reply can never come, and it raises
-        :class:`~flowplex.MessagingError` at once instead of hanging. Without a timeout it also
-        runs messages for the dispatch workers this process runs on the node (same pools, same
-        secrets): a request served in-process is then answered without a thread hand-off.
+        :class:`~flowplex.MessagingError` at once instead of hanging. It also runs messages for
+        the dispatch workers this process runs on the node (same pools, same secrets): a
+        request served in-process is then answered without a thread hand-off. With a timeout
+        it runs only messages whose instance has lately run in under half the time left
+        (:meth:`Dispatcher.run_batch`), leaving the others to the workers, so it returns when
+        its timeout says.
         """
         node = self.node
         if node.caller_dispatchers:
             return self._run_until_reply(future_id, timeout)
-        if timeout is None and node.has_workers:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if node.has_workers:
             while True:
                 with node.helping():
-                    reply = self._help_until_reply(future_id)
+                    reply = self._help_until_reply(future_id, deadline, timeout)
                 if reply is not None:
                     return reply
-                node.backend.wait_for_reply(future_id, 1.0)
-        # Helping runs a message of unknown length, so a bounded wait does not help: it must
-        # return when its timeout says.
-        deadline = None if timeout is None else time.monotonic() + timeout
+                self._wait_a_while(future_id, deadline, timeout)
         while True:
             reply = self._poll_open(future_id)
             if reply is not None:
@@ -213,28 +219,37 @@ class Client:
             raise MessagingError("the node was closed while waiting for a reply.")
         return reply
 
-    def _help_until_reply(self, future_id: str) -> FlowMessage | None:
-        """Run claimable messages until the reply is in (returned), or none is left (None).
+    def _help_until_reply(
+        self, future_id: str, deadline: float | None, timeout: float | None
+    ) -> FlowMessage | None:
+        """Run claimable in-process workers' messages until the reply is in (returned), or
+        none is left that fits before ``deadline`` (None).
 
         It runs a message before it first looks for the reply: a caller usually waits just
         after sending, when the reply cannot be in yet, and the look costs a round trip.
         """
         while True:
-            helped = self._help()
+            within = None
+            if deadline is not None:
+                within = deadline - time.monotonic()
+                if within <= 0:
+                    raise FlowTimeoutError(f"no reply for future {future_id} within {timeout} s.")
+            helped = self._help(within)
             reply = self._poll_open(future_id)
             if reply is not None or not helped:
                 return reply
 
-    def _help(self) -> bool:
-        """Run one claimable message of a caller dispatcher or an in-process worker's pool;
-        False if there was none."""
+    def _help(self, within: float | None = None) -> bool:
+        """Run one claimable message of a caller dispatcher, or a batch of an in-process
+        worker's pool (expected to run ``within`` seconds, if given); False if there was
+        none."""
         node = self.node
         for dispatcher in node.caller_dispatchers:
             if dispatcher.run_batch(limit=1):
                 return True
         for worker in node.workers:
             dispatcher = worker.dispatcher
-            if not dispatcher.stopping and dispatcher.run_batch(limit=1):
+            if not dispatcher.stopping and dispatcher.run_batch(limit=HELP_BATCH, within=within):
                 return True
         return False
 

@@ -16,10 +16,11 @@ import copy
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
+from .._json import dumps
 from ..errors import (
     ConfigurationError,
     MessagingError,
@@ -37,6 +38,7 @@ from ..flows import (
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import (
     Backend,
+    Completion,
     DeadLetter,
     Delivery,
     Envelope,
@@ -56,6 +58,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger("flowplex.worker")
+
+#: Messages a dispatcher claims at once (see Dispatcher.run_batch: only those known to be
+#: quick are kept, and they commit together).
+DEFAULT_BATCH_SIZE = 8
+#: How quick an instance's recent runs must have been for its message to join a batch after
+#: the first (the runs of a batch wait for each other; see Dispatcher.run_batch).
+QUICK_RUN = 0.002
+#: What runs once a batch's completion is committed: ``done(ok, unknown_flow_ids)``.
+_Done = Callable[[bool, list[str]], None]
 
 #: How long a claimed message stays leased to a worker without a heartbeat before another may
 #: take it (the worker extends it every third of it while the message runs).
@@ -123,6 +134,7 @@ class RunContext:
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
         """Hold ``message`` for the commit, or send it now if its reply is awaited."""
         if message.reply_data["mode"] == ReplyMode.FUTURE:
+            self._dispatcher.flush()  # what ran before it in the batch goes first
             self._dispatcher.node.deliver(requests=[(target, message)])
         else:
             self.requests.append((target, message))
@@ -141,6 +153,8 @@ class RunContext:
         from ..errors import FlowTimeoutError
 
         dispatcher = self._dispatcher
+        # The reply may depend on what the batch ran before this run: commit that first.
+        dispatcher.flush()
         clock = dispatcher.clock
         deadline = None if timeout is None else clock.monotonic() + timeout
         backend = dispatcher.node.backend
@@ -191,7 +205,7 @@ class Dispatcher:
         secrets: Mapping[str, Any] | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
-        batch_size: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         clock: Clock | None = None,
         cache_size: int = DEFAULT_FLOW_CACHE_SIZE,
@@ -214,35 +228,112 @@ class Dispatcher:
         self.clock = clock or node.backend.clock
         self.stopping = False
         # Flows kept between messages, keyed by instance, least recently used first; reused
-        # while the stored state_version matches (nobody else committed state meanwhile).
-        # Bounded, and forgotten when the instance is deleted, so a long-running worker's
-        # memory follows the instances it runs now, not every one it ever ran.
-        self._flows: OrderedDict[str, tuple[int, Flow]] = OrderedDict()
+        # while the stored state_version matches (nobody else committed state meanwhile). With
+        # each, the JSON of the state it committed: a run that leaves the state as it was
+        # saves nothing. Bounded, and forgotten when the instance is deleted, so a
+        # long-running worker's memory follows the instances it runs now, not every one it
+        # ever ran (as are the run times below).
+        self._flows: OrderedDict[str, tuple[int, Flow, str]] = OrderedDict()
         self.cache_size = cache_size
         self._heartbeat = Heartbeat(node.backend, lease_seconds)
+        # How long each instance's runs took here lately (the longest recent run, decaying),
+        # for waits with a deadline, which run only messages expected to fit (run_batch).
+        self._run_seconds: OrderedDict[str, float] = OrderedDict()
+        # Per thread (helpers run this dispatcher's messages too): the completions of the
+        # batch being run, committed together (None: each commits as it finishes).
+        self._local = threading.local()
 
-    def run_batch(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` (default: the batch size) messages and run them; the count."""
+    def run_batch(self, limit: int | None = None, *, within: float | None = None) -> int:
+        """Claim up to ``limit`` (default: the batch size) messages and run them; the count.
+
+        The runs of a batch wait for each other, so a batch keeps, after its first message,
+        only messages of instances whose recent runs here took under :data:`QUICK_RUN`; the
+        others are given back at once for other workers. The kept ones commit together
+        (:meth:`~flowplex.runtime.Backend.complete_many`: one transaction, one disk flush),
+        or earlier where a run sends a request it waits on, or waits itself.
+
+        With ``within`` (seconds), messages run only if their instances' recent runs here
+        took at most half that long in all: one not seen to be that quick (a first message, a
+        slow flow) is given back for the worker threads, so a wait with a deadline that helps
+        run messages never gets stuck in someone else's long run.
+        """
         deliveries = self.node.backend.claim(
             self.dispatch_point, self.user_id, self.lease_seconds, limit or self.batch_size
         )
         if not deliveries:
             return 0
+        # Leases extended until the completions are committed (with the batch, at its flush).
         heartbeat = self._heartbeat
         heartbeat.hold(deliveries)
         try:
-            for i, delivery in enumerate(deliveries):
-                if self.stopping:
-                    for rest in deliveries[i:]:
-                        self.node.backend.release(rest)
-                    return i
-                try:
+            kept = self._keep(deliveries, within)
+            outer = getattr(self._local, "pending", None)
+            self._local.pending = [] if len(kept) > 1 else None
+            try:
+                for i, delivery in enumerate(kept):
+                    if self.stopping:
+                        for rest in kept[i:]:
+                            self.node.backend.release(rest)
+                        return i
                     self.process(delivery)
-                finally:
-                    heartbeat.drop(delivery)
+            finally:
+                self.flush()
+                self._local.pending = outer
         finally:
             heartbeat.drop(*deliveries)
-        return len(deliveries)
+        return len(kept)
+
+    def _keep(self, deliveries: list[Delivery], within: float | None) -> list[Delivery]:
+        """The deliveries to run (see :meth:`run_batch`); the others are released."""
+        kept: list[Delivery] = []
+        budget = within
+        for delivery in deliveries:
+            if self.stopping:
+                break
+            took = self._run_seconds.get(delivery.flow_id)
+            if kept and (took is None or took > QUICK_RUN):
+                break
+            if budget is not None:
+                if took is None or took * 2 > budget:
+                    break
+                budget -= took * 2
+            kept.append(delivery)
+        if len(kept) < len(deliveries):
+            if not self.stopping:
+                self.node.help_expected_until = 0.0  # nobody else will take them for us
+            for rest in deliveries[len(kept) :]:
+                self.node.backend.release(rest)
+        return kept
+
+    def flush(self) -> None:
+        """Commit the completions the batch this thread runs holds (one transaction)."""
+        pending: list[tuple[Completion, _Done]] | None = getattr(self._local, "pending", None)
+        if not pending:
+            return
+        batch = pending[:]
+        pending.clear()
+        results = self.node.backend.complete_many([completion for completion, _ in batch])
+        for (_, done), (ok, unknown) in zip(batch, results, strict=True):
+            done(ok, unknown)
+
+    def _complete(self, completion: Completion, done: _Done) -> None:
+        """Commit ``completion`` now, or with its batch; then ``done(ok, unknown)``."""
+        pending: list[tuple[Completion, _Done]] | None = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending.append((completion, done))
+            return
+        c = completion
+        ok, unknown = self.node.backend.complete(
+            c.delivery, state=c.state, envelopes=c.envelopes, replies=c.replies, log=c.log
+        )
+        done(ok, unknown)
+
+    def _ran(self, flow_id: str, took: float) -> None:
+        times = self._run_seconds
+        last = times.pop(flow_id, None)
+        times[flow_id] = took if last is None or took >= last else (last + took) / 2
+        while len(times) > max(self.cache_size, 1):
+            times.popitem(last=False)
 
     def process(self, delivery: Delivery) -> None:
         """Run one delivery and commit its outcome."""
@@ -266,7 +357,7 @@ class Dispatcher:
             self._dead_letter(delivery, message, text)
             return
         try:
-            flow = self._flow_for(instance)
+            flow, saved = self._flow_for(instance)
         except Exception as exc:
             self._commit_failure(delivery, message, exc, instance.endpoint)
             return
@@ -281,11 +372,17 @@ class Dispatcher:
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
+            self._ran(instance.flow_id, duration)
             rollback = None if instance.parallel_dispatch else rollback_state(message)
             self._commit_failure(delivery, message, exc, flow.name, duration, rollback)
             return
         duration = self.clock.monotonic() - started
-        state = None if instance.parallel_dispatch else flow.flow_state
+        self._ran(instance.flow_id, duration)
+        state, state_json = None, ""
+        if not instance.parallel_dispatch:
+            state_json = dumps(flow.flow_state)
+            if state_json != saved:
+                state = flow.flow_state
         log = LogEntry(
             delivery.flow_id,
             delivery.body,
@@ -294,24 +391,26 @@ class Dispatcher:
             deliveries=delivery.deliveries,
             duration=duration,
         )
-        ok, unknown = self.node.backend.complete(
-            delivery, state=state, envelopes=envelopes, replies=records, log=log
-        )
-        if not ok:
-            self._flows.pop(instance.flow_id, None)
-            logger.warning(
-                "lost the lease on message %s to %s before committing; it runs again elsewhere",
-                message.message_id,
-                instance.flow_id,
-            )
-            return
-        if not instance.parallel_dispatch and self.cache_size:
-            flows = self._flows
-            flows[instance.flow_id] = (instance.state_version + 1, flow)
-            while len(flows) > self.cache_size:
-                flows.popitem(last=False)
-        if unknown:
-            self.node.answer_undeliverable(unknown, sent)
+
+        def done(ok: bool, unknown: list[str]) -> None:
+            if not ok:
+                self._flows.pop(instance.flow_id, None)
+                logger.warning(
+                    "lost the lease on message %s to %s before committing; it runs again elsewhere",
+                    message.message_id,
+                    instance.flow_id,
+                )
+                return
+            if not instance.parallel_dispatch and self.cache_size:
+                version = instance.state_version + (state is not None)
+                flows = self._flows
+                flows[instance.flow_id] = (version, flow, state_json)
+                while len(flows) > self.cache_size:
+                    flows.popitem(last=False)
+            if unknown:
+                self.node.answer_undeliverable(unknown, sent)
+
+        self._complete(Completion(delivery, state, envelopes, records, log=log), done)
 
     @property
     def cached_flows(self) -> int:
@@ -319,16 +418,19 @@ class Dispatcher:
         return len(self._flows)
 
     def forget(self, flow_id: str) -> None:
-        """Drop the flow kept for ``flow_id`` (its instance was deleted)."""
+        """Drop what this dispatcher keeps for ``flow_id`` (its instance was deleted)."""
         self._flows.pop(flow_id, None)
+        self._run_seconds.pop(flow_id, None)
 
-    def _flow_for(self, instance: InstanceRecord) -> Flow:
+    def _flow_for(self, instance: InstanceRecord) -> tuple[Flow, str | None]:
+        """The flow to run a message of ``instance`` and the JSON of the state it holds as
+        stored (None if not known: the state is then saved after the run)."""
         if not instance.parallel_dispatch:
             # Take the cached flow out while it runs: a run that lost its lease may still be
             # mutating it, and a redelivery must start from the stored state instead.
             cached = self._flows.pop(instance.flow_id, None)
             if cached is not None and cached[0] == instance.state_version:
-                return cached[1]
+                return cached[1], cached[2]
         cls = self.node.flow_class(instance.flow_class_name)
         config = instance.config
         if _has_placeholder(config):
@@ -337,7 +439,7 @@ class Dispatcher:
         # Parallel runs share nothing: each gets its own copy of the (never saved) state.
         state = instance.state
         flow.flow_state = copy.deepcopy(state) if instance.parallel_dispatch else state
-        return flow
+        return flow, None
 
     def _commit_failure(
         self,

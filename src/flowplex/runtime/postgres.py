@@ -170,10 +170,12 @@ ORDER BY leased.seq
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
+# The acknowledged message was its instance's oldest, so the next one is found from its seq
+# on: the index scan starts past the instance's deleted messages (dead until vacuumed).
 _NEXT_HEAD = f"""
 WITH promoted AS (
     UPDATE messages SET head = true
-    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s)
+    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s AND seq > %s)
     RETURNING dispatch_point
 )
 SELECT p.dispatch_point FROM promoted AS p
@@ -376,12 +378,42 @@ class PostgresBackend(SQLBackend):
                 if acked is None:
                     raise _Rollback
                 # The next message of a one-at-a-time instance becomes claimable.
-                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id,))
+                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id, delivery.seq))
                 put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
         except _Rollback:
             return False, []
         points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
         return True, self._after_put(put, points)
+
+    def _complete_many(
+        self, items: Sequence[tuple[Delivery, Outcome]]
+    ) -> list[tuple[bool, list[str]]]:
+        envelopes = [env for _, outcome in items for env in outcome.envelopes]
+        locks = sorted({*(d.flow_id for d, _ in items), *(env.flow_id for env in envelopes)})
+        acked: list[bool] = []
+        promoted = []
+        with self._transaction() as conn:
+            # As in _complete: the instance locks first, in flow id order, then the messages.
+            locked = conn.execute(_LOCK_INSTANCES, (locks,))
+            kept: list[Envelope] = []
+            replies: list[ReplyRecord] = []
+            for delivery, outcome in items:
+                row = self._acknowledge(conn, delivery, outcome)
+                acked.append(row is not None)
+                if row is None:
+                    continue  # its lease was lost: nothing of it was written
+                if not row[0]:
+                    next_head = (delivery.flow_id, delivery.seq)
+                    promoted.append(conn.execute(_NEXT_HEAD, next_head))
+                kept.extend(outcome.envelopes)
+                replies.extend(outcome.replies)
+            put = _Put(conn, kept, replies, items[-1][1].now, locked)
+        points = [row[0] for cursor in promoted for row in cursor.fetchall()]
+        unknown = set(self._after_put(put, points))
+        return [
+            (ok, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown] if ok else [])
+            for ok, (_, outcome) in zip(acked, items, strict=True)
+        ]
 
     def _after_put(self, put: _Put, points: Sequence[str]) -> list[str]:
         """Wake this process's waiters for what ``put`` committed; the unknown flow ids."""

@@ -305,6 +305,26 @@ class SQLiteBackend(SQLBackend):
             cursor = conn.execute(_EXTEND, (until, delivery.seq, delivery.lease))
             return bool(cursor.rowcount > 0)
 
+    def _complete_many(
+        self, items: Sequence[tuple[Delivery, Outcome]]
+    ) -> list[tuple[bool, list[str]]]:
+        points: set[str] = set()
+        replies: list[ReplyRecord] = []
+        results: list[tuple[bool, list[str]]] = []
+        with self._write() as conn:
+            for delivery, outcome in items:
+                acked = self._acknowledge(conn, delivery, outcome)
+                if acked is None:
+                    results.append((False, []))
+                    continue
+                if not acked[0]:
+                    points.update(r[0] for r in conn.execute(_NEXT_HEAD, (delivery.flow_id,)))
+                unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
+                replies.extend(outcome.replies)
+                results.append((True, unknown))
+        self._notify(points, replies)
+        return results
+
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""
         with self._write_one() as conn:

@@ -28,6 +28,7 @@ from ..runtime import (
     LOG_PRUNE_EVERY,
     LOG_TEXT_LIMIT,
     Backend,
+    Completion,
     DeadLetter,
     Delivery,
     EndpointRecord,
@@ -541,6 +542,40 @@ def check_complete_commits_everything(open_backend: Opener) -> None:
         assert bodies(b.claim(DP, None, 30, 10)) == ["m3"]
         current = b.get_instance("f1")
         assert current is not None and current.state_version == 2
+
+
+def check_complete_many(open_backend: Opener) -> None:
+    """complete_many completes each delivery as complete would, in order: effects of all,
+    the next message of each one-at-a-time instance claimable, a lost lease failing alone."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("f1", state={"v": 0}), instance("f2"), instance("f3")])
+        b.enqueue([Envelope(f, f"{f}-m{i}") for i in (1, 2) for f in ("f1", "f2", "f3")])
+        first, second, lost = b.claim(DP, None, 30, 10)
+        clock.advance(31.0)  # every lease runs out; all are claimed again
+        again = {d.flow_id: d for d in b.claim(DP, None, 30, 3)}
+        results = b.complete_many(
+            [
+                Completion(
+                    again[first.flow_id],
+                    {"v": 1},
+                    envelopes=[Envelope("f3", "to-f3"), Envelope("ghost", "x")],
+                    replies=[ReplyRecord("fut", "r1")],
+                    log=LogEntry("f1", "f1-m1", "ok", "r1"),
+                ),
+                Completion(lost, None, replies=[ReplyRecord("fut-lost", "never")]),
+                Completion(again[second.flow_id], None, replies=[ReplyRecord("fut", "r2")]),
+            ]
+        )
+        assert results == [(True, ["ghost"]), (False, []), (True, [])]
+        current = b.get_instance("f1")
+        assert current is not None and current.state == {"v": 1} and current.state_version == 1
+        assert b.take_reply("fut") == "r1", "the first reply stored for a future wins"
+        assert b.take_reply("fut-lost") is None
+        assert [e.body for e in b.message_log("f1")] == ["f1-m1"]
+        assert b.pending_count("f3") == 3
+        assert bodies(b.claim(DP, None, 30, 10)) == ["f1-m2", "f2-m2"]
+        assert b.complete_many([]) == []
 
 
 def check_complete_without_state(open_backend: Opener) -> None:
@@ -1104,6 +1139,7 @@ CHECKS: list[Check] = [
     check_complete_with_lost_lease,
     check_clock_jumps_do_not_break_leases,
     check_complete_commits_everything,
+    check_complete_many,
     check_complete_without_state,
     check_release,
     check_replies,

@@ -24,6 +24,7 @@ from flowplex.errors import (
     MessagingError,
     PermissionDeniedError,
     SignatureError,
+    StorageUnwritableError,
     UnknownInstanceError,
 )
 
@@ -64,6 +65,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         (KeyFileError, ConfigurationError),
         (SignatureError, FlowplexError),
         (PermissionDeniedError, FlowplexError),
+        (StorageUnwritableError, BackendError),
     ],
     ids=lambda c: c.__name__,
 )

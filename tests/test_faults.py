@@ -101,3 +101,37 @@ def test_a_deleted_file_stops_the_worker_and_refuses_the_sender(
     assert "deleted" in outcome.notes["sender"]
     # The ten answered before the delete; nothing sent after it was taken.
     assert (outcome.sent, outcome.lost) == (10, 0)
+
+
+def test_flowplex_up_stops_with_one_error_line_when_its_database_file_is_deleted(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    import flowplex
+    from mesh_helpers import free_url, wait_until
+
+    home = tmp_path / "home"
+    db = f"sqlite:///{home}/flowplex.db"
+    flowplex.start_node(path=home, db=db).node.close()
+    url = free_url()
+    command = [sys.executable, "-m", "flowplex", "up", "--url", url, "--home", str(home)]
+    up = subprocess.Popen(
+        [*command, "--db", db], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_until(lambda: httpx.get(url + "/flows").status_code == 200, what="flowplex up")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{home}/flowplex.db{suffix}").unlink(missing_ok=True)
+        out, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+    assert up.returncode == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "deleted" in errors[0], out
+    assert "Traceback" not in out

@@ -357,6 +357,7 @@ def serve(
     log_level: str = "warning",
     on_stop: Callable[[str], None] | None = None,
     finishing: str = "finishing the requests in hand",
+    fatal: Callable[[], FlowplexError | None] | None = None,
 ) -> None:
     """Serve ``app`` on the listening ``sock`` until SIGINT/SIGTERM, then shut down cleanly.
 
@@ -365,6 +366,9 @@ def serve(
     (code 130). Raises :class:`ConfigurationError` when the server does not start (a failing
     lifespan startup, say) instead of exiting the process as uvicorn would. The socket is
     closed on the way out.
+
+    ``fatal``, looked at twice a second, returns an error the service cannot go on after (its
+    workers found the database unwritable, say): the server then shuts down and raises it.
     """
     import uvicorn
 
@@ -389,6 +393,20 @@ def serve(
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped_by: list[FlowplexError] = []
+    watching = threading.Event()
+    if fatal is not None:
+        look = fatal
+
+        def watch() -> None:
+            while not watching.wait(0.5):
+                error = look()
+                if error is not None:
+                    stopped_by.append(error)
+                    server.should_exit = True
+                    return
+
+        threading.Thread(target=watch, name="flowplex-fatal-watch", daemon=True).start()
     try:
         server.run(sockets=[sock])
     except SystemExit as exc:
@@ -396,9 +414,12 @@ def serve(
             f"the service on {where} did not start (see the log above)."
         ) from exc
     finally:
+        watching.set()
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if stopped_by:
+        raise stopped_by[0]
     if not server.started:  # older uvicorn returns after a failed lifespan startup
         raise ConfigurationError(f"the service on {where} did not start (see the log above).")
 

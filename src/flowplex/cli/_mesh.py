@@ -268,6 +268,7 @@ def up(
             log_level=resolved.log_level,
             on_stop=_say,
             finishing="finishing the requests and the messages in hand",
+            fatal=server.fatal,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..artifacts import FileSaver, OpStore
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StorageUnwritableError
 from ..identity import KeyPair, load_or_create_key_pair
 from ..mesh import MeshService
 from ..runtime import (
@@ -165,6 +165,11 @@ class NodeServer:
     def url(self) -> str:
         """The URL the node is served at (as the mesh advertises it)."""
         return self.mesh.state.url
+
+    def fatal(self) -> StorageUnwritableError | None:
+        """The error a dispatch worker stopped on (the database cannot be written), or None
+        while they all run; ``flowplex up`` stops serving on it."""
+        return next((w.fatal for w in self.dispatch_workers if w.fatal is not None), None)
 
     @asynccontextmanager
     async def _workers_lifespan(self, app: FastAPI) -> AsyncIterator[None]:

@@ -124,8 +124,9 @@ class SQLiteBackend(SQLBackend):
         self._write_lock = threading.Lock()
         self._signals = Signals()
         self._log_writes = {}
-        # (dispatch point, user) pairs whose last claim came back empty. Only a hint, updated
-        # without a lock: a lost update costs one needless look, or one needless write lock.
+        # (dispatch point, user) pairs whose queue the last claim may have emptied: the next
+        # claim there looks first, unless a commit queued messages there since. Only a hint,
+        # updated without a lock: a lost update costs one needless look, or one needless write.
         self._idle: set[tuple[str, str | None]] = set()
         self._closed = False
         conn = self._connect()
@@ -225,8 +226,9 @@ class SQLiteBackend(SQLBackend):
     ) -> list[ClaimedRow]:
         key = (dispatch_point, user_id)
         if key in self._idle:
-            # The last claim here found nothing: look before taking the write lock, so idle
-            # workers (in this and other processes) polling an empty queue stay off it.
+            # The last claim here may have taken the last message: look before taking the
+            # write lock, so idle workers (in this and other processes) polling an empty
+            # queue, or woken for a message another thread took meanwhile, stay off it.
             with self._read() as conn:
                 now = self.clock.time()
                 if user_id is None:
@@ -244,10 +246,14 @@ class SQLiteBackend(SQLBackend):
             else:
                 params = (lease, until, dispatch_point, now, user_id, limit)
                 rows = conn.execute(_CLAIM_USER, params).fetchall()
-        if not rows:
+        if len(rows) < max(limit, 2):
+            # Short of a full batch: most likely nothing is left. (A waiter claims one at a
+            # time, just after queueing it; the worker woken by that queueing should look.)
             self._idle.add(key)
+        else:
+            self._idle.discard(key)
+        if not rows:
             return []
-        self._idle.discard(key)
         rows.sort()
         # Read after the lease is committed: nothing but the holder of an instance's lease
         # changes its state, so this is the state the message runs on. An instance deleted

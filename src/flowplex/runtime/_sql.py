@@ -278,6 +278,12 @@ class SQLBackend(Backend):
         acked = conn.execute(self.sql["ack"], (delivery.seq, delivery.lease)).fetchone()
         if acked is None:
             return None
+        self._record(conn, delivery, outcome)
+        return acked
+
+    def _record(self, conn: Any, delivery: Delivery, outcome: Outcome) -> None:
+        """Store the state, dead letter and log entry of the acknowledged ``delivery``, inside
+        the caller's transaction (results not read)."""
         if outcome.state is not None:
             conn.execute(self.sql["save_state"], (dumps(outcome.state), delivery.flow_id))
         if (d := outcome.dead_letter) is not None:
@@ -285,7 +291,6 @@ class SQLBackend(Backend):
             conn.execute(self.sql["add_dead"], params)
         if outcome.log is not None and self.log_limit > 0:
             self._add_log(conn, delivery.seq, outcome.log, outcome.now)
-        return acked
 
     def _add_log(self, conn: Any, seq: int, entry: LogEntry, now: float) -> None:
         """Add ``entry`` (for the message queued as ``seq``) to its instance's log, pruning the

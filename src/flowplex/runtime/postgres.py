@@ -170,12 +170,20 @@ ORDER BY leased.seq
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
+# A complete's acknowledgement, which fails (division by zero, see _LostLease) when the lease
+# was lost: the transaction then rolls back whatever was sent after it in the same pipeline,
+# so the whole complete is one round trip, never waiting for the ack's answer half-way.
+_ACK_OR_FAIL = """
+WITH acked AS (DELETE FROM messages WHERE seq = %s AND lease = %s RETURNING seq)
+SELECT 1 / count(*) FROM acked
+"""
 # The acknowledged message was its instance's oldest, so the next one is found from its seq
-# on: the index scan starts past the instance's deleted messages (dead until vacuumed).
+# on: the index scan starts past the instance's deleted messages (dead until vacuumed). Every
+# message of a parallel instance is a head already: nothing is promoted, nobody woken.
 _NEXT_HEAD = f"""
 WITH promoted AS (
     UPDATE messages SET head = true
-    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s AND seq > %s)
+    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s AND seq > %s) AND NOT head
     RETURNING dispatch_point
 )
 SELECT p.dispatch_point FROM promoted AS p
@@ -362,16 +370,14 @@ class PostgresBackend(SQLBackend):
                     locked = conn.execute(_LOCK_INSTANCE, (flow_id,))
                 else:
                     locked = conn.execute(_LOCK_INSTANCES, (locks,))
-                acked = self._acknowledge(conn, delivery, outcome)
-                if acked is None:
-                    raise _Rollback
+                conn.execute(_ACK_OR_FAIL, (delivery.seq, delivery.lease))
+                self._record(conn, delivery, outcome)
                 # The next message of a one-at-a-time instance becomes claimable.
-                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id, delivery.seq))
+                promoted = conn.execute(_NEXT_HEAD, (flow_id, delivery.seq))
                 put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
-        except _Rollback:
+        except _LostLease:
             return False, []
-        points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
-        return True, self._after_put(put, points)
+        return True, self._after_put(put, [row[0] for row in promoted.fetchall()])
 
     def _complete_many(
         self, items: Sequence[tuple[Delivery, Outcome]]
@@ -530,8 +536,8 @@ class PostgresBackend(SQLBackend):
         return f"PostgresBackend({self._db.redacted!r})"
 
 
-class _Rollback(Exception):
-    """Raised inside a :meth:`PostgresBackend._transaction` block to roll it back."""
+class _LostLease(Exception):
+    """A transaction's ``_ACK_OR_FAIL`` found the lease lost; the transaction rolled back."""
 
 
 class _Use(Call[psycopg.Connection[Any]]):
@@ -589,6 +595,8 @@ class _Use(Call[psycopg.Connection[Any]]):
             if error is not None and self._transaction:
                 _rollback_quietly(conn)
             backend._release(conn, self._durable)
+        if isinstance(error, psycopg.errors.DivisionByZero):
+            raise _LostLease from error  # the only division flowplex sends: _ACK_OR_FAIL's
         if isinstance(error, psycopg.Error):
             raise backend._driver_error(error) from error
 

@@ -382,31 +382,36 @@ class PostgresBackend(SQLBackend):
     def _complete_many(
         self, items: Sequence[tuple[Delivery, Outcome]]
     ) -> list[tuple[bool, list[str]]]:
+        try:
+            return self._complete_all(items)
+        except _LostLease:
+            # Some lease was lost (rare), and nothing was written: each alone, so that one
+            # alone fails.
+            return [self._complete(delivery, outcome) for delivery, outcome in items]
+
+    def _complete_all(
+        self, items: Sequence[tuple[Delivery, Outcome]]
+    ) -> list[tuple[bool, list[str]]]:
+        """Complete every item in one pipelined transaction (one round trip); _LostLease, and
+        nothing written, if any lease was lost."""
         envelopes = [env for _, outcome in items for env in outcome.envelopes]
         locks = sorted({*(d.flow_id for d, _ in items), *(env.flow_id for env in envelopes)})
-        acked: list[bool] = []
         promoted = []
         with self._transaction() as conn:
             # As in _complete: the instance locks first, in flow id order, then the messages.
             locked = conn.execute(_LOCK_INSTANCES, (locks,))
-            kept: list[Envelope] = []
             replies: list[ReplyRecord] = []
             for delivery, outcome in items:
-                row = self._acknowledge(conn, delivery, outcome)
-                acked.append(row is not None)
-                if row is None:
-                    continue  # its lease was lost: nothing of it was written
-                if not row[0]:
-                    next_head = (delivery.flow_id, delivery.seq)
-                    promoted.append(conn.execute(_NEXT_HEAD, next_head))
-                kept.extend(outcome.envelopes)
+                conn.execute(_ACK_OR_FAIL, (delivery.seq, delivery.lease))
+                self._record(conn, delivery, outcome)
+                promoted.append(conn.execute(_NEXT_HEAD, (delivery.flow_id, delivery.seq)))
                 replies.extend(outcome.replies)
-            put = _Put(conn, kept, replies, items[-1][1].now, locked)
+            put = _Put(conn, envelopes, replies, items[-1][1].now, locked)
         points = [row[0] for cursor in promoted for row in cursor.fetchall()]
         unknown = set(self._after_put(put, points))
         return [
-            (ok, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown] if ok else [])
-            for ok, (_, outcome) in zip(acked, items, strict=True)
+            (True, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown])
+            for _, outcome in items
         ]
 
     def _after_put(self, put: _Put, points: Sequence[str]) -> list[str]:
@@ -595,8 +600,10 @@ class _Use(Call[psycopg.Connection[Any]]):
             if error is not None and self._transaction:
                 _rollback_quietly(conn)
             backend._release(conn, self._durable)
-        if isinstance(error, psycopg.errors.DivisionByZero):
-            raise _LostLease from error  # the only division flowplex sends: _ACK_OR_FAIL's
+        # The only division flowplex sends is _ACK_OR_FAIL's. Its failure may surface inside
+        # the block (a pipeline reads results as they come) or at its end.
+        if any(isinstance(e, psycopg.errors.DivisionByZero) for e in (exc, error)):
+            raise _LostLease from error
         if isinstance(error, psycopg.Error):
             raise backend._driver_error(error) from error
 

@@ -124,7 +124,7 @@ def test_flowplex_errors_print_one_line_and_exit_1() -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_served_demo_walks_one_user_then_two() -> None:
+def test_served_demo_walks_one_user_then_two_then_two_nodes() -> None:
     result = runner.invoke(app, ["demo", "--db", "memory://"])
     assert result.exit_code == 0, result.output
     out = result.output
@@ -134,7 +134,12 @@ def test_served_demo_walks_one_user_then_two() -> None:
         "sent {'id': 1, 'number': 1234} -> reply {'output_number': 1234}",
         "sent {'id': 0, 'number': 1234} -> reply {'output_number': 1234}",
         "sent {'id': 0, 'number': 1234} -> reply {'output_number': 4321}",
+        # Two nodes: the composite over HTTP, then the flow mounted by name@registry.
+        "sent {'id': 0, 'number': 1234} -> reply {'output_number': 1234}",
+        "sent {'id': 1, 'number': 1234} -> reply {'output_number': 4321}",
     ]
+    assert "/endpoints/reverse_number_atomic" in out
+    assert "done: both nodes stopped, their folders removed" in out
     assert "Not serving at reverse_number_atomic." in out
     assert "Unknown flow instance" in out
     assert "serve_flow atomic again -> False" in out
@@ -383,7 +388,7 @@ def test_up_serves_the_node_it_was_given(tmp_path: Path) -> None:
                 return []
             return [row["url"] for row in rows]
 
-        wait_for(lambda: listed() == ["/reverse"], "flowplex up to list the served flow")
+        wait_for(lambda: listed() == ["/endpoints/reverse"], "flowplex up to list the served flow")
         cl = flowplex.start_node(path=home, db=f"sqlite:///{home}/flowplex.db")
         flow = serving.get_flow_instance(cl, "reverse")
         # flowplex up's dispatch worker answers: this process runs none.

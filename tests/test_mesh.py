@@ -50,6 +50,7 @@ EXPECTED_ALL = [
     "list_rows",
     "mesh_router",
     "parse_by",
+    "resolve",
     "resolve_loader",
     "run_service",
 ]

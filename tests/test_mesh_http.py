@@ -417,24 +417,29 @@ def test_node_endpoints_loader_reads_served_endpoints(tmp_path: Path) -> None:
             sys.path.remove(str(tmp_path))
             sys.modules.pop("ghostflows", None)
         flows = {f["url"]: f for f in loader()}
-        assert flows["/tagged"] == {
-            "url": "/tagged",
+        assert flows["/endpoints/tagged"] == {
+            "url": "/endpoints/tagged",
             "name": "Tagged",
             "description": TaggedFlow.default_config["description"],
             "author": "ada@example.org",
             "tags": ["nlp", "beta"],
         }
-        assert flows["/reverse_number"]["name"] == "ReverseNumber"
-        assert flows["/reverse_number"]["description"].startswith("A flow that takes in a number")
-        assert flows["/ghost"] == {
-            "url": "/ghost",
+        assert flows["/endpoints/reverse_number"]["name"] == "ReverseNumber"
+        assert flows["/endpoints/reverse_number"]["description"].startswith(
+            "A flow that takes in a number"
+        )
+        assert flows["/endpoints/ghost"] == {
+            "url": "/endpoints/ghost",
             "name": "ghost",
             "description": None,
             "author": None,
             "tags": None,
         }
         serving.unserve_flow(cl, "ghost")
-        assert sorted(f["url"] for f in loader()) == ["/reverse_number", "/tagged"]
+        assert sorted(f["url"] for f in loader()) == [
+            "/endpoints/reverse_number",
+            "/endpoints/tagged",
+        ]
     finally:
         loader.close()
         cl.node.close()
@@ -464,14 +469,16 @@ def test_served_endpoints_appear_at_the_registries_and_unserving_removes_them(
 
             for registry in (registry1, registry2):
                 wait_until(lambda r=registry: listed(r), what="the served flow listed")
-                assert listed(registry) == [("/tagged", "ada@example.org", ["beta", "nlp"])]
+                assert listed(registry) == [
+                    ("/endpoints/tagged", "ada@example.org", ["beta", "nlp"])
+                ]
             serving.serve_flow(cl, "flowplex.examples.ReverseNumberAtomicFlow", "reverse")
             for registry in (registry1, registry2):
                 wait_until(lambda r=registry: len(listed(r)) == 2, what="a second flow")
             serving.unserve_flow(cl, "tagged")
             for registry in (registry1, registry2):
                 wait_until(
-                    lambda r=registry: [u for u, _, _ in listed(r)] == ["/reverse"],
+                    lambda r=registry: [u for u, _, _ in listed(r)] == ["/endpoints/reverse"],
                     what="the unserved flow removed",
                 )
     finally:
@@ -530,7 +537,9 @@ def test_flowplex_up_lists_the_flows_served_on_the_embedded_default(tmp_path: Pa
     )
     try:
         rows = wait_until(lambda: get(url, "/flows")["items"], what="flowplex up listing")
-        assert [(r["node"], r["url"], r["name"]) for r in rows] == [(url, "/tagged", "Tagged")]
+        assert [(r["node"], r["url"], r["name"]) for r in rows] == [
+            (url, "/endpoints/tagged", "Tagged")
+        ]
         assert get(url)["node"] is True and get(url)["registry"] is True
         assert "<table>" in httpx.get(f"{url}/flows?format=html").text
         # Its dispatch worker answers a message sent by a process that runs none itself.

@@ -32,7 +32,7 @@ def test_the_app_serves_listing_op_store_and_workers(tmp_path: Path) -> None:
         assert all(w.is_alive() for w in server.dispatch_workers)
         rows = wait_for(lambda: client.get("/flows").json()["items"], "the node's flows listed")
         assert [(r["node"], r["url"], r["name"]) for r in rows] == [
-            (LISTED, "/reverse", "ReverseNumber")
+            (LISTED, "/endpoints/reverse", "ReverseNumber")
         ]
         status = client.get("/").json()
         assert (status["node"], status["registry"]) == (True, True)

@@ -21,6 +21,7 @@ from .errors import (
     InterfaceError,
     MessagingError,
     PermissionDeniedError,
+    RemoteError,
     SignatureError,
     UnknownInstanceError,
 )
@@ -33,7 +34,15 @@ from .flows import (
     KeyInterface,
 )
 from .messages import FlowMessage, ReplyMode
-from .runtime import Client, LocalRuntime, run_local, start_node, start_node_with_users
+from .runtime import (
+    Client,
+    LocalRuntime,
+    RemoteClient,
+    connect,
+    run_local,
+    start_node,
+    start_node_with_users,
+)
 
 __all__ = [
     "AtomicFlow",
@@ -57,11 +66,14 @@ __all__ = [
     "LocalRuntime",
     "MessagingError",
     "PermissionDeniedError",
+    "RemoteClient",
+    "RemoteError",
     "ReplyMode",
     "Settings",
     "SignatureError",
     "UnknownInstanceError",
     "__version__",
+    "connect",
     "deep_merge",
     "load_yaml",
     "resolve_class_path",

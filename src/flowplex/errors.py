@@ -16,7 +16,8 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
      ├── MessagingError             a message that cannot be built, sent or answered
      │    ├── InterfaceError        data that does not fit a flow's input/output interface
      │    ├── UnknownInstanceError  a message addressed to an instance that does not exist
-     │    └── FlowError             the flow that handled a message raised (an error reply)
+     │    ├── FlowError             the flow that handled a message raised (an error reply)
+     │    └── RemoteError           another node refused a request or could not be reached
      ├── FlowTimeoutError           a wait ran out of time (also a builtin TimeoutError)
      ├── BackendError               the storage backend failed or cannot be reached
      │    ├── DuplicateKeyError     a row whose key exists already (a user, an instance id)
@@ -45,8 +46,8 @@ flowplex`` stays light); a class with two bases is drawn under its first (``Flow
 also a ``FlowDefinitionError``, ``MeshInputError`` and ``InvalidRequestError`` also
 ``ValueError``, ``FlowNotFoundError`` also ``LookupError``).
 
-Only :class:`FlowInstanceError` and :class:`FlowError` carry structured fields; the others are
-plain messages that name what is wrong.
+Only :class:`FlowInstanceError`, :class:`FlowError` and :class:`RemoteError` carry structured
+fields; the others are plain messages that name what is wrong.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ __all__ = [
     "KeyFileError",
     "MessagingError",
     "PermissionDeniedError",
+    "RemoteError",
     "SignatureError",
     "UnknownInstanceError",
 ]
@@ -160,6 +162,16 @@ class FlowError(MessagingError):
         if remote_traceback:
             text = f"{text}\n\nRemote traceback:\n{remote_traceback.rstrip()}"
         super().__init__(text)
+
+
+class RemoteError(MessagingError):
+    """Another node refused a request (``status``: its HTTP status) or could not be reached
+    (``status`` None). ``retryable`` says whether sending the same request again may succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
 
 
 class FlowTimeoutError(FlowplexError, TimeoutError):

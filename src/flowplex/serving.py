@@ -25,9 +25,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import FlowplexError
+from .errors import FlowInstanceError, FlowplexError
 from .flows import FlowProxy, InstanceAddress
-from .runtime import Client, InstanceRecord
+from .runtime import Client, InstanceRecord, RemoteClient, local_key, resolve_flow
 
 __all__ = [
     "delete_all_flow_endpoints",
@@ -219,11 +219,17 @@ def get_flow_instance(
     ``dispatch_point_override`` moves this instance to another worker pool. Subflows of a
     composite are mounted first. Everything is committed in one transaction, or nothing.
 
+    ``flow_endpoint`` may also be ``"name@registry_url"``: the flow a registry lists under
+    that endpoint (or name), mounted on the node serving it, over HTTP, as user ``cl``; the
+    proxy then talks to that node directly (``user_id`` names its serving user, if several).
+
     Raises :class:`~flowplex.FlowInstanceError` with the reason for every failure of the flow
     or a subflow ("Not serving at {endpoint}.", "Failed to get instance of subflow {key}.", a
     class that does not import, a constructor or ``set_up_flow_state`` that raised, ...).
     """
     cl = _check_client(cl)
+    if isinstance(flow_endpoint, str) and "@" in flow_endpoint:
+        return _get_listed_instance(cl, flow_endpoint, user_id, config_overrides, initial_state)
     _check_endpoint(flow_endpoint)
     if dispatch_point_override is not None:
         _check_dispatch_point(dispatch_point_override, "dispatch_point_override")
@@ -237,6 +243,24 @@ def get_flow_instance(
         dispatch_point_override,
     )
     return FlowProxy(cl, InstanceAddress(serving_user, flow_id), flow_endpoint=flow_endpoint)
+
+
+def _get_listed_instance(
+    cl: Client,
+    listed: str,
+    user_id: str,
+    config_overrides: Mapping[str, Any] | None,
+    initial_state: Mapping[str, Any] | None,
+) -> FlowProxy:
+    name, _, registry = listed.rpartition("@")
+    try:
+        node_url, endpoint = resolve_flow(name, registry)
+    except FlowplexError as exc:
+        raise FlowInstanceError(listed, user_id, str(exc)) from exc
+    remote = RemoteClient(node_url, local_key(cl.node, cl.get_user_id()))
+    return remote.get_flow_instance(
+        endpoint, None if user_id == "local" else user_id, config_overrides, initial_state
+    )
 
 
 # -- the tree ----------------------------------------------------------------------------------

@@ -200,6 +200,15 @@ def up(
             help="Messages kept per instance for the dashboard's message log (0: none).",
         ),
     ] = 50,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=0.05,
+            help="Seconds a message stays leased to a worker: after a crash, messages in hand "
+            "run again this long after.",
+        ),
+    ] = 60.0,
     path: PathOption = None,
     node_key: Annotated[
         Path | None,
@@ -217,6 +226,8 @@ def up(
     its flows in the mesh (re-read every two seconds). ``--workers`` dispatch worker threads
     run the messages of every user's instances on the node, and the op store (its artifacts in
     the home's artifacts folder, its rows in the node database) answers at /opstore/v1/....
+    The node HTTP API (mount, message, read and delete instances; /docs) serves its flows to
+    users of other nodes: the URL the registry lists for each.
     The node signs what it sends with its key (``--node-key``, default keys/node.pem in the
     home); writes it receives must be signed unless ``--insecure``.
     """
@@ -236,6 +247,7 @@ def up(
         workers=workers,
         opstore=opstore,
         message_log=message_log,
+        lease_seconds=lease,
         heartbeat_interval=heartbeat,
         offline_remove_after=_remove_after(offline_remove_after),
         key=node_key,

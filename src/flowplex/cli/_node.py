@@ -80,11 +80,56 @@ def flows(
     home: HomeOption = None,
     user: UserOption = None,
     values: Annotated[bool, typer.Option("--values", help="Show values too.")] = False,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            metavar="URL",
+            help="List the flows this registry knows instead (each at its node's URL).",
+        ),
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="With --registry: a /flows query.")
+    ] = None,
 ) -> None:
-    """Print the served-flow tree of a user."""
+    """Print the served-flow tree of a user, or the flows a registry lists."""
+    if registry is not None:
+        _registry_flows(registry, query)
+        return
     cl = read_only_client(settings(home, db), user)
     tree = serving.format_served_flows(cl, print_values=values) if cl is not None else ""
     console.print(tree or "[dim](no served flows)[/]", highlight=False)
+
+
+def _registry_flows(registry: str, query: str | None) -> None:
+    import httpx
+
+    from ..errors import RemoteError
+    from ..runtime import normalize_node_url
+
+    base = normalize_node_url(registry, "--registry")
+    params: dict[str, str | int] = {"pp": 1000}
+    if query:
+        params["q"] = query
+    try:
+        response = httpx.get(f"{base}/flows", params=params, timeout=10.0, trust_env=False)
+        response.raise_for_status()
+        rows = response.json()["items"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise RemoteError(f"the registry {base} did not answer a listing: {exc}") from None
+    if not rows:
+        console.print("[dim](no flows listed)[/]")
+        return
+    table = Table("name", Column("url", no_wrap=True), "status", "description")
+    for row in rows:
+        url = f"{row.get('node', '')}{row.get('url', '')}"
+        table.add_row(
+            escape(str(row.get("name"))),
+            escape(url),
+            escape(str(row.get("status"))),
+            escape(str(row.get("description") or "")),
+        )
+    console.print(table)
 
 
 def instances(

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: The newest revision in ``migrations/versions``; a test checks it against Alembic's own head.
-HEAD = "0006_perf"
+HEAD = "0007_network"
 
 #: Where the Alembic environment and revision scripts are.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -51,6 +51,7 @@ __all__ = [
     "opstore_ops",
     "opstore_pipelines",
     "opstore_versions",
+    "received",
     "replies",
     "users",
 ]
@@ -137,6 +138,17 @@ replies = Table(
     Column("body", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     # Keyed by the future id alone: one b-tree to write instead of a table and its index.
+    sqlite_with_rowid=False,
+)
+
+# Keys of the messages and replies other nodes delivered over HTTP (migration 0007_network):
+# a sender retries until it hears back, so the same delivery may arrive twice; its key goes in
+# with what it queued, in one transaction, and a second arrival finds it and queues nothing.
+received = Table(
+    "received",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("received_at", Float, nullable=False),
     sqlite_with_rowid=False,
 )
 

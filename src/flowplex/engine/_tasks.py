@@ -19,7 +19,9 @@
                context if the function takes a ``ctx`` parameter); the JSON-ready result goes to
                ``data.result``.
 ``call``       sends ``data`` to a served flow endpoint of the serving runtime (``flow_endpoint``,
-               ``user_id`` default "local", ``config_overrides``) and completes with its reply
+               ``user_id`` default "local", ``config_overrides``; on another node with
+               ``node_url`` or ``registry``, through a link of this node, which needs to be
+               served by ``flowplex up`` for the reply to come back) and completes with its reply
                in ``data.reply``. It never blocks: the first tick sends, later ticks poll. The
                future id, instance id and node are kept in ``data.call``, so another runner
                that loads the saved flow collects the reply. ``timeout`` (seconds) fails it.
@@ -46,13 +48,17 @@ import operator
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import resolve_class_path
+from ..flows import FlowProxy, InstanceAddress
 from ._context import map_items, run_wiring
 from ._engine import TaskContext, TaskHandler
 from ._errors import EngineError, FlowExistsError
 from ._graph import COMPLETED, FAILED, TaskFlow
+
+if TYPE_CHECKING:
+    from ..runtime import Client
 
 __all__ = ["BUILTIN_HANDLERS", "TASK_TYPE_ALIASES"]
 
@@ -258,8 +264,6 @@ def _takes_ctx(fn: Callable[..., Any]) -> bool:
 
 
 def _call(ctx: TaskContext) -> None:
-    from .. import serving  # the serving runtime, only when a call task runs
-
     client = ctx.engine.client
     if client is None:
         raise EngineError(
@@ -274,12 +278,7 @@ def _call(ctx: TaskContext) -> None:
         timeout = params.get("timeout")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise EngineError(f"task_params 'timeout' must be a positive number, got {timeout!r}.")
-        proxy = serving.get_flow_instance(
-            client,
-            endpoint,
-            user_id=params.get("user_id", "local"),
-            config_overrides=params.get("config_overrides"),
-        )
+        proxy = _call_target(client, endpoint, params)
         future = proxy.get_reply_future(proxy.package_input_message(dict(data)))
         ctx.data["call"] = {
             "future_id": future.future_id,
@@ -307,6 +306,35 @@ def _call(ctx: TaskContext) -> None:
         return
     ctx.data["reply"] = reply.data
     ctx.complete()
+
+
+def _call_target(client: Client, endpoint: str, params: Mapping[str, Any]) -> FlowProxy:
+    """The instance a ``call`` task sends to: mounted here, or on another node (``node_url`` or
+    ``registry``) through a link of this node."""
+    from .. import serving  # the serving runtime, only when a call task runs
+
+    node_url, registry = params.get("node_url"), params.get("registry")
+    if node_url is None and registry is None:
+        return serving.get_flow_instance(
+            client,
+            endpoint,
+            user_id=params.get("user_id", "local"),
+            config_overrides=params.get("config_overrides"),
+        )
+    for name, value in (("node_url", node_url), ("registry", registry)):
+        if value is not None and not isinstance(value, str):
+            raise EngineError(f"task_params {name!r} must be a URL string, got {value!r}.")
+    user_id = params.get("user_id", "local")
+    link = client.node.mount_remote(
+        client.get_user_id(),
+        endpoint,
+        node_url=node_url,
+        registry=registry,
+        remote_user=None if user_id == "local" else user_id,
+        config_overrides=params.get("config_overrides"),
+    )
+    address = InstanceAddress(client.get_user_id(), link)
+    return FlowProxy(client, address, flow_endpoint=endpoint)
 
 
 #: The built-in task types (see the module docstring).

@@ -1,7 +1,9 @@
 """The serving walk-through that ``flowplex demo`` runs.
 
 Two users on one node: user 0 serves the ReverseNumber flows, mounts, unserves and deletes them;
-then user 1 composes user 0's singleton flow. Every step prints what it did and what came back.
+then user 1 composes user 0's singleton flow. Then two nodes on this machine, each a ``flowplex
+up`` process: user B serves the atomic flow on one, user A on the other finds it through the
+registry and composes it over HTTP. Every step prints what it did and what came back.
 
 The demo runs on a node of its own: a fresh temporary folder (removed at the end) unless it is
 given a home or a database, and then only if that node serves nothing yet, so it never touches a
@@ -10,15 +12,21 @@ node someone uses.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from .. import serving
 from ..errors import ConfigurationError, FlowplexError
-from ..runtime import Node, open_node, start_node_with_users
+from ..runtime import Node, open_node, start_node, start_node_with_users
 from ..workers import run_dispatch_worker_thread
 
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
@@ -71,6 +79,7 @@ def run_demo(
             serving.delete_all_flow_endpoints(u1)
             u0.node.close()
         show.step("done: endpoints removed, node closed")
+        _two_nodes(show, number)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -190,3 +199,108 @@ def _two_users(show: _Show, u0: Any, u1: Any, number: int) -> None:
     show.tree(u0)
     show.say("user 1:")
     show.tree(u1)
+
+
+def _db(home: Path) -> str:
+    # Named, never taken from FLOWPLEX_DB: the demo's nodes are its own.
+    return f"sqlite:///{home / 'flowplex.db'}"
+
+
+def _free_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextmanager
+def _up(home: Path, url: str, *extra: str) -> Iterator[str]:
+    """A ``flowplex up`` process serving the node in ``home`` at ``url``; the URL once it
+    answers."""
+    import httpx
+
+    env = {**os.environ, "FLOWPLEX_HOME": str(home)}
+    env.pop("FLOWPLEX_DB", None)
+    command = [sys.executable, "-m", "flowplex", "up", "--url", url, "--home", str(home)]
+    command += ["--db", _db(home)]
+    command += ["--no-opstore", "--heartbeat", "0.5", *extra]
+    with (home / "up.log").open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"flowplex up at {url} did not start:\n{(home / 'up.log').read_text()}"
+                )
+            try:
+                if httpx.get(f"{url}/counts", timeout=2.0, trust_env=False).is_success:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url.replace("127.0.0.1", "localhost")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_listed(registry: str, endpoint: str) -> dict[str, Any]:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = httpx.get(f"{registry}/flows", params={"pp": 100}, trust_env=False).json()
+        for row in rows["items"]:
+            if row["url"] == f"/endpoints/{endpoint}" and row["status"] == "online":
+                return dict(row)
+        time.sleep(0.2)
+    raise ConfigurationError(f"the registry at {registry} never listed {endpoint}.")
+
+
+def _two_nodes(show: _Show, number: int) -> None:
+    """Two nodes on this machine: user A on node X composes user B's flow on node Y over HTTP,
+    found through the registry node X runs."""
+    scratch = Path(tempfile.mkdtemp(prefix="flowplex-demo-net-"))
+    try:
+        show.step(
+            "Two nodes - 10. user B serves the atomic flow on node Y, user A the composite on X"
+        )
+        user_b = start_node(path=scratch / "y", db=_db(scratch / "y"))
+        serving.serve_flow(user_b, ATOMIC, "reverse_number_atomic", singleton=True)
+        user_a = start_node(path=scratch / "x", db=_db(scratch / "x"))
+        serving.serve_flow(user_a, SEQUENTIAL, "reverse_number_sequential")
+        show.say(f"user A: {user_a.get_user_id()}\nuser B: {user_b.get_user_id()}")
+        x_at, y_at = _free_url(), _free_url()
+        # Node X runs the registry, and lets node Y's registry connect to it.
+        with (
+            _up(scratch / "x", x_at, "--peer", y_at) as x_url,
+            _up(scratch / "y", y_at, "--connect", x_at) as y_url,
+        ):
+            show.say(f"node X (and registry): {x_url}\nnode Y: {y_url}", highlight=False)
+
+            show.step("11. node Y registers its flows with the registry on node X")
+            row = _wait_listed(x_url, "reverse_number_atomic")
+            show.say(f"listed: {row['name']} at {row['node']}{row['url']}", highlight=False)
+
+            show.step("12. user A composes it: subflows found through the registry, over HTTP")
+            where = {"registry": x_url, "flow_endpoint": "reverse_number_atomic"}
+            keys = ("first_reverse_flow", "second_reverse_flow")
+            overrides = {"subflows_config": {k: dict(where) for k in keys}}
+            start = time.perf_counter()
+            composite = serving.get_flow_instance(
+                user_a, "reverse_number_sequential", config_overrides=overrides
+            )
+            show.say(f"cross-node mount: {(time.perf_counter() - start) * 1000:.2f} ms")
+            show.ask(composite, {"id": 0, "number": number})
+
+            show.step("13. user A mounts it by name@registry and calls it directly")
+            remote = serving.get_flow_instance(user_a, f"reverse_number_atomic@{x_url}")
+            show.ask(remote, {"id": 1, "number": number})
+        user_a.node.close()
+        user_b.node.close()
+        show.step("done: both nodes stopped, their folders removed")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

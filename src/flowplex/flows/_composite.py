@@ -22,6 +22,8 @@ ROUTING_KEYS = frozenset(
         "parallel_dispatch",
         "dispatch_point",
         "flow_id",
+        "node_url",
+        "registry",
         "_target_",
     }
 )
@@ -31,8 +33,10 @@ ROUTING_KEYS = frozenset(
 class SubflowSpec:
     """One entry of ``subflows_config``, split into routing and config overrides.
 
-    ``user_id`` is ``"local"`` (the composite's own user) or another user's id. ``flow_id`` is
-    set once the subflow instance is mounted; ``overrides`` are deep-merged into the subflow's
+    ``user_id`` is ``"local"`` (the composite's own user) or another user's id. ``node_url``
+    names the node serving it when that is another node (``registry``: a registry listing it,
+    ``flow_endpoint`` then being the endpoint or listed name to look up). ``flow_id`` is set
+    once the subflow instance is mounted; ``overrides`` are deep-merged into the subflow's
     config when it is mounted.
     """
 
@@ -44,6 +48,8 @@ class SubflowSpec:
     parallel_dispatch: bool = False
     dispatch_point: str | None = None
     flow_id: str | None = None
+    node_url: str | None = None
+    registry: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -52,10 +58,15 @@ class SubflowSpec:
         where = f"{parent}.subflows_config[{key!r}]"
         if not isinstance(entry, Mapping):
             raise FlowDefinitionError(f"{where} must be a mapping, got {type(entry).__name__}.")
-        for name in ("flow_endpoint", "user_id", "flow_class_name", "dispatch_point", "flow_id"):
+        strings = ("flow_endpoint", "user_id", "flow_class_name", "dispatch_point", "flow_id")
+        for name in (*strings, "node_url", "registry"):
             value = entry.get(name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise FlowDefinitionError(f"{where}.{name} must be a non-empty string.")
+        for name in ("node_url", "registry"):
+            value = entry.get(name)
+            if value is not None and not value.startswith(("http://", "https://")):
+                raise FlowDefinitionError(f"{where}.{name} must be an http(s) URL.")
         for name in ("singleton", "parallel_dispatch"):
             if not isinstance(entry.get(name, False), bool):
                 raise FlowDefinitionError(f"{where}.{name} must be true or false.")
@@ -68,6 +79,8 @@ class SubflowSpec:
             parallel_dispatch=bool(entry.get("parallel_dispatch", False)),
             dispatch_point=entry.get("dispatch_point"),
             flow_id=entry.get("flow_id"),
+            node_url=entry.get("node_url"),
+            registry=entry.get("registry"),
             overrides={k: v for k, v in entry.items() if k not in ROUTING_KEYS},
         )
 
@@ -118,7 +131,9 @@ class CompositeFlow(Flow):
                     f"{self.name}: subflow {spec.key!r} has no flow_id; subflows are mounted by "
                     f"the runtime before the composite (get_flow_instance / LocalRuntime)."
                 )
-            user = transport.user_id if spec.user_id == "local" else spec.user_id
+            # A subflow on another node is reached through a local link instance.
+            remote = spec.node_url is not None or spec.registry is not None
+            user = transport.user_id if spec.user_id == "local" or remote else spec.user_id
             subflows[spec.key] = FlowProxy(
                 transport,
                 InstanceAddress(user, spec.flow_id),

@@ -55,6 +55,7 @@ from ._listing import DEFAULT_BY, SortError, counts, list_rows, parse_by
 from ._loader import NodeEndpoints, resolve_loader
 from ._query import FIELDS, QueryError, compile_query
 from ._records import FlowRecord, MeshInputError, NodeRecord, ProviderRecord
+from ._resolve import resolve
 from ._run import run_service
 from ._state import MeshState, Outgoing, UnknownSenderError
 
@@ -83,6 +84,7 @@ __all__ = [
     "list_rows",
     "mesh_router",
     "parse_by",
+    "resolve",
     "resolve_loader",
     "run_service",
 ]

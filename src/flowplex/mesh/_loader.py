@@ -54,7 +54,8 @@ def call_loader(loader: Loader) -> list[FlowRecord]:
 class NodeEndpoints:
     """A loader listing the endpoints served on a flowplex node database (``db`` URL).
 
-    Each served endpoint becomes the flow ``/<endpoint>``, with ``name``, ``description``,
+    Each served endpoint becomes the flow ``/endpoints/<endpoint>`` (its URL in the node HTTP
+    API), with ``name``, ``description``,
     ``author`` and ``tags`` from the flow class's default config (the endpoint name when the
     class cannot be imported here). Unserved endpoints are left out. Picklable, so it can be
     handed to a service in another process.
@@ -101,7 +102,8 @@ class NodeEndpoints:
 
 def describe_endpoint(endpoint: str, flow_class_name: str) -> dict[str, Any]:
     """The flow description of a served endpoint, from its class's default config."""
-    url = "/" + endpoint  # endpoint names are URL-safe already (letters, digits, _ - .)
+    # Where the node HTTP API answers for it; endpoint names are URL-safe (letters, digits, _-.)
+    url = "/endpoints/" + endpoint
     config: dict[str, Any] = {}
     try:
         cls = resolve_class_path(flow_class_name)

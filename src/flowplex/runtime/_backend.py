@@ -130,6 +130,11 @@ DEFAULT_LOG_LIMIT = 50
 #: A SQL backend prunes an instance's log on every this-many-th entry it writes for it, so
 #: between prunes the log holds at most ``log_limit`` plus this many entries per writer.
 LOG_PRUNE_EVERY = 16
+#: Seconds the key of a delivery from another node is kept (see Backend.enqueue_once): a
+#: sender retrying longer than this could have its message taken twice.
+RECEIVED_KEEP = 7 * 86400.0
+#: Keys stored between two prunes of the expired ones.
+RECEIVED_PRUNE_EVERY = 1024
 #: Characters of a message or reply kept in a log entry (the rest is cut, and marked so).
 LOG_TEXT_LIMIT = 8192
 
@@ -284,6 +289,19 @@ class Backend(ABC):
         Messages to instances that do not exist are not queued; their flow ids are returned
         (in order) so the caller can answer them with an error. A future keeps the first reply
         stored for it (in this batch or before): a flow that replies twice is answered once.
+        """
+
+    @abstractmethod
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        """As :meth:`enqueue`, unless a batch with this ``key`` was stored before: then nothing
+        is stored and it returns None.
+
+        For deliveries from other nodes, which retry until they hear back: the key (the sender
+        and its message id) is stored in the same transaction as what it queued, so a delivery
+        is taken once however often it arrives. Keys are kept :data:`RECEIVED_KEEP` seconds
+        (expired ones are pruned every :data:`RECEIVED_PRUNE_EVERY` keys).
         """
 
     @abstractmethod

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._clock import Clock
 from .._json import dumps
-from ..errors import ConfigurationError, MessagingError, UnknownInstanceError
+from ..errors import ConfigurationError, MessagingError, RemoteError, UnknownInstanceError
 from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import (
@@ -107,6 +107,22 @@ class RunContext:
     def user_id(self) -> str:
         """The user serving the running instance."""
         return self._user_id
+
+    @property
+    def node(self) -> Node:
+        """The node the run is on (links to other nodes sign with its users' keys)."""
+        return self._dispatcher.node
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long the message being run stays leased: a run retrying something should give
+        it back well before (raising a retryable :class:`~flowplex.RemoteError`)."""
+        return self._dispatcher.lease_seconds
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker running this is asked to stop (long waits should give up)."""
+        return self._dispatcher.stopping
 
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
         """Hold ``message`` for the commit, or send it now if its reply is awaited."""
@@ -321,6 +337,10 @@ class Dispatcher:
         started = self.clock.monotonic()
         try:
             run_message(flow, message)
+        except RemoteError as exc:
+            self._flows.pop(instance.flow_id, None)
+            self._remote_failure(delivery, message, exc, flow.name)
+            return
         except Exception as exc:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
@@ -360,6 +380,22 @@ class Dispatcher:
                 self.node.answer_undeliverable(unknown, sent)
 
         self._complete(Completion(delivery, state, envelopes, records, log=log), done)
+
+    def _remote_failure(
+        self, delivery: Delivery, message: FlowMessage, exc: RemoteError, src_flow: str
+    ) -> None:
+        if not exc.retryable:
+            self._commit_failure(delivery, message, exc, src_flow)
+            return
+        # Another node cannot be reached yet. The message stays leased, unacknowledged: it runs
+        # again when its lease expires (a backoff of one lease, the worker free meanwhile), and
+        # after max_deliveries its sender gets an error reply.
+        logger.warning(
+            "flow instance %s: %s; trying again in %.0f s",
+            delivery.flow_id,
+            exc,
+            self.lease_seconds,
+        )
 
     def _flow_for(self, instance: InstanceRecord) -> tuple[Flow, str | None]:
         """The flow to run a message of ``instance`` and the JSON of the state it holds as

@@ -40,7 +40,7 @@ from ._backend import EndpointRecord, InstanceRecord
 if TYPE_CHECKING:
     from ._node import Node
 
-__all__ = ["MountRequest", "mount", "serve_local_subflows"]
+__all__ = ["MountRequest", "mount", "remote_link", "serve_local_subflows"]
 
 logger = logging.getLogger("flowplex.serving")
 
@@ -215,6 +215,8 @@ def _plan_subflow(
 ) -> str:
     """Plan one subflow of the composite served at ``parent``; return its instance id."""
     serving_user = parent.user_id
+    if spec.node_url is not None or spec.registry is not None:
+        return _plan_remote_subflow(node, plan, parent, spec)
     if compose_locally:
         endpoint = spec.flow_endpoint or spec.key
         _serve_on_first_use(node, parent, spec, endpoint)
@@ -238,6 +240,79 @@ def _plan_subflow(
         initial_state=None,
         dispatch_point_override=None,
         compose_locally=compose_locally,
+    )
+
+
+def _plan_remote_subflow(node: Node, plan: _Plan, parent: EndpointRecord, spec: SubflowSpec) -> str:
+    """Mount the subflow on its node now, and plan the local link standing for it."""
+    if spec.flow_endpoint is None:
+        raise FlowInstanceError(
+            parent.endpoint, parent.user_id, f"Subflow {spec.key} missing flow_endpoint in config."
+        )
+    record = remote_link(
+        node,
+        parent.user_id,
+        spec.flow_endpoint,
+        node_url=spec.node_url,
+        registry=spec.registry,
+        remote_user=None if spec.user_id == "local" else spec.user_id,
+        overrides=spec.overrides,
+        name=spec.key,
+        dispatch_point=parent.dispatch_point,
+    )
+    plan.records.append(record)
+    return record.flow_id
+
+
+def remote_link(
+    node: Node,
+    user_id: str,
+    endpoint: str,
+    *,
+    node_url: str | None = None,
+    registry: str | None = None,
+    remote_user: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    dispatch_point: str = "default",
+) -> InstanceRecord:
+    """Mount ``endpoint`` on the node at ``node_url`` (or the one ``registry`` lists for it) as
+    ``user_id``, now, over HTTP; the record of the local link standing for it (not stored).
+
+    ``remote_user`` names the user serving it there (default: its only server). Raises
+    :class:`~flowplex.FlowInstanceError` with the other node's reason when it refuses.
+    """
+    from ._remote import LINK_CLASS, local_key, node_api, resolve_flow
+
+    with _failures_as_instance_errors(endpoint, remote_user or "?"):
+        if node_url is None:
+            if registry is None:
+                raise FlowDefinitionError("a remote flow needs node_url or registry.")
+            node_url, endpoint = resolve_flow(endpoint, registry)
+        api = node_api(node_url, local_key(node, user_id))
+        answer = api.mount(endpoint, remote_user, overrides)
+    link_id = new_id()
+    config = {
+        "name": name or endpoint,
+        "description": f"{endpoint} on {api.base_url}",
+        "flow_id": link_id,
+        "node_url": api.base_url,
+        "flow_endpoint": endpoint,
+        "remote_flow_id": answer["flow_id"],
+        "remote_user_id": answer["user_id"],
+    }
+    return InstanceRecord(
+        flow_id=link_id,
+        user_id=user_id,
+        endpoint=f"{endpoint}@{api.base_url}",
+        client_id="local",
+        flow_class_name=LINK_CLASS,
+        config=config,
+        state={},
+        dispatch_point=dispatch_point,
+        dispatch_point_override=None,
+        parallel_dispatch=False,
+        created_at=time.time(),
     )
 
 

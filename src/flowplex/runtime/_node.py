@@ -31,7 +31,7 @@ from ._backend import (
     UserRecord,
 )
 from ._client import Client, future_instance
-from ._mount import MountRequest, mount, serve_local_subflows
+from ._mount import MountRequest, mount, remote_link, serve_local_subflows
 from ._open import open_backend
 
 if TYPE_CHECKING:
@@ -80,6 +80,9 @@ class Node:
         self._helpers_lock = threading.Lock()
         # Until when a thread that just sent a request is expected to start helping.
         self.help_expected_until = 0.0
+        #: Where this node's HTTP API answers, when this process serves it (``flowplex up``):
+        #: flows on other nodes send their replies there.
+        self.advertised_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -363,6 +366,37 @@ class Node:
             compose_locally=compose_locally,
         )
         return mount(self, request)
+
+    def mount_remote(
+        self,
+        requester: str,
+        endpoint: str,
+        *,
+        node_url: str | None = None,
+        registry: str | None = None,
+        remote_user: str | None = None,
+        config_overrides: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Mount ``endpoint`` served on another node (``node_url``, or the one ``registry``
+        lists for it) for ``requester``, a user of this node; the id of the local link instance
+        standing for it: messages sent to the link reach the remote instance, and its replies
+        come back (see :mod:`flowplex.runtime._remote`). The reply of a message needs this
+        node served over HTTP (``flowplex up``) to come back to.
+
+        Raises :class:`~flowplex.FlowInstanceError` with the reason when the other node
+        refuses or cannot be reached.
+        """
+        record = remote_link(
+            self,
+            requester,
+            endpoint,
+            node_url=node_url,
+            registry=registry,
+            remote_user=remote_user,
+            overrides=config_overrides,
+        )
+        self.backend.add_instances([record])
+        return record.flow_id
 
     # -- running ----------------------------------------------------------------------------
 

@@ -166,6 +166,9 @@ class SQLBackend(Backend):
     back and turn driver errors into :class:`~flowplex.BackendError`).
     """
 
+    #: Keys stored by enqueue_once in this object (when to prune the expired ones).
+    _received = 0
+
     #: The driver's parameter marker.
     placeholder: ClassVar[str] = "?"
     #: The shared statements in the driver's style (set for each subclass).

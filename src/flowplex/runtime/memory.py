@@ -22,6 +22,8 @@ from .._json import dumps
 from ..errors import DuplicateKeyError
 from ..messages import new_id
 from ._backend import (
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
     Backend,
     DeadLetter,
     Delivery,
@@ -77,6 +79,7 @@ class MemoryBackend(Backend):
         self._replies: dict[str, str] = {}
         self._dead: list[DeadLetter] = []
         self._log: dict[str, deque[LogEntry]] = {}
+        self._received: dict[str, float] = {}
         self._seq = 0
 
     # -- users ------------------------------------------------------------------------------
@@ -177,6 +180,22 @@ class MemoryBackend(Backend):
     ) -> list[str]:
         points: set[str] = set()
         with self._lock:
+            unknown = self._enqueue_locked(envelopes, replies, points)
+        self._notify(points, replies)
+        return unknown
+
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        points: set[str] = set()
+        with self._lock:
+            if key in self._received:
+                return None
+            now = self._received[key] = self.clock.time()
+            if len(self._received) % RECEIVED_PRUNE_EVERY == 0:
+                # Insertion order is time order: the expired keys come first.
+                while next(iter(self._received.values())) < now - RECEIVED_KEEP:
+                    del self._received[next(iter(self._received))]
             unknown = self._enqueue_locked(envelopes, replies, points)
         self._notify(points, replies)
         return unknown

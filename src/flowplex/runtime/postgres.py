@@ -40,7 +40,14 @@ from psycopg import pq
 from .._clock import SYSTEM_CLOCK, Clock
 from ..db import DatabaseURL, connect_postgres, translate_error
 from ..errors import BackendError, ConfigurationError, DuplicateKeyError
-from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
+from ._backend import (
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
+    Delivery,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+)
 from ._signals import Signals
 from ._sql import (
     INSTANCE_COLUMNS,
@@ -129,6 +136,11 @@ SELECT p.d FROM (SELECT DISTINCT dispatch_point FROM queued) AS p(d)
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.d)
 """
 # _ENQUEUE for a single message (the common case), without the batch machinery.
+_RECEIVE = """
+INSERT INTO received (key, received_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING key
+"""
+_PRUNE_RECEIVED = "DELETE FROM received WHERE received_at < %s"
+
 _ENQUEUE_ONE = f"""
 WITH queued AS (
     INSERT INTO messages
@@ -338,6 +350,20 @@ class PostgresBackend(SQLBackend):
             return []
         with self._transaction() as conn:
             put = _Put(conn, envelopes, replies, self.clock.time())
+        return self._after_put(put, ())
+
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
+        now = self.clock.time()
+        self._received += 1
+        with self._transaction() as conn:
+            if conn.execute(_RECEIVE, (key, now)).fetchone() is None:
+                return None
+            if self._received % RECEIVED_PRUNE_EVERY == 0:
+                conn.execute(_PRUNE_RECEIVED, (now - RECEIVED_KEEP,))
+            put = _Put(conn, envelopes, replies, now)
         return self._after_put(put, ())
 
     def _claim(

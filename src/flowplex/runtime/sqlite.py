@@ -32,7 +32,14 @@ from typing import Any
 from .._clock import SYSTEM_CLOCK, Clock
 from ..db import DatabaseURL, connect_sqlite, translate_error
 from ..errors import ConfigurationError, DuplicateKeyError
-from ._backend import Delivery, Envelope, InstanceRecord, ReplyRecord
+from ._backend import (
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
+    Delivery,
+    Envelope,
+    InstanceRecord,
+    ReplyRecord,
+)
 from ._doorbell import Doorbell
 from ._signals import Signals
 from ._sql import (
@@ -73,6 +80,9 @@ SELECT flow_id, ?, dispatch_point, user_id, parallel_dispatch,
 FROM instances WHERE flow_id = ?
 RETURNING dispatch_point
 """
+_RECEIVE = "INSERT OR IGNORE INTO received (key, received_at) VALUES (?, ?)"
+_PRUNE_RECEIVED = "DELETE FROM received WHERE received_at < ?"
+
 _PUT_REPLY = """
 INSERT INTO replies (future_id, body, created_at) VALUES (?, ?, ?)
 ON CONFLICT (future_id) DO NOTHING
@@ -223,6 +233,22 @@ class SQLiteBackend(SQLBackend):
         points: set[str] = set()
         with self._write(single=len(envelopes) + len(replies) == 1) as conn:
             unknown = _put(conn, envelopes, replies, points, self.clock.time())
+        self._notify(points, replies)
+        return unknown
+
+    def enqueue_once(
+        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+    ) -> list[str] | None:
+        """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
+        points: set[str] = set()
+        now = self.clock.time()
+        self._received += 1
+        with self._write() as conn:
+            if conn.execute(_RECEIVE, (key, now)).rowcount == 0:
+                return None
+            if self._received % RECEIVED_PRUNE_EVERY == 0:
+                conn.execute(_PRUNE_RECEIVED, (now - RECEIVED_KEEP,))
+            unknown = _put(conn, envelopes, replies, points, now)
         self._notify(points, replies)
         return unknown
 

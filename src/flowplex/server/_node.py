@@ -27,6 +27,7 @@ from ..runtime import (
 )
 from ._app import create_app
 from ._dashboard import Dashboard
+from ._network import network_router
 
 __all__ = ["NodeServer", "start_dispatch_workers"]
 
@@ -71,11 +72,13 @@ class NodeServer:
     the op store on the same database (op bytes in ``home/artifacts``), so a bad database fails
     before anything listens. :attr:`app` is the ASGI app: the dashboard at ``/`` for browsers
     (:class:`~flowplex.server.Dashboard`), the mesh routes at the root (node and, with
-    ``registry=True``, registry: the node's served endpoints are its flows in the mesh) and
-    the op store at ``/opstore``. ``message_log`` sets how many processed messages the node
-    keeps per instance for the dashboard (default 50). Its lifespan starts ``workers`` dispatch
-    worker threads on the node and stops them when the server stops. :meth:`close` (or leaving
-    the ``with`` block) releases the node and the op store.
+    ``registry=True``, registry: the node's served endpoints are its flows in the mesh), the
+    node HTTP API (its flows for users of other nodes, at the URLs the mesh lists) and the op
+    store at ``/opstore``. ``message_log`` sets how many processed messages the node keeps per
+    instance for the dashboard (default 50). Its lifespan starts ``workers`` dispatch worker
+    threads on the node (leasing each message for ``lease_seconds``) and stops them when the
+    server stops. :meth:`close` (or leaving the ``with`` block) releases the node and the op
+    store.
 
     ``url`` is where the app will be reachable (the mesh advertises it); ``tuning`` takes the
     keyword arguments of :class:`~flowplex.mesh.MeshService` (``heartbeat_interval``,
@@ -98,6 +101,7 @@ class NodeServer:
         workers: int = 1,
         opstore: bool = True,
         message_log: int | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         key: KeyPair | str | os.PathLike[str] | None = None,
         insecure: bool = False,
         **tuning: Any,
@@ -106,6 +110,7 @@ class NodeServer:
             raise ConfigurationError(f"workers must be 0 or more, got {workers!r}.")
         self.home = Path(home)
         self.workers = workers
+        self.lease_seconds = lease_seconds
         self.dispatch_workers: list[DispatchWorker] = []
         # Positional up to the loader, as run_service passes them: ``tuning`` takes only the
         # keyword-only knobs then.
@@ -140,8 +145,10 @@ class NodeServer:
             if opstore:
                 self.opstore = OpStore(FileSaver(self.home / "artifacts"), db, insecure=insecure)
             self.dashboard = Dashboard(self.node, db, mesh=self.mesh, opstore=self.opstore)
+            self.node.advertised_url = self.mesh.state.url
             self.app: FastAPI = create_app(
                 mesh=self.mesh,
+                routers=[network_router(self.node)],
                 mounts={"/opstore": self.opstore.app} if self.opstore is not None else None,
                 lifespans=[self._workers_lifespan],
                 pages=[self.dashboard.router()],
@@ -157,7 +164,9 @@ class NodeServer:
 
     @asynccontextmanager
     async def _workers_lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        self.dispatch_workers = start_dispatch_workers(self.node, self.workers)
+        self.dispatch_workers = start_dispatch_workers(
+            self.node, self.workers, lease_seconds=self.lease_seconds
+        )
         try:
             yield
         finally:

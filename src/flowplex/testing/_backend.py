@@ -27,6 +27,8 @@ from ..errors import DuplicateKeyError
 from ..runtime import (
     LOG_PRUNE_EVERY,
     LOG_TEXT_LIMIT,
+    RECEIVED_KEEP,
+    RECEIVED_PRUNE_EVERY,
     Backend,
     Completion,
     DeadLetter,
@@ -311,6 +313,33 @@ def check_enqueue_returns_unknown(open_backend: Opener) -> None:
         assert b.pending_count() == 1
         assert b.enqueue([]) == []
         assert bodies(b.claim(DP, None, 30, 10)) == ["2"]
+
+
+def check_enqueue_once(open_backend: Opener) -> None:
+    """A batch stored under a key is stored once: the same key again stores nothing (None),
+    however often it comes, and the first time answers the unknown flow ids as enqueue."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("f1")])
+        assert b.enqueue_once("k1", [Envelope("f1", "1"), Envelope("x", "2")]) == ["x"]
+        assert b.enqueue_once("k1", [Envelope("f1", "1")]) is None
+        assert b.enqueue_once("k2", [], [ReplyRecord("fut", "r")]) == []
+        assert b.enqueue_once("k2", [], [ReplyRecord("fut2", "r")]) is None
+        assert bodies(b.claim(DP, None, 30, 10)) == ["1"]
+        assert b.take_reply("fut") == "r"
+        assert b.take_reply("fut2") is None
+
+
+def check_enqueue_once_forgets_expired_keys(open_backend: Opener) -> None:
+    """Keys older than RECEIVED_KEEP are pruned (every RECEIVED_PRUNE_EVERY keys): a key is
+    refused while kept, and taken again once forgotten."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        assert b.enqueue_once("old", []) == []
+        clock.advance(RECEIVED_KEEP + 1)
+        for i in range(RECEIVED_PRUNE_EVERY):
+            b.enqueue_once(f"k{i}", [])
+        assert b.enqueue_once("k0", []) is None  # still kept
+        assert b.enqueue_once("old", []) == []  # forgotten: taken again
 
 
 def check_claim_order_across_instances(open_backend: Opener) -> None:
@@ -1054,6 +1083,7 @@ CHECKS: list[Check] = [
     check_add_instances_all_or_nothing,
     check_records_share_nothing_mutable,
     check_enqueue_returns_unknown,
+    check_enqueue_once,
     check_claim_order_across_instances,
     check_fifo_one_in_flight,
     check_parallel_instances,
@@ -1061,6 +1091,7 @@ CHECKS: list[Check] = [
     check_lease_expiry,
     check_complete_with_lost_lease,
     check_clock_jumps_do_not_break_leases,
+    check_enqueue_once_forgets_expired_keys,
     check_complete_commits_everything,
     check_complete_many,
     check_complete_without_state,

@@ -1,0 +1,463 @@
+"""The node HTTP API: flows served on a node, mounted and messaged by users of other nodes.
+
+Every route acts for the signed caller (a user id: a public key, of this node or another).
+The URL the mesh advertises for a served flow is ``{node}/endpoints/{endpoint}``.
+
+- ``GET /endpoints/{endpoint}``: who serves it and what it is;
+- ``POST /endpoints/{endpoint}/instances``: mount an instance (config overrides, initial state);
+- ``POST /instances/{id}/messages``: deliver a message, taken once per sender and message id.
+  ``?wait=seconds`` answers with the reply when it comes in time; otherwise poll
+  ``GET /replies/{future_id}`` (``?wait=`` long-polls) or stream ``GET /replies/{future_id}/events``
+  (server-sent events). A message with ``reply_to`` (a node URL) has its reply posted there;
+- ``POST /replies``: a reply from another node to a message this node sent it;
+- ``GET`` / ``DELETE /instances/{id}``: metadata and state, or deletion (the user serving the
+  instance or the one who mounted it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from .._asgi import SignedCaller
+from ..errors import ConfigurationError, FlowInstanceError, MessagingError
+from ..messages import FUTURE_SEP, FlowMessage, ReplyMode
+from ..runtime import (
+    LINK_CLASS,
+    EndpointRecord,
+    Envelope,
+    InstanceRecord,
+    Node,
+    ReplyRecord,
+    normalize_node_url,
+    reply_link_id,
+)
+
+__all__ = ["network_router"]
+
+#: The longest ``wait`` a request may ask for, in seconds.
+MAX_WAIT = 60.0
+#: How long worker threads leave a new message to the request that queued it and waits.
+HELP_EXPECTED = 0.002
+
+T = TypeVar("T")
+
+
+async def _quick(node: Node, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``: a few quick statements. On SQLite and memory they take microseconds, less
+    than handing them to a thread (up to a millisecond on a busy machine), so they run here;
+    PostgreSQL's round trips run in a thread, off the event loop."""
+    if node.backend.url.startswith("postgresql"):
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+async def _signed_user(caller: SignedCaller) -> str:
+    # Every route here acts for a user, so even an insecure (dev) app needs a signed request.
+    if caller is None:
+        raise HTTPException(401, "sign the request: every node API call acts for a user.")
+    return caller
+
+
+Caller = Annotated[str, Depends(_signed_user)]
+Wait = Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to wait for the reply")]
+
+
+class EndpointOut(BaseModel):
+    """A served endpoint: who serves it and with what class."""
+
+    endpoint: str
+    servers: list[str] = Field(description="ids of the users serving it here")
+    flow_class_name: str
+    singleton: bool
+
+
+class MountIn(BaseModel):
+    """What to mount: the serving user (default: the only user serving the endpoint), config
+    overrides deep-merged over the class's config, and state over its initial state."""
+
+    user_id: str | None = None
+    config_overrides: dict[str, Any] = Field(default_factory=dict)
+    initial_state: dict[str, Any] | None = None
+
+
+class MountOut(BaseModel):
+    """A mounted instance: its id, endpoint and serving user."""
+
+    flow_id: str
+    flow_endpoint: str
+    user_id: str
+
+
+class SendIn(BaseModel):
+    """A message (the FlowMessage JSON) and, for another node's flow, where to post the reply."""
+
+    message: dict[str, Any]
+    reply_to: str | None = Field(None, description="the sender's node URL, for its reply")
+
+
+class SendOut(BaseModel):
+    """A delivered message: ``accepted`` is False when it had been delivered before.
+    ``reply`` is the reply when the request waited for it and it came in time."""
+
+    message_id: str
+    accepted: bool
+    future_id: str | None = None
+    reply: dict[str, Any] | None = None
+
+
+class ReplyOut(BaseModel):
+    """The reply to a message, when ``status`` is ``done``."""
+
+    status: Literal["pending", "done"]
+    reply: dict[str, Any] | None = None
+
+
+class ReplyIn(BaseModel):
+    """A reply from another node (the FlowMessage JSON)."""
+
+    reply: dict[str, Any]
+
+
+class InstanceOut(BaseModel):
+    """An instance: where it is served, who mounted it, and its state."""
+
+    flow_id: str
+    flow_endpoint: str
+    user_id: str
+    client_id: str
+    flow_class_name: str
+    created_at: float
+    state: dict[str, Any]
+
+
+def _endpoint_records(node: Node, endpoint: str) -> list[EndpointRecord]:
+    records = []
+    for user in node.backend.list_users():
+        record = node.backend.get_endpoint(user.user_id, endpoint)
+        if record is not None and record.served:
+            records.append(record)
+    return records
+
+
+def _instance(node: Node, flow_id: str) -> InstanceRecord:
+    record = node.backend.get_instance(flow_id)
+    if record is None or record.flow_class_name == LINK_CLASS:
+        raise HTTPException(404, f"no flow instance {flow_id} on this node.")
+    return record
+
+
+def _owns(record: InstanceRecord, caller: str) -> bool:
+    mounter = record.user_id if record.client_id == "local" else record.client_id
+    return caller in (record.user_id, mounter)
+
+
+def _message(raw: dict[str, Any]) -> FlowMessage:
+    try:
+        return FlowMessage.from_dict(raw)
+    except MessagingError as exc:
+        raise HTTPException(422, f"not a flow message: {exc}") from None
+
+
+def _future_key(caller: str, future_id: str) -> str:
+    # Futures of different callers never meet, and nobody reads another caller's reply.
+    return f"{caller}/{future_id}"
+
+
+def network_router(node: Node) -> APIRouter:
+    """The node HTTP API of ``node`` (see the module doc)."""
+    router = APIRouter(tags=["node"])
+    backend = node.backend
+
+    @router.get("/endpoints/{endpoint}", response_model=EndpointOut)
+    async def describe(endpoint: str, caller: Caller) -> EndpointOut:
+        """Who serves ``endpoint`` on this node (the URL the mesh lists for the flow)."""
+        records = await _quick(node, _endpoint_records, node, endpoint)
+        if not records:
+            raise HTTPException(404, f"nobody serves {endpoint!r} on this node.")
+        return EndpointOut(
+            endpoint=endpoint,
+            servers=[r.user_id for r in records],
+            flow_class_name=records[0].flow_class_name,
+            singleton=records[0].singleton,
+        )
+
+    @router.post("/endpoints/{endpoint}/instances", response_model=MountOut, status_code=201)
+    def mount(endpoint: str, body: MountIn, caller: Caller) -> MountOut:
+        """Mount an instance of ``endpoint`` for the caller."""
+        serving = body.user_id
+        if serving is None:
+            servers = [r.user_id for r in _endpoint_records(node, endpoint)]
+            if not servers:
+                raise HTTPException(404, f"nobody serves {endpoint!r} on this node.")
+            if len(servers) > 1:
+                raise HTTPException(409, f"several users serve {endpoint!r}: name one (user_id).")
+            serving = servers[0]
+        try:
+            flow_id = node.mount(
+                caller, serving, endpoint, body.config_overrides, body.initial_state
+            )
+        except FlowInstanceError as exc:
+            status = 404 if "Not serving at" in str(exc) or "No user" in str(exc) else 422
+            raise HTTPException(status, str(exc)) from None
+        return MountOut(flow_id=flow_id, flow_endpoint=endpoint, user_id=serving)
+
+    @router.post("/instances/{flow_id}/messages", response_model=SendOut)
+    async def send(flow_id: str, body: SendIn, caller: Caller, wait: Wait = 0.0) -> SendOut:
+        """Deliver a message to an instance (once per sender and message id)."""
+        out = await _quick(node, _deliver, node, flow_id, body, caller, wait)
+        if out.future_id is not None and wait > 0:
+            out.reply = await asyncio.to_thread(
+                _help_and_wait, node, caller, out.future_id, wait, out.accepted
+            )
+        return out
+
+    _add_reply_routes(router, node)
+
+    @router.get("/instances/{flow_id}", response_model=InstanceOut)
+    async def instance(flow_id: str, caller: Caller) -> InstanceOut:
+        """An instance's metadata and state (for its server and the user who mounted it)."""
+        record = await _quick(node, _owned, node, flow_id, caller)
+        return InstanceOut(
+            flow_id=record.flow_id,
+            flow_endpoint=record.endpoint,
+            user_id=record.user_id,
+            client_id=record.client_id,
+            flow_class_name=record.flow_class_name,
+            created_at=record.created_at,
+            state=record.state,
+        )
+
+    @router.delete("/instances/{flow_id}", status_code=204)
+    async def delete(flow_id: str, caller: Caller) -> None:
+        """Delete an instance (its server or the user who mounted it)."""
+        record = await _quick(node, _owned, node, flow_id, caller)
+        await _quick(node, backend.delete_instance, record.flow_id)
+
+    return router
+
+
+def _deliver(node: Node, flow_id: str, body: SendIn, caller: str, wait: float) -> SendOut:
+    """Queue a message for an instance, rewriting where its reply goes (see the module doc);
+    ``wait`` > 0 says the request will wait for the reply."""
+    backend = node.backend
+    record = _instance(node, flow_id)
+    if not _owns(record, caller) and not _is_singleton(node, record):
+        raise HTTPException(403, f"user {caller} did not mount flow instance {flow_id}.")
+    message = _message(body.message)
+    mode = message.reply_data.get("mode")
+    future_id = None
+    if body.reply_to is not None:
+        try:
+            reply_to = normalize_node_url(body.reply_to, "reply_to")
+        except ConfigurationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if mode != ReplyMode.NO_REPLY:
+            link = _reply_link(node, record.user_id, reply_to)
+            reply_data = {
+                "mode": ReplyMode.PUSH.value,
+                "user_id": record.user_id,
+                "flow_id": link,
+                "origin": message.reply_data,
+            }
+            message = message.replace(reply_data=reply_data)
+    elif mode == ReplyMode.FUTURE:
+        future_id = message.reply_data.get("future_id")
+        if not isinstance(future_id, str) or not future_id:
+            raise HTTPException(422, "a future reply needs reply_data.future_id.")
+        message = message.replace(
+            reply_data={**message.reply_data, "future_id": _future_key(caller, future_id)}
+        )
+    elif mode == ReplyMode.PUSH:
+        raise HTTPException(422, "push replies go to a node: give reply_to.")
+    # The sender is who signed, whatever the message says.
+    message = message.replace(user_id=caller)
+    key = f"message/{caller}/{message.message_id}"
+    if future_id is not None and wait > 0:
+        # The request waiting for its reply runs a message itself first (see _help_and_wait):
+        # the worker threads woken by this one leave it that moment.
+        node.help_expected_until = time.monotonic() + HELP_EXPECTED
+    unknown = backend.enqueue_once(key, [Envelope(flow_id, message.to_json())])
+    if unknown:
+        raise HTTPException(404, f"no flow instance {flow_id} on this node.")
+    return SendOut(message_id=message.message_id, accepted=unknown is not None, future_id=future_id)
+
+
+def _help_and_wait(
+    node: Node, caller: str, future_id: str, wait: float, run: bool
+) -> dict[str, Any] | None:
+    """Run a message (most likely the caller's own: a hand-off between threads costs more than
+    the run), then wait for the reply; None if it did not come within ``wait`` s."""
+    if run:
+        with node.helping():
+            _run_one(node)
+    return _wait_reply(node, caller, future_id, wait)
+
+
+def _run_one(node: Node) -> None:
+    """Run one claimable message of this process's dispatch workers, if there is one."""
+    for worker in node.workers:
+        dispatcher = worker.dispatcher
+        if not dispatcher.stopping and dispatcher.run_batch(limit=1):
+            return
+
+
+def _add_reply_routes(router: APIRouter, node: Node) -> None:
+    """The routes of replies: polled, streamed, and received from other nodes."""
+    backend = node.backend
+
+    @router.get("/replies/{future_id}", response_model=ReplyOut)
+    async def reply(future_id: str, caller: Caller, wait: Wait = 0.0) -> ReplyOut:
+        """The reply to a message the caller sent (``wait``: long-poll that many seconds)."""
+        if wait > 0:
+            data = await asyncio.to_thread(_wait_reply, node, caller, future_id, wait)
+        else:
+            data = await _quick(node, _wait_reply, node, caller, future_id, 0.0)
+        return ReplyOut(status="pending" if data is None else "done", reply=data)
+
+    @router.get("/replies/{future_id}/events", response_class=StreamingResponse)
+    async def reply_events(future_id: str, caller: Caller, wait: Wait = MAX_WAIT) -> Any:
+        """The reply as server-sent events: ``pending`` each second, then one ``reply``."""
+        key = _future_key(caller, future_id)
+
+        async def events() -> AsyncIterator[str]:
+            deadline = time.monotonic() + wait
+            while True:
+                body = await asyncio.to_thread(backend.take_reply, key)
+                if body is not None:
+                    yield f"event: reply\ndata: {body}\n\n"
+                    return
+                if time.monotonic() >= deadline:
+                    yield "event: timeout\ndata: {}\n\n"
+                    return
+                yield "event: pending\ndata: {}\n\n"
+                await asyncio.to_thread(backend.wait_for_reply, key, 1.0)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @router.post("/replies", status_code=202)
+    async def receive_reply(body: ReplyIn, caller: Caller) -> dict[str, bool]:
+        """A reply from another node to a message this node sent it (taken once)."""
+        return await _quick(node, _take_reply, node, body, caller)
+
+
+def _take_reply(node: Node, body: ReplyIn, caller: str) -> dict[str, bool]:
+    """Store a reply from another node (see ``POST /replies``)."""
+    message = _message(body.reply)
+    mode = message.reply_data.get("mode")
+    if not message.is_reply or mode not in (ReplyMode.FUTURE, ReplyMode.PUSH):
+        raise HTTPException(422, "not a reply to a future or a flow of this node.")
+    envelopes, records = [], []
+    if mode == ReplyMode.FUTURE:
+        future_id = message.reply_data.get("future_id")
+        if not isinstance(future_id, str) or FUTURE_SEP not in future_id:
+            raise HTTPException(422, "a future reply needs reply_data.future_id (id@instance).")
+        # A future is bound to the instance its request went to: here, a link to the remote
+        # instance that must have answered, served by the user who signed.
+        link = node.backend.get_instance(future_id.rsplit(FUTURE_SEP, 1)[1])
+        if link is None or not _answers_for(link, message, caller):
+            raise HTTPException(403, f"user {caller} may not answer future {future_id}.")
+        records.append(ReplyRecord(future_id, message.to_json()))
+    else:
+        target = message.reply_data.get("flow_id")
+        record = node.backend.get_instance(target) if isinstance(target, str) else None
+        if record is None:
+            raise HTTPException(404, f"no flow instance {target} on this node.")
+        if not _links_to(node, record, message, caller):
+            raise HTTPException(
+                403, f"flow instance {target} has no subflow that {caller} answers for."
+            )
+        envelopes.append(Envelope(record.flow_id, message.to_json()))
+    key = f"reply/{caller}/{message.message_id}"
+    stored = node.backend.enqueue_once(key, envelopes, records)
+    return {"accepted": stored is not None}
+
+
+def _answers_for(link: InstanceRecord, reply: FlowMessage, caller: str) -> bool:
+    """True if ``reply``, signed by ``caller``, comes from the remote instance ``link`` stands
+    for."""
+    return (
+        link.flow_class_name == LINK_CLASS
+        and link.config.get("remote_user_id") == caller
+        and link.config.get("remote_flow_id") == reply.src_flow_id
+    )
+
+
+def _links_to(node: Node, record: InstanceRecord, reply: FlowMessage, caller: str) -> bool:
+    """True if the composite ``record`` has a subflow on another node that ``reply`` (signed by
+    ``caller``) comes from: only its answers may be pushed into it."""
+    subflows = record.config.get("subflows_config")
+    if not isinstance(subflows, dict):
+        return False
+    for entry in subflows.values():
+        flow_id = entry.get("flow_id") if isinstance(entry, dict) else None
+        link = node.backend.get_instance(flow_id) if isinstance(flow_id, str) else None
+        if link is not None and _answers_for(link, reply, caller):
+            return True
+    return False
+
+
+def _owned(node: Node, flow_id: str, caller: str) -> InstanceRecord:
+    record = _instance(node, flow_id)
+    if not _owns(record, caller):
+        raise HTTPException(403, f"user {caller} neither serves nor mounted instance {flow_id}.")
+    return record
+
+
+def _is_singleton(node: Node, record: InstanceRecord) -> bool:
+    endpoint = node.backend.get_endpoint(record.user_id, record.endpoint)
+    return endpoint is not None and endpoint.singleton and endpoint.served
+
+
+def _wait_reply(node: Node, caller: str, future_id: str, wait: float) -> dict[str, Any] | None:
+    """The reply for the caller's future, waiting up to ``wait`` seconds; None if none came."""
+    key = _future_key(caller, future_id)
+    deadline = time.monotonic() + wait
+    while True:
+        body = node.backend.take_reply(key)
+        if body is not None:
+            return dict(json.loads(body))
+        left = deadline - time.monotonic()
+        if left <= 0 or node.closed:
+            return None
+        node.backend.wait_for_reply(key, min(left, 1.0))
+
+
+def _reply_link(node: Node, user_id: str, node_url: str) -> str:
+    """The instance of ``user_id`` carrying replies to ``node_url`` (mounted on first use)."""
+    from ..errors import DuplicateKeyError
+
+    flow_id = reply_link_id(user_id, node_url)
+    if node.backend.get_instance(flow_id) is None:
+        record = InstanceRecord(
+            flow_id=flow_id,
+            user_id=user_id,
+            endpoint=f"replies@{node_url}",
+            client_id="local",
+            flow_class_name=LINK_CLASS,
+            config={
+                "name": "replies",
+                "description": f"replies to {node_url}",
+                "flow_id": flow_id,
+                "node_url": node_url,
+                "role": "replies",
+            },
+            state={},
+            dispatch_point="default",
+            dispatch_point_override=None,
+            # Replies are independent of each other: several go out at once.
+            parallel_dispatch=True,
+            created_at=time.time(),
+        )
+        # Another request may have mounted it meanwhile.
+        with contextlib.suppress(DuplicateKeyError):
+            node.backend.add_instances([record])
+    return flow_id

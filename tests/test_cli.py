@@ -124,6 +124,23 @@ def test_flowplex_errors_print_one_line_and_exit_1() -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("bad", ["set", "object"])
+def test_run_of_a_flow_replying_with_non_json_prints_one_error_line(bad: str) -> None:
+    data, tests = f'{{"bad": "{bad}"}}', str(Path(__file__).parent)
+    out = subprocess.run(
+        [sys.executable, "-m", "flowplex", "run", "faultflows.CountingFlow", data, "--path", tests],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: MessagingError in flow instance ")
+    assert "not JSON-serializable" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr
+
+
 def test_served_demo_walks_one_user_then_two_then_two_nodes() -> None:
     result = runner.invoke(app, ["demo", "--db", "memory://"])
     assert result.exit_code == 0, result.output

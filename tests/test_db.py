@@ -24,7 +24,12 @@ from flowplex.db import (
     translate_error,
 )
 from flowplex.engine import FlowStore, TaskFlow
-from flowplex.errors import BackendError, ConfigurationError, DuplicateKeyError
+from flowplex.errors import (
+    BackendError,
+    ConfigurationError,
+    DuplicateKeyError,
+    StorageUnwritableError,
+)
 from flowplex.runtime import open_backend
 from flowplex.runtime.memory import MemoryBackend
 
@@ -271,7 +276,7 @@ def test_a_read_only_sqlite_database_says_so(tmp_path: Path) -> None:
     finally:
         readonly.close()
     error = translate_error(raw.value, f"the database at sqlite:///{path}")
-    assert type(error) is BackendError
+    assert type(error) is StorageUnwritableError  # a BackendError that retrying cannot fix
     assert str(error).startswith(f"the database at sqlite:///{path} failed: the database is read")
 
     engine = create_engine(f"sqlite:///{path}")
@@ -295,7 +300,7 @@ def test_a_read_only_postgresql_transaction_says_so(pg_url: str) -> None:
             transaction(engine) as conn,
         ):
             conn.exec_driver_sql("CREATE TABLE t (x int)")
-        assert not isinstance(caught.value, DuplicateKeyError)
+        assert isinstance(caught.value, StorageUnwritableError)
     finally:
         engine.dispose()
 

@@ -24,6 +24,7 @@ from flowplex.errors import (
     MessagingError,
     PermissionDeniedError,
     SignatureError,
+    StorageUnwritableError,
     UnknownInstanceError,
 )
 
@@ -43,7 +44,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         if isinstance(value, type) and issubclass(value, FlowplexError)
     }
     assert defined == set(errors.__all__)
-    assert len(errors.__all__) == 17
+    assert len(errors.__all__) == 18
 
 
 @pytest.mark.parametrize(
@@ -64,6 +65,7 @@ def test_all_lists_every_error_class_in_the_module() -> None:
         (KeyFileError, ConfigurationError),
         (SignatureError, FlowplexError),
         (PermissionDeniedError, FlowplexError),
+        (StorageUnwritableError, BackendError),
     ],
     ids=lambda c: c.__name__,
 )

@@ -21,6 +21,7 @@ Errors are subclassed by cause, so callers can catch as broadly or as narrowly a
      ├── FlowTimeoutError           a wait ran out of time (also a builtin TimeoutError)
      ├── BackendError               the storage backend failed or cannot be reached
      │    ├── DuplicateKeyError     a row whose key exists already (a user, an instance id)
+     │    ├── StorageUnwritableError  read-only, disk full, a deleted or replaced file
      │    └── OpStoreUnavailableError  [artifacts] the op store cannot be reached
      ├── EngineError                [engine] a task-graph run cannot go on
      │    ├── FlowSpecError         [engine] a spec with unknown precursors, cycles, ...
@@ -69,6 +70,7 @@ __all__ = [
     "PermissionDeniedError",
     "RemoteError",
     "SignatureError",
+    "StorageUnwritableError",
     "UnknownInstanceError",
 ]
 
@@ -188,3 +190,9 @@ class DuplicateKeyError(BackendError):
     Raised at the storage seam only; callers that race to create the same row (two mounts of
     one singleton) catch it and read the winner's row instead.
     """
+
+
+class StorageUnwritableError(BackendError):
+    """The database cannot be written and will not be by retrying: it is read-only, its disk
+    is full, or its SQLite file was deleted or replaced while open. A worker stops on it (with
+    this one-line message) instead of retrying."""

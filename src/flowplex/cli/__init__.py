@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import FlowplexError
+from ..errors import FlowError, FlowplexError
 from . import _engine, _mesh, _node, _opstore
 from ._common import (
     FlowplexGroup,
@@ -77,6 +77,11 @@ def main() -> None:
     """Entry point of the ``flowplex`` command: errors print as one clear line and exit 1."""
     try:
         app()
+    except FlowError as exc:
+        # The flow's own error, in one line: its remote traceback is for the logs.
+        where = f" in flow instance {exc.flow_id}" if exc.flow_id else ""
+        error_line(f"{exc.remote_type}{where}: {exc.remote_message}")
+        sys.exit(1)
     except FlowplexError as exc:
         error_line(missing_extra(exc) or str(exc))
         sys.exit(1)

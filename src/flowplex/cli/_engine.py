@@ -220,7 +220,7 @@ def tick(
     interval: Annotated[
         float, typer.Option(min=0.0, help="Seconds between rounds that only wait.")
     ] = 0.1,
-    lease: LeaseOption = 30.0,
+    lease: LeaseOption = 5.0,  # the runner's DEFAULT_CLAIM_LEASE (its module loads SQLAlchemy)
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the flow dict(s) as JSON.")
     ] = False,
@@ -401,7 +401,7 @@ def _unfinished_descendants(store: FlowStore, key: str) -> list[str]:
 
 def runner_command(
     db: DbOption = None,
-    lease: LeaseOption = 30.0,
+    lease: LeaseOption = 5.0,  # the runner's DEFAULT_CLAIM_LEASE (its module loads SQLAlchemy)
     interval: Annotated[
         float, typer.Option(min=0.0, help="Seconds to wait after a round with nothing to do.")
     ] = 0.5,

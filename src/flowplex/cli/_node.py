@@ -379,6 +379,7 @@ def worker(
             secrets=secrets,
             lease_seconds=lease,
             max_deliveries=max_deliveries,
+            log_fatal=False,  # reported below, as the command's one error line
         )
         err_console.print(
             f"flowplex worker: {concurrency} thread(s), dispatch point {dispatch_point!r}, "
@@ -386,13 +387,19 @@ def worker(
             highlight=False,
             soft_wrap=True,
         )
-        last = -1
-        while not stop.wait(5.0):
+        last, beats = -1, 0
+        fatal = None
+        while not stop.wait(0.5) and fatal is None:
+            # A thread that cannot write stops the worker: the others would fail the same way.
+            fatal = next((t.fatal for t in threads if t.fatal is not None), None)
+            beats += 1
             done = sum(t.processed for t in threads)
-            if done != last:
+            if beats % 10 == 0 and done != last:
                 err_console.print(f"processed {done} message(s)")
                 last = done
         node.close()
+    if fatal is not None:
+        raise fatal
     err_console.print(f"stopped after {sum(t.processed for t in threads)} message(s)")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import BackendError, DuplicateKeyError
+from ..errors import BackendError, DuplicateKeyError, StorageUnwritableError
 
 __all__ = ["is_driver_error", "is_retryable", "translate_error"]
 
@@ -28,9 +28,12 @@ _SQLITE_REASONS = {
     "SQLITE_LOCKED": "the database stayed locked by another connection past the busy timeout",
     "SQLITE_CORRUPT": "the database file is corrupt",
     "SQLITE_NOTADB": "the file is not a SQLite database",
+    "SQLITE_IOERR_WRITE": "writing the database file failed (a full disk, or a file size limit)",
     "SQLITE_IOERR": "disk I/O error",
     "SQLITE_PERM": "permission denied",
 }
+# A failed write() (a file over its size limit, a dying disk) is no lock to wait out either.
+_SQLITE_UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_PERM", "SQLITE_IOERR_WRITE")
 _SQLITE_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 # PostgreSQL SQLSTATEs, then SQLSTATE classes (the first two characters).
@@ -50,6 +53,7 @@ _PG_REASONS = {
 }
 _PG_CLASS_REASONS = {"08": "cannot reach the server", "53": "the server ran out of resources"}
 _PG_DUPLICATE = "23505"
+_PG_UNWRITABLE = frozenset({"25006", "53100"})
 _PG_RETRYABLE = frozenset({"40001", "40P01"})
 
 
@@ -90,7 +94,17 @@ def translate_error(
     reason = _reason(driver)
     if reason is None:
         return error(f"{where} failed: {detail}")
+    if error is BackendError and _is_unwritable(driver):
+        error = StorageUnwritableError
     return error(f"{where} failed: {reason} ({detail})")
+
+
+def _is_unwritable(driver: BaseException) -> bool:
+    """Whether retrying cannot help: a read-only database, a full disk."""
+    name: str = getattr(driver, "sqlite_errorname", "") or ""
+    if name:
+        return any(name == p or name.startswith(p + "_") for p in _SQLITE_UNWRITABLE)
+    return getattr(driver, "sqlstate", None) in _PG_UNWRITABLE
 
 
 # -- the drivers' errors -------------------------------------------------------------------------

@@ -279,9 +279,15 @@ class FlowEngine:
             raise FlowFailedError(flow.label, flow.errors)
         return flow
 
-    def _tick(self, flow: TaskFlow, ctx: Mapping[str, Any] | None) -> tuple[bool, bool]:
+    def _tick(
+        self,
+        flow: TaskFlow,
+        ctx: Mapping[str, Any] | None,
+        after_task: Callable[[TaskFlow], None] | None = None,
+    ) -> tuple[bool, bool]:
         """One tick. Returns (whether any task started or changed status, whether a PENDING
-        task is ready for the next tick)."""
+        task is ready for the next tick). ``after_task(flow)`` is called each time a task
+        finishes (a runner saves there, so a killed runner loses one task at most)."""
         if flow.status in FINISHED:
             return False, False
         data = flow.data
@@ -314,6 +320,8 @@ class FlowEngine:
                     if flow.fail_fast:
                         flow.status = FAILED
                         return True, False
+                if after_task is not None:
+                    after_task(flow)
         return progressed, self._settle(flow)
 
     def _run_handler(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,7 +16,14 @@ from ._errors import EngineError, LeaseLostError
 from ._graph import FAILED, FINISHED, TaskFlow
 from ._store import Claim, FlowStore
 
-__all__ = ["MAX_BACKOFF", "FlowRunner"]
+__all__ = ["DEFAULT_CLAIM_LEASE", "MAX_BACKOFF", "FlowRunner"]
+
+#: How long a claimed flow stays reserved to its runner without a heartbeat (the runner
+#: renews it every third of it while it works on the flow).
+DEFAULT_CLAIM_LEASE = 5.0
+
+#: A flow is saved after a finished task if this many seconds passed since its last save.
+SAVE_EVERY = 0.05
 
 #: The longest pause between retries of :meth:`FlowRunner.run` while the database fails.
 MAX_BACKOFF = 30.0
@@ -28,8 +36,10 @@ class FlowRunner:
 
     Each :meth:`tick` claims up to ``max_flows_per_tick`` unfinished flows for ``lease``
     seconds, ticks each until it is finished or only waits (on a reply, a child run), renewing
-    the lease as it goes, and saves it, releasing the claim in the same statement. A runner that
-    dies mid-tick saves nothing; its flows are claimable again once their lease runs out, and
+    the lease as it goes (a heartbeat thread, every third of the lease), saving it after
+    finished tasks (at most every :data:`SAVE_EVERY` seconds) and at the end, releasing the
+    claim in the same statement. A runner that dies mid-task loses that task (and the quick
+    ones just before it) only; its flows are claimable again once their lease runs out, and
     resume from their last save (so a task may run again: handlers should be idempotent).
 
     ``engine`` defaults to ``FlowEngine(store=store)``, so ``flow`` tasks store their child
@@ -42,7 +52,7 @@ class FlowRunner:
         store: FlowStore,
         engine: FlowEngine | None = None,
         *,
-        lease: float = 30.0,
+        lease: float = DEFAULT_CLAIM_LEASE,
         max_flows_per_tick: int = 10,
         ctx: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
@@ -67,6 +77,7 @@ class FlowRunner:
         self.max_flows_per_tick = max_flows_per_tick
         self.ctx = ctx
         self.clock = clock or store.clock
+        self._heartbeat = _Renewals(store, self.lease)
 
     def tick(self) -> dict[str, int]:
         """One round: claim, run and save up to ``max_flows_per_tick`` flows.
@@ -93,22 +104,29 @@ class FlowRunner:
     def run_claim(self, claim: Claim) -> bool:
         """Tick one claimed flow as far as it goes now, save it and release the claim.
 
-        Returns whether any task started or changed status.
+        A heartbeat thread renews the claim every third of the lease while the flow runs, and
+        the flow is saved as tasks finish: a runner killed mid-flow loses little more than the
+        task it was running. Returns whether any task started or changed status.
         """
         flow = claim.flow
-        renew_after = self.lease / 2
         saved = progressed = False
+        heartbeat = self._heartbeat
+        heartbeat.hold(claim)
+        renew_after = self.lease / 2
         try:
             clock = self.clock
             since = clock.monotonic()
             while True:
-                moved, has_ready = self.engine._tick(flow, self.ctx)
+                moved, has_ready = self.engine._tick(flow, self.ctx, self._save_progress(claim))
                 progressed = progressed or moved
                 if flow.status in FINISHED or not has_ready:
                     break
+                # Renewed on the runner's clock too, for a clock the heartbeat does not see
+                # (a test's fake one).
                 if clock.monotonic() - since > renew_after:
                     self.store.renew_claim(claim, self.lease)
                     since = clock.monotonic()
+            heartbeat.drop(claim)
             try:
                 self.store.save_flow(flow, claim=claim, release=True)
             except LeaseLostError:
@@ -120,10 +138,32 @@ class FlowRunner:
             saved = True
             self.engine.release_replies()
         finally:
+            heartbeat.drop(claim)
             if not saved:
                 self.engine.release_replies(saved=False)
                 self.store.release_claim(claim)
         return progressed
+
+    def _save_progress(self, claim: Claim) -> Callable[[TaskFlow], None]:
+        """What saves ``claim``'s flow, keeping the claim, after a finished task, at most
+        every :data:`SAVE_EVERY` seconds: a killed runner loses that much work at most, and
+        a run of many quick tasks is not saved once per task."""
+        last = time.monotonic()
+
+        def save(flow: TaskFlow) -> None:
+            nonlocal last
+            if flow.status in FINISHED or time.monotonic() - last < SAVE_EVERY:
+                return  # saved (and released) at the end of run_claim, or just now
+            last = time.monotonic()
+            try:
+                self.store.save_flow(flow, claim=claim)
+            except LeaseLostError:
+                raise
+            except EngineError:
+                return  # not storable now: run_claim's final save reports it
+            self.engine.release_replies()
+
+        return save
 
     def _fail_stored(self, claim: Claim, error: str) -> TaskFlow:
         logger.error("flow %s: %s", claim.key, error)
@@ -168,3 +208,53 @@ class FlowRunner:
             backoff = interval
             if not counts["progressed"]:
                 stop.wait(interval)
+
+
+class _Renewals:
+    """Renews the claims a runner holds every third of the lease, from a daemon thread
+    (started with the first claim held, ended once none is held for a few beats): a task may
+    run far longer than the lease without another runner taking its flow over."""
+
+    IDLE_BEATS = 3
+
+    def __init__(self, store: FlowStore, lease: float) -> None:
+        self._store = store
+        self._lease = lease
+        self._held: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, claim: Claim) -> None:
+        with self._lock:
+            self._held[claim.token] = claim
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name="flowplex-claim-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, claim: Claim) -> None:
+        with self._lock:
+            self._held.pop(claim.token, None)
+
+    def _beat(self) -> None:
+        idle = 0
+        wait = threading.Event().wait
+        while True:
+            wait(self._lease / 3)
+            with self._lock:
+                held = list(self._held.values())
+                if not held:
+                    idle += 1
+                    if idle >= self.IDLE_BEATS:
+                        self._thread = None
+                        return
+                    continue
+            idle = 0
+            for claim in held:
+                try:
+                    self._store.renew_claim(claim, self._lease)
+                except LeaseLostError:
+                    self.drop(claim)  # taken over, or saved and released: nothing to renew
+                except Exception as exc:
+                    logger.warning("could not renew the claim on flow %s: %s", claim.key, exc)

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import json
 import sys
 import traceback
 import weakref
@@ -20,7 +21,17 @@ from ..messages import FlowMessage, ReplyMode
 from ._interfaces import KeyInterface
 from ._transport import Transport, run_coroutine_sync
 
-__all__ = ["AtomicFlow", "Flow", "build_flow", "check_state", "error_reply", "run_message"]
+__all__ = [
+    "ORIGIN",
+    "AtomicFlow",
+    "Flow",
+    "build_flow",
+    "check_state",
+    "error_reply",
+    "origin_of",
+    "rollback_state",
+    "run_message",
+]
 
 F = TypeVar("F", bound="Flow")
 
@@ -49,6 +60,10 @@ class Flow:
     #: keep them as documentation only (those of :mod:`flowplex.compat`) set it to False.
     apply_config_interfaces: ClassVar[bool] = True
 
+    #: Whether a run remembers where its conversation started (see :func:`origin_of`): set
+    #: by flows whose requests come back to them as pushed replies (composites).
+    keeps_origin: ClassVar[bool] = False
+
     def __init__(
         self, flow_config: Mapping[str, Any], flow_state: Mapping[str, Any] | None = None
     ) -> None:
@@ -76,6 +91,8 @@ class Flow:
                 self.flow_config.get("output_interface"), f"{self.name}.output_interface"
             )
         self._transport: Transport | None = None
+        # The conversation the running message belongs to (see origin_of); set per run.
+        self._origin: dict[str, Any] | None = None
         self.flow_state: dict[str, Any] = {}
         self.set_up_flow_state()
         if flow_state:
@@ -205,6 +222,12 @@ class Flow:
                 f"{self.name} is not attached to a runtime: run it with flowplex.LocalRuntime / "
                 f"flowplex.run_local, or serve it."
             )
+        origin = self._origin
+        if origin is not None and message.reply_data == origin.get("reply_data"):
+            # The conversation's caller is answered: requests sent after this (the next
+            # request the flow kept waiting, say) start a conversation it does not know the
+            # caller of, so their failures are no longer this caller's.
+            self._origin = None
         self._transport.send_reply(message.without_private_keys())
 
     def __repr__(self) -> str:
@@ -322,6 +345,8 @@ def run_message(flow: Flow, message: FlowMessage) -> None:
     before the next (see :func:`pack_messages`). Exceptions propagate; the runtime turns them
     into an :func:`error_reply`.
     """
+    if flow.keeps_origin:
+        flow._origin = origin_of(message, flow.flow_state)
     unpack_messages(flow.flow_state)
     data = message.data
     if flow._input_interface is not None and not message.is_reply:
@@ -358,25 +383,62 @@ def check_state(flow: Flow) -> str:
         raise
 
 
+#: The ``reply_data`` key of a pushed request that says where its conversation started.
+ORIGIN = "origin"
+
+
+def origin_of(message: FlowMessage, state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Where the conversation ``message`` belongs to started, for the requests a composite
+    sends while handling it with ``get_reply``: ``{"reply_data": <the original request's>,
+    "state": <the composite's state before it>}``.
+
+    A request starts a conversation (``state`` is the state it runs on, as stored); a pushed
+    reply carries the origin of the request that asked for it. So whatever step of a
+    non-blocking conversation fails, the runtime answers the original caller with the error
+    and puts the composite back in the state from before the conversation.
+    """
+    if message.is_reply:
+        origin = message.reply_data.get(ORIGIN)
+        return origin if isinstance(origin, dict) else None
+    try:
+        before: Any = json.loads(dumps(state))
+    except (TypeError, ValueError):
+        before = None  # not stored as it is (a caller's own state): nothing to roll back to
+    return {"reply_data": message.reply_data, "state": before}
+
+
+def rollback_state(message: FlowMessage) -> dict[str, Any] | None:
+    """The state a composite goes back to when it fails on the pushed reply ``message``: its
+    state from before the conversation began (None: keep the stored one)."""
+    if not message.is_reply:
+        return None
+    origin = message.reply_data.get(ORIGIN)
+    state = origin.get("state") if isinstance(origin, dict) else None
+    return state if isinstance(state, dict) else None
+
+
 def error_reply(
     message: FlowMessage, exc: BaseException | str, src_flow: str, src_flow_id: str
 ) -> FlowMessage:
     """The error reply to ``message``: ``data={"error": ...}`` plus a structured ``error`` field.
 
     Nobody waits for an answer to a reply, so the error reply to a *reply* (a failure while
-    handling a pushed reply) is addressed to no one: the runtime logs it instead of routing it,
-    which would send it straight back to the failing flow.
+    handling a pushed reply) goes to the caller whose request started the conversation
+    (the reply's ``origin``, see :func:`origin_of`), or, without one, to no one: the runtime
+    logs it instead of routing it, which would send it straight back to the failing flow.
     """
     if isinstance(exc, BaseException):
         kind, text = type(exc).__name__, str(exc) or type(exc).__name__
         trace = "".join(traceback.format_exception(exc))
     else:
         kind, text, trace = "FlowError", str(exc), ""
-    reply_data = (
-        {"mode": ReplyMode.NO_REPLY.value}
-        if message.is_reply
-        else copy.deepcopy(message.reply_data)
-    )
+    if message.is_reply:
+        origin = message.reply_data.get(ORIGIN)
+        routed = origin.get("reply_data") if isinstance(origin, dict) else None
+        no_reply = {"mode": ReplyMode.NO_REPLY.value}
+        reply_data = copy.deepcopy(routed) if isinstance(routed, dict) else no_reply
+    else:
+        reply_data = copy.deepcopy(message.reply_data)
     return FlowMessage(
         data={"error": f"{kind}: {text}"},
         src_flow=src_flow,

@@ -113,6 +113,7 @@ class CompositeFlow(Flow):
         *Flow.REQUIRED_CONFIG_KEYS,
         "subflows_config",
     )
+    keeps_origin = True
 
     def __init__(
         self, flow_config: Mapping[str, Any], flow_state: Mapping[str, Any] | None = None

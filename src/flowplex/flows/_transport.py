@@ -222,6 +222,10 @@ class FlowProxy:
             "user_id": self._transport.user_id,
             "flow_id": self._owner.get_instance_id(),
         }
+        # Where the owner's conversation started: a failure on the reply answers that caller.
+        origin = getattr(self._owner, "_origin", None)
+        if origin is not None:
+            reply_data["origin"] = origin
         self._send(message, reply_data)
 
     def _send(self, message: FlowMessage, reply_data: dict[str, Any]) -> None:

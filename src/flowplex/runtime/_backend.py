@@ -15,6 +15,9 @@ Queue semantics every backend guarantees:
   backend's :attr:`~Backend.clock`) and counts the delivery. A message whose lease expires
   is claimable again (the worker died), against the state as it was: nothing of the failed
   run was committed.
+- **Heartbeats.** A worker extends the leases of the messages it runs
+  (:meth:`Backend.extend_lease`) while it runs them, so a lease may be short (a dead worker's
+  message is retried within seconds) and a long run is never delivered twice.
 - **Atomic completion.** :meth:`Backend.complete` removes the message, writes the new state,
   enqueues what the run sent and stores the replies in one transaction, and only if the lease
   is still held by the caller.
@@ -231,6 +234,14 @@ class Backend(ABC):
         """Store a new user."""
 
     @abstractmethod
+    def add_user_below(self, user: UserRecord, count: int) -> bool:
+        """Store ``user`` only if the node has fewer than ``count`` users; whether it did.
+
+        Atomic across processes: processes starting on a fresh database at once create
+        ``count`` users between them, not ``count`` each.
+        """
+
+    @abstractmethod
     def list_users(self) -> list[UserRecord]:
         """Every user, oldest first."""
 
@@ -354,6 +365,17 @@ class Backend(ABC):
             )
             for c in completions
         ]
+
+    @abstractmethod
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        """Keep ``delivery`` leased until ``lease_seconds`` from now (on :attr:`clock`): the
+        heartbeat of a worker still running it. False (and no change) if the lease is no
+        longer held (the message was completed, released, or claimed by another worker)."""
+
+    @abstractmethod
+    def take_queued(self, flow_id: str) -> list[str]:
+        """Remove the messages queued for ``flow_id`` that no worker holds, and return their
+        bodies, oldest first: a deleted instance's messages, for its node to answer at once."""
 
     @abstractmethod
     def release(self, delivery: Delivery) -> None:

@@ -15,15 +15,30 @@ import asyncio
 import copy
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
 from .._json import dumps
-from ..errors import ConfigurationError, MessagingError, RemoteError, UnknownInstanceError
-from ..flows import Flow, InstanceAddress, build_flow, error_reply, run_message
+from ..errors import (
+    ConfigurationError,
+    MessagingError,
+    RemoteError,
+    StorageUnwritableError,
+    UnknownInstanceError,
+)
+from ..flows import (
+    Flow,
+    InstanceAddress,
+    build_flow,
+    error_reply,
+    rollback_state,
+    run_message,
+)
 from ..messages import FlowMessage, ReplyMode, new_id
 from ._backend import (
+    Backend,
     Completion,
     DeadLetter,
     Delivery,
@@ -35,7 +50,13 @@ from ._backend import (
 from ._client import never_arrives
 from ._node import Node, build_outgoing
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_DELIVERIES", "DispatchWorker", "Dispatcher"]
+__all__ = [
+    "DEFAULT_FLOW_CACHE_SIZE",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_DELIVERIES",
+    "DispatchWorker",
+    "Dispatcher",
+]
 
 logger = logging.getLogger("flowplex.worker")
 
@@ -48,10 +69,13 @@ QUICK_RUN = 0.002
 #: What runs once a batch's completion is committed: ``done(ok, unknown_flow_ids)``.
 _Done = Callable[[bool, list[str]], None]
 
-#: How long a claimed message stays leased to a worker before another may take it.
-DEFAULT_LEASE_SECONDS = 60.0
+#: How long a claimed message stays leased to a worker without a heartbeat before another may
+#: take it (the worker extends it every third of it while the message runs).
+DEFAULT_LEASE_SECONDS = 5.0
 #: Deliveries of one message before it is answered with an error and dead-lettered.
 DEFAULT_MAX_DELIVERIES = 5
+#: Flows a dispatcher keeps built between messages (the most recently run instances').
+DEFAULT_FLOW_CACHE_SIZE = 1024
 
 SECRET_PLACEHOLDER = "???"
 
@@ -185,7 +209,9 @@ class Dispatcher:
     """Claims and runs messages of one dispatch point (of one user's instances, or all).
 
     ``clock`` (default: the backend's) times the waits of flows for their replies; the
-    backend's clock times the leases.
+    backend's clock times the leases, which a heartbeat extends while their messages run.
+    ``cache_size`` bounds the flows kept built between messages (least recently run go
+    first; 0 keeps none).
     """
 
     def __init__(
@@ -199,6 +225,7 @@ class Dispatcher:
         batch_size: int = DEFAULT_BATCH_SIZE,
         *,
         clock: Clock | None = None,
+        cache_size: int = DEFAULT_FLOW_CACHE_SIZE,
     ) -> None:
         if not isinstance(dispatch_point, str) or not dispatch_point:
             raise ConfigurationError("dispatch_point must be a non-empty string.")
@@ -206,6 +233,8 @@ class Dispatcher:
             raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}.")
         if max_deliveries < 1:
             raise ConfigurationError(f"max_deliveries must be >= 1, got {max_deliveries!r}.")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigurationError(f"cache_size must be an integer >= 0, got {cache_size!r}.")
         self.node = node
         self.dispatch_point = dispatch_point
         self.user_id = user_id
@@ -215,13 +244,18 @@ class Dispatcher:
         self.batch_size = batch_size
         self.clock = clock or node.backend.clock
         self.stopping = False
-        # Flows kept between messages, keyed by instance; reused while the stored
-        # state_version matches (nobody else committed state meanwhile). With each, the JSON
-        # of the state it committed: a run that leaves the state as it was saves nothing.
-        self._flows: dict[str, tuple[int, Flow, str]] = {}
+        # Flows kept between messages, keyed by instance, least recently used first; reused
+        # while the stored state_version matches (nobody else committed state meanwhile). With
+        # each, the JSON of the state it committed: a run that leaves the state as it was
+        # saves nothing. Bounded, and forgotten when the instance is deleted, so a
+        # long-running worker's memory follows the instances it runs now, not every one it
+        # ever ran (as are the run times below).
+        self._flows: OrderedDict[str, tuple[int, Flow, str]] = OrderedDict()
+        self.cache_size = cache_size
+        self._heartbeat = Heartbeat(node.backend, lease_seconds)
         # How long each instance's runs took here lately (the longest recent run, decaying),
         # for waits with a deadline, which run only messages expected to fit (run_batch).
-        self._run_seconds: dict[str, float] = {}
+        self._run_seconds: OrderedDict[str, float] = OrderedDict()
         # Per thread (helpers run this dispatcher's messages too): the completions of the
         # batch being run, committed together (None: each commits as it finishes).
         self._local = threading.local()
@@ -243,19 +277,27 @@ class Dispatcher:
         deliveries = self.node.backend.claim(
             self.dispatch_point, self.user_id, self.lease_seconds, limit or self.batch_size
         )
-        kept = self._keep(deliveries, within)
-        outer = getattr(self._local, "pending", None)
-        self._local.pending = [] if len(kept) > 1 else None
+        if not deliveries:
+            return 0
+        # Leases extended until the completions are committed (with the batch, at its flush).
+        heartbeat = self._heartbeat
+        heartbeat.hold(deliveries)
         try:
-            for i, delivery in enumerate(kept):
-                if self.stopping:
-                    for rest in kept[i:]:
-                        self.node.backend.release(rest)
-                    return i
-                self.process(delivery)
+            kept = self._keep(deliveries, within)
+            outer = getattr(self._local, "pending", None)
+            self._local.pending = [] if len(kept) > 1 else None
+            try:
+                for i, delivery in enumerate(kept):
+                    if self.stopping:
+                        for rest in kept[i:]:
+                            self.node.backend.release(rest)
+                        return i
+                    self.process(delivery)
+            finally:
+                self.flush()
+                self._local.pending = outer
         finally:
-            self.flush()
-            self._local.pending = outer
+            heartbeat.drop(*deliveries)
         return len(kept)
 
     def _keep(self, deliveries: list[Delivery], within: float | None) -> list[Delivery]:
@@ -304,21 +346,26 @@ class Dispatcher:
         done(ok, unknown)
 
     def _ran(self, flow_id: str, took: float) -> None:
-        last = self._run_seconds.get(flow_id)
-        self._run_seconds[flow_id] = took if last is None or took >= last else (last + took) / 2
+        times = self._run_seconds
+        last = times.pop(flow_id, None)
+        times[flow_id] = took if last is None or took >= last else (last + took) / 2
+        while len(times) > max(self.cache_size, 1):
+            times.popitem(last=False)
 
-    def process(self, delivery: Delivery) -> None:
-        """Run one delivery and commit its outcome."""
+    def _runnable(self, delivery: Delivery) -> tuple[FlowMessage, InstanceRecord] | None:
+        """The message of ``delivery`` and its instance, or None when the delivery cannot run
+        and was answered here (unreadable, unknown instance, delivered too often)."""
         try:
             message = FlowMessage.from_json(delivery.body)
         except MessagingError as exc:
             self._dead_letter(delivery, None, f"unreadable message: {exc}")
-            return
+            return None
         instance = delivery.instance
         if instance is None:
+            self.forget(delivery.flow_id)
             missing = UnknownInstanceError(f"Unknown flow instance {delivery.flow_id}.")
             self._commit_failure(delivery, message, missing, "unknown")
-            return
+            return None
         if delivery.deliveries > self.max_deliveries:
             text = (
                 f"message {message.message_id} to flow instance {delivery.flow_id} was delivered "
@@ -326,7 +373,15 @@ class Dispatcher:
                 f"died or lost its lease); giving up after max_deliveries={self.max_deliveries}."
             )
             self._dead_letter(delivery, message, text)
+            return None
+        return message, instance
+
+    def process(self, delivery: Delivery) -> None:
+        """Run one delivery and commit its outcome."""
+        runnable = self._runnable(delivery)
+        if runnable is None:
             return
+        message, instance = runnable
         try:
             flow, saved = self._flow_for(instance)
         except Exception as exc:
@@ -337,6 +392,9 @@ class Dispatcher:
         started = self.clock.monotonic()
         try:
             run_message(flow, message)
+            # Encoding what the run sent can fail too (a reply holding a set): that is the
+            # run's failure, answered to its caller, not the worker's.
+            envelopes, records, sent = build_outgoing(context.requests, context.replies)
         except RemoteError as exc:
             self._flows.pop(instance.flow_id, None)
             self._remote_failure(delivery, message, exc, flow.name)
@@ -345,7 +403,8 @@ class Dispatcher:
             self._flows.pop(instance.flow_id, None)
             duration = self.clock.monotonic() - started
             self._ran(instance.flow_id, duration)
-            self._commit_failure(delivery, message, exc, flow.name, duration)
+            rollback = None if instance.parallel_dispatch else rollback_state(message)
+            self._commit_failure(delivery, message, exc, flow.name, duration, rollback)
             return
         duration = self.clock.monotonic() - started
         self._ran(instance.flow_id, duration)
@@ -354,7 +413,6 @@ class Dispatcher:
             state_json = dumps(flow.flow_state)
             if state_json != saved:
                 state = flow.flow_state
-        envelopes, records, sent = build_outgoing(context.requests, context.replies)
         log = LogEntry(
             delivery.flow_id,
             delivery.body,
@@ -373,9 +431,12 @@ class Dispatcher:
                     instance.flow_id,
                 )
                 return
-            if not instance.parallel_dispatch:
+            if not instance.parallel_dispatch and self.cache_size:
                 version = instance.state_version + (state is not None)
-                self._flows[instance.flow_id] = (version, flow, state_json)
+                flows = self._flows
+                flows[instance.flow_id] = (version, flow, state_json)
+                while len(flows) > self.cache_size:
+                    flows.popitem(last=False)
             if unknown:
                 self.node.answer_undeliverable(unknown, sent)
 
@@ -396,6 +457,16 @@ class Dispatcher:
             exc,
             self.lease_seconds,
         )
+
+    @property
+    def cached_flows(self) -> int:
+        """How many flows this dispatcher keeps between messages now."""
+        return len(self._flows)
+
+    def forget(self, flow_id: str) -> None:
+        """Drop what this dispatcher keeps for ``flow_id`` (its instance was deleted)."""
+        self._flows.pop(flow_id, None)
+        self._run_seconds.pop(flow_id, None)
 
     def _flow_for(self, instance: InstanceRecord) -> tuple[Flow, str | None]:
         """The flow to run a message of ``instance`` and the JSON of the state it holds as
@@ -423,7 +494,10 @@ class Dispatcher:
         exc: BaseException,
         src_flow: str,
         duration: float = 0.0,
+        state: dict[str, Any] | None = None,
     ) -> None:
+        """Answer ``message`` with the error ``exc``, keeping the stored state (or putting
+        back ``state``: a failed conversation's starting point)."""
         reply = error_reply(message, exc, src_flow, delivery.flow_id)
         envelopes, records, sent = build_outgoing((), [reply])
         log = LogEntry(
@@ -436,7 +510,7 @@ class Dispatcher:
             duration,
         )
         ok, unknown = self.node.backend.complete(
-            delivery, state=None, envelopes=envelopes, replies=records, log=log
+            delivery, state=state, envelopes=envelopes, replies=records, log=log
         )
         if ok and unknown:
             self.node.answer_undeliverable(unknown, sent)
@@ -482,6 +556,73 @@ def _reply_text(
     return None
 
 
+class Heartbeat:
+    """Extends the leases of the messages a dispatcher holds, every third of the lease, from
+    a daemon thread of its own (started with the first message held, ended when none is held
+    for a while), so that a message is redelivered only when its worker is gone, however long
+    it runs."""
+
+    #: Idle beats before the thread ends (a new message starts it again).
+    IDLE_BEATS = 3
+    #: The longest pause between beats, in seconds.
+    MAX_BEAT = 2.0
+
+    def __init__(self, backend: Backend, lease_seconds: float) -> None:
+        self.backend = backend
+        self.lease_seconds = lease_seconds
+        # At least every MAX_BEAT seconds, so that the thread of a dispatcher with a very long
+        # lease (a LocalRuntime's) still notices it is idle and ends.
+        self.interval = min(lease_seconds / 3, self.MAX_BEAT)
+        self._held: dict[tuple[int, str], Delivery] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, deliveries: Sequence[Delivery]) -> None:
+        """Keep ``deliveries`` leased until dropped."""
+        with self._lock:
+            for d in deliveries:
+                self._held[(d.seq, d.lease)] = d
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name=f"flowplex-heartbeat-{new_id()[:8]}", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, *deliveries: Delivery) -> None:
+        """Stop extending ``deliveries`` (completed or released)."""
+        with self._lock:
+            for d in deliveries:
+                self._held.pop((d.seq, d.lease), None)
+
+    @property
+    def held(self) -> int:
+        """How many messages are held now."""
+        return len(self._held)
+
+    def _beat(self) -> None:
+        idle = 0
+        wait = threading.Event().wait
+        while True:
+            wait(self.interval)
+            with self._lock:
+                held = list(self._held.values())
+                if not held:
+                    idle += 1
+                    if idle >= self.IDLE_BEATS:
+                        self._thread = None
+                        return
+                    continue
+            idle = 0
+            for delivery in held:
+                try:
+                    if not self.backend.extend_lease(delivery, self.lease_seconds):
+                        self.drop(delivery)  # gone to another worker: its commit will fail
+                except Exception as exc:
+                    # The database is away for a moment (or closed): the next beat tries
+                    # again; the lease runs out only if it stays away.
+                    logger.warning("could not extend the lease of a message: %s", exc)
+
+
 class DispatchWorker(threading.Thread):
     """A daemon thread running a :class:`Dispatcher` until :meth:`stop`.
 
@@ -489,7 +630,9 @@ class DispatchWorker(threading.Thread):
     message in hand and gives back what it claimed but did not start.
     """
 
-    def __init__(self, dispatcher: Dispatcher, idle_wait: float = 1.0) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, idle_wait: float = 1.0, *, log_fatal: bool = True
+    ) -> None:
         super().__init__(
             name=f"flowplex-dispatch-{dispatcher.dispatch_point}-{new_id()[:8]}", daemon=True
         )
@@ -497,6 +640,10 @@ class DispatchWorker(threading.Thread):
         self.idle_wait = idle_wait
         self._stop_event = threading.Event()
         self.processed = 0
+        #: Why the worker stopped by itself: the database cannot be written (None otherwise).
+        #: Logged as an error, unless ``log_fatal`` is False (its starter reports it).
+        self.fatal: StorageUnwritableError | None = None
+        self._log_fatal = log_fatal
 
     def run(self) -> None:
         """The worker loop (called by ``start``)."""
@@ -516,10 +663,20 @@ class DispatchWorker(threading.Thread):
                     self._stop_event.wait(defer)
                 try:
                     count = self.dispatcher.run_batch()
-                except Exception:
+                except StorageUnwritableError as exc:
+                    # Retrying cannot help (read-only, disk full, the file gone): stop and
+                    # say why, once, for whoever runs the worker to see.
+                    self.fatal = exc
+                    if self._log_fatal:
+                        logger.error("dispatch worker stopped: %s", exc)
+                    break
+                except Exception as exc:
                     if self._stop_event.is_set() or node.closed:
                         break
-                    logger.exception("dispatch worker error; retrying")
+                    # The database is away for a moment (a restart, a lock): one line each
+                    # time, the traceback only when asked for.
+                    logger.warning("dispatch worker error, retrying: %s", exc)
+                    logger.debug("dispatch worker error", exc_info=True)
                     self._stop_event.wait(0.5)
                     continue
                 self.processed += count

@@ -169,6 +169,24 @@ class Node:
         logger.info("created user %s", pair.user_id)
         return Client(self, pair)
 
+    def _add_user_below(self, count: int) -> bool:
+        """:meth:`add_user`, only if the node has fewer than ``count`` users (atomically
+        across processes); whether it did."""
+        pair = generate_key_pair()
+        where = self.keys_dir
+        key_file = None if where is None else where / f"{pair.user_id}.pem"
+        if key_file is not None:
+            # Saved first, so that a user is never stored without its key.
+            save_key_pair(key_file, pair)
+        if not self.backend.add_user_below(UserRecord(pair.user_id, time.time()), count):
+            if key_file is not None:
+                key_file.unlink(missing_ok=True)
+            return False
+        with self._lock:
+            self._keys[pair.user_id] = pair
+        logger.info("created user %s", pair.user_id)
+        return True
+
     def has_user(self, user_id: str) -> bool:
         """True if ``user_id`` is a user of this node."""
         return any(u.user_id == user_id for u in self.backend.list_users())
@@ -287,6 +305,8 @@ class Node:
         ids = self.backend.delete_endpoint(user_id, endpoint)
         for flow_id in ids:
             logger.info("deleted flow instance %s", flow_id)
+            self._forget(flow_id)
+            self._answer_queued(flow_id)
         logger.info("deleted endpoint %s", endpoint)
         return ids
 
@@ -296,7 +316,35 @@ class Node:
         if record is None or not self.backend.delete_instance(record.flow_id):
             return False
         logger.info("deleted flow instance %s", flow_id)
+        self._forget(record.flow_id)
+        self._answer_queued(record.flow_id)
         return True
+
+    def _forget(self, flow_id: str) -> None:
+        """Let this process's dispatchers drop what they keep for the deleted ``flow_id``."""
+        with self._lock:
+            dispatchers = [w.dispatcher for w in self._workers] + self._caller_dispatchers
+        for dispatcher in dispatchers:
+            dispatcher.forget(flow_id)
+
+    def _answer_queued(self, flow_id: str) -> None:
+        """Answer at once, with an error, the messages queued for the deleted ``flow_id`` that
+        no worker holds (rather than leave their callers waiting for some worker to claim
+        them). One held by a worker is answered by that worker."""
+        from ..flows import error_reply
+
+        answers = []
+        for body in self.backend.take_queued(flow_id):
+            try:
+                message = FlowMessage.from_json(body)
+            except MessagingError:
+                continue  # nobody to answer
+            exc = UnknownInstanceError(
+                f"Unknown flow instance {flow_id}: it was deleted before it ran this message."
+            )
+            answers.append(error_reply(message, exc, "unknown", flow_id))
+        if answers:
+            self.deliver(replies=answers)
 
     def instance_metadata(self, user_id: str, flow_id: str) -> dict[str, str] | None:
         """``{"flow_endpoint", "user_id"}`` of an instance ``user_id`` serves, else None.
@@ -490,7 +538,8 @@ class Node:
     def answer_undeliverable(
         self, unknown: list[str], sent: Sequence[tuple[str, FlowMessage]]
     ) -> None:
-        """Send an error reply for each message addressed to an instance that does not exist."""
+        """Send an error reply for each message addressed to an instance that does not exist
+        (for a reply pushed to a deleted composite: to the caller its conversation began with)."""
         from ..errors import UnknownInstanceError
         from ..flows import error_reply
 
@@ -499,7 +548,7 @@ class Node:
         for flow_id, message in sent:
             if flow_id not in missing:
                 continue
-            if message.is_reply:
+            if message.is_reply and not message.reply_data.get("origin"):
                 logger.warning(
                     "dropped a reply to deleted flow instance %s (from %s)",
                     flow_id,
@@ -612,7 +661,12 @@ def start_node_with_users(
     node = open_node(db, path)
     clients = node.users()
     while len(clients) < num_users:
-        clients.append(node.add_user())
+        # Several processes may start on a fresh database at once: between them they create
+        # the users missing, not that many each (users whose keys are elsewhere, not in this
+        # process's reach, do not count).
+        stored = len(node.backend.list_users())
+        node._add_user_below(stored + num_users - len(clients))
+        clients = node.users()
     return clients[:num_users]
 
 

@@ -62,6 +62,12 @@ _ENDPOINT_COLUMNS = (
 # Ties on created_at are broken by the key, the same way on both databases.
 _QUERIES = {
     "add_user": "INSERT INTO users (user_id, created_at) VALUES (?, ?)",
+    # One statement, run where no other process can add a user meanwhile (the backends'
+    # _users_locked: SQLite's write lock, a PostgreSQL table lock).
+    "add_user_below": (
+        "INSERT INTO users (user_id, created_at) SELECT ?, ? "
+        "WHERE (SELECT count(*) FROM users) < ? RETURNING 1"
+    ),
     "list_users": "SELECT user_id, created_at FROM users ORDER BY created_at, user_id",
     # Insert, or serve again an unserved endpoint with the new settings (keeping created_at); a
     # served one is left alone and returns no row.
@@ -128,6 +134,11 @@ RETURNING 1
     "take_reply": "DELETE FROM replies WHERE future_id = ? RETURNING body",
     "save_state": (
         "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
+    ),
+    # A deleted instance's messages nobody holds (answered by the node at once).
+    "take_queued": (
+        "DELETE FROM messages WHERE flow_id = ? AND (lease IS NULL OR lease_until <= ?) "
+        "RETURNING seq, body"
     ),
     "add_dead": (
         "INSERT INTO dead_letters (flow_id, body, error, deliveries, created_at) "
@@ -310,6 +321,16 @@ class SQLBackend(Backend):
         except DuplicateKeyError:
             raise DuplicateKeyError(f"user {user.user_id} exists already") from None
 
+    def add_user_below(self, user: UserRecord, count: int) -> bool:
+        """Store ``user`` only if there are fewer than ``count`` users (atomically)."""
+        params = (user.user_id, user.created_at, count)
+        with self._users_locked() as conn:
+            return conn.execute(self.sql["add_user_below"], params).fetchone() is not None
+
+    def _users_locked(self) -> AbstractContextManager[Any]:
+        """A write transaction no other process adds a user in until it ends."""
+        return self._write()
+
     def list_users(self) -> list[UserRecord]:
         """Every user, oldest first."""
         with self._read() as conn:
@@ -426,6 +447,12 @@ class SQLBackend(Backend):
         with self._write_one() as conn:
             row = conn.execute(self.sql["take_reply"], (future_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def take_queued(self, flow_id: str) -> list[str]:
+        """Remove the messages queued for ``flow_id`` that no worker holds; their bodies."""
+        with self._write() as conn:
+            rows = conn.execute(self.sql["take_queued"], (flow_id, self.clock.time())).fetchall()
+        return [str(body) for _, body in sorted(rows)]
 
     def _has_reply(self, future_id: str) -> bool:
         with self._read() as conn:

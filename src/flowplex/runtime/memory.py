@@ -90,6 +90,15 @@ class MemoryBackend(Backend):
                 raise DuplicateKeyError(f"user {user.user_id} exists already")
             self._users.append(user)
 
+    def add_user_below(self, user: UserRecord, count: int) -> bool:
+        with self._lock:
+            if len(self._users) >= count:
+                return False
+            if any(u.user_id == user.user_id for u in self._users):
+                raise DuplicateKeyError(f"user {user.user_id} exists already")
+            self._users.append(user)
+            return True
+
     def list_users(self) -> list[UserRecord]:
         with self._lock:
             return list(self._users)
@@ -315,6 +324,28 @@ class MemoryBackend(Backend):
                 points.add(queue[0].dispatch_point)  # the next message became claimable
         self._notify(points, replies)
         return True, unknown
+
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        now = self.clock.time()
+        with self._lock:
+            msg = _find(self._queues.get(delivery.flow_id), delivery.seq)
+            if msg is None or msg.lease != delivery.lease:
+                return False
+            msg.lease_until = now + lease_seconds
+            return True
+
+    def take_queued(self, flow_id: str) -> list[str]:
+        now = self.clock.time()
+        with self._lock:
+            queue = self._queues.get(flow_id)
+            if not queue:
+                return []
+            taken = [m for m in queue if m.lease is None or m.lease_until <= now]
+            for msg in taken:
+                queue.remove(msg)
+            if not queue:
+                del self._queues[flow_id]
+            return [m.body for m in taken]
 
     def release(self, delivery: Delivery) -> None:
         with self._lock:

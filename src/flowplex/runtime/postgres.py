@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -201,6 +201,11 @@ WITH promoted AS (
 SELECT p.dispatch_point FROM promoted AS p
 CROSS JOIN LATERAL pg_notify('{MESSAGES_CHANNEL}', p.dispatch_point)
 """
+_EXTEND = f"""
+UPDATE messages SET lease_until = {_NOW} + %(seconds)s
+WHERE seq = %(seq)s AND lease = %(lease)s
+RETURNING 1
+"""
 _RELEASE = f"""
 WITH released AS (
     UPDATE messages
@@ -312,6 +317,13 @@ class PostgresBackend(SQLBackend):
         """A connection in one pipelined transaction; statements whose results are not read
         inside the block all travel in the round trip of the COMMIT."""
         return _Use(self, transaction=True, durable=True)
+
+    @contextlib.contextmanager
+    def _users_locked(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction holding the users table against other writers (readers go on)."""
+        with self._transaction() as conn:
+            conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            yield conn
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -449,6 +461,17 @@ class PostgresBackend(SQLBackend):
         if put.replies:
             self._signals.replies([r.future_id for r in put.replies])
         return unknown
+
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        """Keep ``delivery`` leased ``lease_seconds`` from now; False if no longer held."""
+        params = {
+            "seq": delivery.seq,
+            "lease": delivery.lease,
+            "seconds": lease_seconds,
+            "now": None if self._lease_clock is None else self._lease_clock.time(),
+        }
+        with self._write_one() as conn:
+            return conn.execute(_EXTEND, params).fetchone() is not None
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""

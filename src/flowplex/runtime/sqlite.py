@@ -22,16 +22,18 @@ latency, never a message.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ..db import DatabaseURL, connect_sqlite, translate_error
-from ..errors import ConfigurationError, DuplicateKeyError
+from ..errors import ConfigurationError, DuplicateKeyError, StorageUnwritableError
 from ._backend import (
     RECEIVED_KEEP,
     RECEIVED_PRUNE_EVERY,
@@ -110,6 +112,7 @@ RETURNING parallel, (
 )
 """
 _PROMOTE = "UPDATE messages SET head = 1 WHERE seq = ? RETURNING dispatch_point"
+_EXTEND = "UPDATE messages SET lease_until = ? WHERE seq = ? AND lease = ?"
 _RELEASE = """
 UPDATE messages SET lease = NULL, lease_until = 0, deliveries = max(0, deliveries - 1)
 WHERE seq = ? AND lease = ?
@@ -158,6 +161,9 @@ class SQLiteBackend(SQLBackend):
             conn.close()
             self._watch.close()
             raise translate_error(exc, self._where) from exc
+        # The file as opened: a write finding another file (or none) at the path fails
+        # loudly instead of going into an unlinked file nobody will read again.
+        self._file_id = _file_id(self.path)
         self._watch_lock = threading.Lock()
         self._last_poll = time.monotonic()
         self._poll_every = EXTERNAL_POLL_SECONDS
@@ -184,6 +190,20 @@ class SQLiteBackend(SQLBackend):
                 self._pool.append(conn)
                 return
         conn.close()
+
+    def _check_file(self) -> None:
+        """Raise :class:`StorageUnwritableError` if the database file was deleted or replaced
+        since this backend opened it (one ``stat``: cheap enough for every write)."""
+        try:
+            now = _file_id(self.path)
+        except FileNotFoundError:
+            now = None
+        if now != self._file_id:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StorageUnwritableError(
+                f"{self._where}: the database file was {what} while this process had it "
+                f"open; stop it and start it again on the right file."
+            )
 
     def _read(self) -> _Use:
         return _Use(self, write=False)
@@ -255,6 +275,9 @@ class SQLiteBackend(SQLBackend):
     def _claim(
         self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
     ) -> list[ClaimedRow]:
+        # Idle workers only read: they look at the file here, so that one whose file went
+        # away stops too, not just one that writes.
+        self._check_file()
         key = (dispatch_point, user_id)
         if key in self._idle:
             # The last claim here may have taken the last message: look before taking the
@@ -307,6 +330,13 @@ class SQLiteBackend(SQLBackend):
             unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
         self._notify(points, outcome.replies)
         return True, unknown
+
+    def extend_lease(self, delivery: Delivery, lease_seconds: float) -> bool:
+        """Keep ``delivery`` leased ``lease_seconds`` from now; False if no longer held."""
+        with self._write_one() as conn:
+            until = self.clock.time() + lease_seconds
+            cursor = conn.execute(_EXTEND, (until, delivery.seq, delivery.lease))
+            return bool(cursor.rowcount > 0)
 
     def _complete_many(
         self, items: Sequence[tuple[Delivery, Outcome]]
@@ -438,6 +468,7 @@ class _Use(Call[sqlite3.Connection]):
     def _begin(self, conn: sqlite3.Connection) -> None:
         if self._write:
             self._backend._write_lock.acquire()
+            self._backend._check_file()
             if not self._single:
                 conn.execute("BEGIN IMMEDIATE")
 
@@ -494,6 +525,12 @@ def _put(
     if replies:
         conn.executemany(_PUT_REPLY, [(r.future_id, r.body, now) for r in replies])
     return unknown
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    """The (device, inode) of the file at ``path``."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
 
 
 @functools.cache

@@ -44,11 +44,14 @@ def start_dispatch_workers(
     secrets: Mapping[str, Any] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+    log_fatal: bool = True,
 ) -> list[DispatchWorker]:
     """Start ``count`` dispatch worker threads on ``node`` (``node.close()`` stops them).
 
     They run the messages of ``dispatch_point`` for every user's instances, or only
-    ``user_id``'s; ``secrets`` fill the ``"???"`` config values at run time.
+    ``user_id``'s; ``secrets`` fill the ``"???"`` config values at run time. A worker that
+    finds the database unwritable stops, with the error in its ``fatal`` (and logged, unless
+    ``log_fatal`` is False).
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ConfigurationError(f"the number of workers must be 0 or more, got {count!r}.")
@@ -56,6 +59,7 @@ def start_dispatch_workers(
         DispatchWorker(
             Dispatcher(node, dispatch_point, user_id, secrets, lease_seconds, max_deliveries),
             idle_wait=IDLE_WAIT,
+            log_fatal=log_fatal,
         )
         for _ in range(count)
     ]

@@ -169,6 +169,17 @@ def check_duplicate_user_rejected(open_backend: Opener) -> None:
         assert b.list_users() == [first]
 
 
+def check_add_user_below(open_backend: Opener) -> None:
+    """add_user_below stores a user only while there are fewer than ``count``."""
+    with opened(open_backend) as b:
+        users = [UserRecord(f"{i:064x}", _t()) for i in (1, 2, 3)]
+        assert b.add_user_below(users[0], 1) is True
+        assert b.add_user_below(users[1], 1) is False
+        assert b.add_user_below(users[1], 2) is True
+        assert b.add_user_below(users[2], 2) is False
+        assert b.list_users() == users[:2]
+
+
 # -- endpoints ----------------------------------------------------------------------------------
 
 
@@ -427,6 +438,48 @@ def check_lease_expiry(open_backend: Opener) -> None:
         again = b.claim(DP, None, 30, 10)
         assert [(d.seq, d.body, d.deliveries) for d in again] == [(first.seq, "m", 2)]
         assert again[0].lease != first.lease
+
+
+def check_extend_lease(open_backend: Opener) -> None:
+    """extend_lease keeps a message leased past its first deadline (a worker's heartbeat),
+    measured from now on the backend's clock; once the lease is gone it changes nothing and
+    says so."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("f1")])
+        b.enqueue([Envelope("f1", "m")])
+        held = claim_one(b, lease=3.0)
+        for _ in range(5):
+            clock.advance(2.0)
+            assert b.extend_lease(held, 3.0) is True
+            assert b.claim(DP, None, 30, 10) == [], "claimable while its lease was extended"
+        clock.advance(3.0)
+        [again] = b.claim(DP, None, 30, 10)
+        assert (again.seq, again.deliveries) == (held.seq, 2)
+        assert b.extend_lease(held, 60.0) is False, "extended a lease another worker took"
+        assert b.complete(held, state=None) == (False, [])
+        assert b.extend_lease(again, 3.0) is True
+        assert b.complete(again, state=None) == (True, [])
+        assert b.extend_lease(again, 3.0) is False, "extended a completed message"
+        assert b.pending_count() == 0
+
+
+def check_take_queued(open_backend: Opener) -> None:
+    """take_queued removes the messages of an instance that no worker holds and returns their
+    bodies oldest first; a leased one stays with its worker, other instances keep theirs."""
+    clock = FakeClock()
+    with opened(open_backend, clock) as b:
+        b.add_instances([instance("gone", parallel=True), instance("f2")])
+        b.enqueue([Envelope("gone", "m1"), Envelope("f2", "x"), Envelope("gone", "m2")])
+        b.enqueue([Envelope("gone", "m3")])
+        held = b.claim(DP, None, 30.0, 1)
+        assert bodies(held) == ["m1"]
+        assert b.delete_instance("gone") is True
+        assert b.take_queued("gone") == ["m2", "m3"]
+        assert b.take_queued("gone") == []
+        assert b.pending_count("gone") == 1 and b.pending_count("f2") == 1
+        assert b.complete(held[0], state=None) == (True, [])
+        assert bodies(b.claim(DP, None, 30.0, 10)) == ["x"]
 
 
 def check_complete_with_lost_lease(open_backend: Opener) -> None:
@@ -924,6 +977,27 @@ def _run_together(*jobs: Callable[[], None]) -> None:
     assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
 
 
+def check_first_users_once_across_backends(open_backend: Opener) -> None:
+    """Backend objects adding "the first user" at once (processes starting on a fresh
+    database) add exactly one between them."""
+    backends = [open_backend() for _ in range(4)]
+    try:
+        start = threading.Barrier(len(backends))
+
+        def first_user(b: Backend, i: int) -> Callable[[], None]:
+            def job() -> None:
+                start.wait(30)
+                b.add_user_below(UserRecord(f"{i + 10:064x}", _t()), 1)
+
+            return job
+
+        _run_together(*(first_user(b, i) for i, b in enumerate(backends)))
+        assert len(backends[0].list_users()) == 1
+    finally:
+        for b in backends:
+            b.close()
+
+
 def check_reopen_sees_everything(open_backend: Opener) -> None:
     """A backend opened later (a restart) finds everything the first one committed."""
     user = UserRecord("c3" * 32, _t())
@@ -1075,6 +1149,7 @@ def check_concurrent_producers_and_workers(open_backend: Opener) -> None:
 CHECKS: list[Check] = [
     check_users_oldest_first,
     check_duplicate_user_rejected,
+    check_add_user_below,
     check_serve_endpoint,
     check_reserve_after_unserve,
     check_list_endpoints_and_set_served,
@@ -1089,6 +1164,8 @@ CHECKS: list[Check] = [
     check_parallel_instances,
     check_claim_filters,
     check_lease_expiry,
+    check_extend_lease,
+    check_take_queued,
     check_complete_with_lost_lease,
     check_clock_jumps_do_not_break_leases,
     check_enqueue_once_forgets_expired_keys,
@@ -1117,6 +1194,7 @@ CHECKS: list[Check] = [
 
 #: Checks that open several backend objects on one store (durable backends only).
 SHARED_STORE_CHECKS: list[Check] = [
+    check_first_users_once_across_backends,
     check_reopen_sees_everything,
     check_wakes_across_backends,
     check_concurrent_claims,

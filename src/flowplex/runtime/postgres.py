@@ -649,12 +649,22 @@ class _Use(Call[psycopg.Connection[Any]]):
             if error is not None and self._transaction:
                 _rollback_quietly(conn)
             backend._release(conn, self._durable)
-        # The only division flowplex sends is _ACK_OR_FAIL's. Its failure may surface inside
-        # the block (a pipeline reads results as they come) or at its end.
-        if any(isinstance(e, psycopg.errors.DivisionByZero) for e in (exc, error)):
+        if _lost_lease(exc) or _lost_lease(error):
             raise _LostLease from error
         if isinstance(error, psycopg.Error):
             raise backend._driver_error(error) from error
+
+
+def _lost_lease(error: BaseException | None) -> bool:
+    """Whether ``error`` comes of _ACK_OR_FAIL (the only division flowplex sends). It may
+    surface inside the block (a pipeline reads results as they come) or at its end, and
+    there also as the context of the pipeline's own "aborted" error."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, psycopg.errors.DivisionByZero):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:

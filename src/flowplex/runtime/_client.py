@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ __all__ = ["HELP_EXPECTED", "Client", "never_arrives"]
 #: Node.helpers): long enough to get from ``get_reply_future`` to ``get_data``.
 HELP_EXPECTED = 0.002
 
+
+#: Per thread: the future id of the last request it sent (see Client._help_until_reply).
+_last_sent = threading.local()
 
 #: Messages a waiting thread claims at once from an in-process worker's pool: those known to
 #: be quick run one after the other and commit together (Dispatcher.run_batch).
@@ -98,6 +102,7 @@ class Client:
     def send(self, target: InstanceAddress, message: FlowMessage) -> None:
         """Queue ``message`` for ``target`` (committed before this returns), as this user."""
         message = _as_user(message, self._user_id)
+        _last_sent.future_id = message.reply_data.get("future_id")
         node = self.node
         if node.has_workers:
             # The sender usually waits on the reply next, running the message itself: the
@@ -226,8 +231,14 @@ class Client:
         none is left that fits before ``deadline`` (None).
 
         It runs a message before it first looks for the reply: a caller usually waits just
-        after sending, when the reply cannot be in yet, and the look costs a round trip.
+        after sending, when the reply cannot be in yet, and the look costs a round trip. A
+        caller that sent other requests since (several in flight) looks first: the reply may
+        well be in, and if not, the messages queued meanwhile run as one batch (one commit).
         """
+        if getattr(_last_sent, "future_id", None) != future_id:
+            reply = self._poll_open(future_id)
+            if reply is not None:
+                return reply
         while True:
             within = None
             if deadline is not None:

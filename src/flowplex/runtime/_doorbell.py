@@ -31,6 +31,10 @@ __all__ = ["Doorbell"]
 
 _PREFIX = b"\0flowplex-doorbell-"
 _SETTLE_NS = 100_000_000
+# How long a ring trusts the peers it last found before looking at the directory again. A
+# listener that starts meanwhile misses at most this long's rings, and finds those commits
+# by polling (see the module doc).
+_RELOOK_NS = 1_000_000
 
 
 class Doorbell:
@@ -54,6 +58,7 @@ class Doorbell:
         self._sender: socket.socket | None = None
         self._peers: list[str] = []
         self._seen_mtime = -1
+        self._looked_ns = -_RELOOK_NS
         self._closed = False
 
     def _address(self, name: str) -> bytes:
@@ -99,18 +104,21 @@ class Doorbell:
         """Wake every other listening process of this database (best effort, never blocks)."""
         if self._closed:
             return
-        try:
-            mtime = os.stat(self._dir).st_mtime_ns
-        except OSError:
-            return  # nobody has listened yet
-        # Directory times tick coarsely (a few ms on some file systems), so two changes in one
-        # tick look like one: while the last change is recent, list the directory every time.
-        if mtime != self._seen_mtime or time.time_ns() - mtime < _SETTLE_NS:
-            self._seen_mtime = mtime
+        now = time.monotonic_ns()
+        if now - self._looked_ns >= _RELOOK_NS:
+            self._looked_ns = now
             try:
-                self._peers = [n for n in os.listdir(self._dir) if n != self._name]
+                mtime = os.stat(self._dir).st_mtime_ns
             except OSError:
-                self._peers = []
+                return  # nobody has listened yet
+            # Directory times tick coarsely (a few ms on some file systems), so two changes in
+            # one tick look like one: while the last change is recent, list it every time.
+            if mtime != self._seen_mtime or time.time_ns() - mtime < _SETTLE_NS:
+                self._seen_mtime = mtime
+                try:
+                    self._peers = [n for n in os.listdir(self._dir) if n != self._name]
+                except OSError:
+                    self._peers = []
         if not self._peers:
             return
         sender = self._sender

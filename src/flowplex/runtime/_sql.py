@@ -132,8 +132,6 @@ RETURNING 1
     "has_reply": "SELECT 1 FROM replies WHERE future_id = ?",
     "peek_reply": "SELECT body FROM replies WHERE future_id = ?",
     "take_reply": "DELETE FROM replies WHERE future_id = ? RETURNING body",
-    # Completion: the message goes only while the lease is still the caller's.
-    "ack": "DELETE FROM messages WHERE seq = ? AND lease = ? RETURNING parallel, dispatch_point",
     "save_state": (
         "UPDATE instances SET state = ?, state_version = state_version + 1 WHERE flow_id = ?"
     ),
@@ -285,13 +283,10 @@ class SQLBackend(Backend):
         if row is None or row[0] != HEAD:
             ensure_schema(db)
 
-    def _acknowledge(self, conn: Any, delivery: Delivery, outcome: Outcome) -> Any:
-        """Acknowledge ``delivery`` and store its state, dead letter and log entry, inside the
-        caller's transaction; the acknowledged row ``(parallel, dispatch_point)``, or None if
-        the lease was lost (then the caller rolls back, or has changed nothing)."""
-        acked = conn.execute(self.sql["ack"], (delivery.seq, delivery.lease)).fetchone()
-        if acked is None:
-            return None
+    def _record(self, conn: Any, delivery: Delivery, outcome: Outcome) -> None:
+        """Store the state, dead letter and log entry of ``delivery``, just acknowledged
+        inside the caller's transaction (by the backend's own statement: the message goes
+        only while the lease is still the caller's); no result is read."""
         if outcome.state is not None:
             conn.execute(self.sql["save_state"], (dumps(outcome.state), delivery.flow_id))
         if (d := outcome.dead_letter) is not None:
@@ -299,7 +294,6 @@ class SQLBackend(Backend):
             conn.execute(self.sql["add_dead"], params)
         if outcome.log is not None and self.log_limit > 0:
             self._add_log(conn, delivery.seq, outcome.log, outcome.now)
-        return acked
 
     def _add_log(self, conn: Any, seq: int, entry: LogEntry, now: float) -> None:
         """Add ``entry`` (for the message queued as ``seq``) to its instance's log, pruning the

@@ -182,12 +182,20 @@ ORDER BY leased.seq
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND user_id = %(user)s")
+# A complete's acknowledgement, which fails (division by zero, see _LostLease) when the lease
+# was lost: the transaction then rolls back whatever was sent after it in the same pipeline,
+# so the whole complete is one round trip, never waiting for the ack's answer half-way.
+_ACK_OR_FAIL = """
+WITH acked AS (DELETE FROM messages WHERE seq = %s AND lease = %s RETURNING seq)
+SELECT 1 / count(*) FROM acked
+"""
 # The acknowledged message was its instance's oldest, so the next one is found from its seq
-# on: the index scan starts past the instance's deleted messages (dead until vacuumed).
+# on: the index scan starts past the instance's deleted messages (dead until vacuumed). Every
+# message of a parallel instance is a head already: nothing is promoted, nobody woken.
 _NEXT_HEAD = f"""
 WITH promoted AS (
     UPDATE messages SET head = true
-    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s AND seq > %s)
+    WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = %s AND seq > %s) AND NOT head
     RETURNING dispatch_point
 )
 SELECT p.dispatch_point FROM promoted AS p
@@ -400,45 +408,48 @@ class PostgresBackend(SQLBackend):
                     locked = conn.execute(_LOCK_INSTANCE, (flow_id,))
                 else:
                     locked = conn.execute(_LOCK_INSTANCES, (locks,))
-                acked = self._acknowledge(conn, delivery, outcome)
-                if acked is None:
-                    raise _Rollback
+                conn.execute(_ACK_OR_FAIL, (delivery.seq, delivery.lease))
+                self._record(conn, delivery, outcome)
                 # The next message of a one-at-a-time instance becomes claimable.
-                promoted = None if acked[0] else conn.execute(_NEXT_HEAD, (flow_id, delivery.seq))
+                promoted = conn.execute(_NEXT_HEAD, (flow_id, delivery.seq))
                 put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
-        except _Rollback:
+        except _LostLease:
             return False, []
-        points = [] if promoted is None else [row[0] for row in promoted.fetchall()]
-        return True, self._after_put(put, points)
+        return True, self._after_put(put, [row[0] for row in promoted.fetchall()])
 
     def _complete_many(
         self, items: Sequence[tuple[Delivery, Outcome]]
     ) -> list[tuple[bool, list[str]]]:
+        try:
+            return self._complete_all(items)
+        except _LostLease:
+            # Some lease was lost (rare), and nothing was written: each alone, so that one
+            # alone fails.
+            return [self._complete(delivery, outcome) for delivery, outcome in items]
+
+    def _complete_all(
+        self, items: Sequence[tuple[Delivery, Outcome]]
+    ) -> list[tuple[bool, list[str]]]:
+        """Complete every item in one pipelined transaction (one round trip); _LostLease, and
+        nothing written, if any lease was lost."""
         envelopes = [env for _, outcome in items for env in outcome.envelopes]
         locks = sorted({*(d.flow_id for d, _ in items), *(env.flow_id for env in envelopes)})
-        acked: list[bool] = []
         promoted = []
         with self._transaction() as conn:
             # As in _complete: the instance locks first, in flow id order, then the messages.
             locked = conn.execute(_LOCK_INSTANCES, (locks,))
-            kept: list[Envelope] = []
             replies: list[ReplyRecord] = []
             for delivery, outcome in items:
-                row = self._acknowledge(conn, delivery, outcome)
-                acked.append(row is not None)
-                if row is None:
-                    continue  # its lease was lost: nothing of it was written
-                if not row[0]:
-                    next_head = (delivery.flow_id, delivery.seq)
-                    promoted.append(conn.execute(_NEXT_HEAD, next_head))
-                kept.extend(outcome.envelopes)
+                conn.execute(_ACK_OR_FAIL, (delivery.seq, delivery.lease))
+                self._record(conn, delivery, outcome)
+                promoted.append(conn.execute(_NEXT_HEAD, (delivery.flow_id, delivery.seq)))
                 replies.extend(outcome.replies)
-            put = _Put(conn, kept, replies, items[-1][1].now, locked)
+            put = _Put(conn, envelopes, replies, items[-1][1].now, locked)
         points = [row[0] for cursor in promoted for row in cursor.fetchall()]
         unknown = set(self._after_put(put, points))
         return [
-            (ok, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown] if ok else [])
-            for ok, (_, outcome) in zip(acked, items, strict=True)
+            (True, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown])
+            for _, outcome in items
         ]
 
     def _after_put(self, put: _Put, points: Sequence[str]) -> list[str]:
@@ -579,8 +590,8 @@ class PostgresBackend(SQLBackend):
         return f"PostgresBackend({self._db.redacted!r})"
 
 
-class _Rollback(Exception):
-    """Raised inside a :meth:`PostgresBackend._transaction` block to roll it back."""
+class _LostLease(Exception):
+    """A transaction's ``_ACK_OR_FAIL`` found the lease lost; the transaction rolled back."""
 
 
 class _Use(Call[psycopg.Connection[Any]]):
@@ -638,8 +649,22 @@ class _Use(Call[psycopg.Connection[Any]]):
             if error is not None and self._transaction:
                 _rollback_quietly(conn)
             backend._release(conn, self._durable)
+        if _lost_lease(exc) or _lost_lease(error):
+            raise _LostLease from error
         if isinstance(error, psycopg.Error):
             raise backend._driver_error(error) from error
+
+
+def _lost_lease(error: BaseException | None) -> bool:
+    """Whether ``error`` comes of _ACK_OR_FAIL (the only division flowplex sends). It may
+    surface inside the block (a pipeline reads results as they come) or at its end, and
+    there also as the context of the pipeline's own "aborted" error."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, psycopg.errors.DivisionByZero):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:

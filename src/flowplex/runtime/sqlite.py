@@ -102,11 +102,16 @@ RETURNING seq, flow_id, body, deliveries
 """
 _CLAIM_ANY = _CLAIM.format(user="")
 _CLAIM_USER = _CLAIM.format(user="AND m.user_id = ?")
-_NEXT_HEAD = """
-UPDATE messages SET head = 1
-WHERE seq = (SELECT min(seq) FROM messages WHERE flow_id = ?)
-RETURNING dispatch_point
+# Completion: the message goes only while the lease is still the caller's. With it, the
+# instance's next message (its seq, or NULL), which a one-at-a-time instance promotes to head:
+# mostly there is none, and the complete runs no statement for it.
+_ACK = """
+DELETE FROM messages WHERE seq = ? AND lease = ?
+RETURNING parallel, (
+    SELECT min(m.seq) FROM messages AS m WHERE m.flow_id = messages.flow_id AND m.seq > ?
+)
 """
+_PROMOTE = "UPDATE messages SET head = 1 WHERE seq = ? RETURNING dispatch_point"
 _EXTEND = "UPDATE messages SET lease_until = ? WHERE seq = ? AND lease = ?"
 _RELEASE = """
 UPDATE messages SET lease = NULL, lease_until = 0, deliveries = max(0, deliveries - 1)
@@ -137,8 +142,9 @@ class SQLiteBackend(SQLBackend):
         self._write_lock = threading.Lock()
         self._signals = Signals()
         self._log_writes = {}
-        # (dispatch point, user) pairs whose last claim came back empty. Only a hint, updated
-        # without a lock: a lost update costs one needless look, or one needless write lock.
+        # (dispatch point, user) pairs whose queue the last claim may have emptied: the next
+        # claim there looks first, unless a commit queued messages there since. Only a hint,
+        # updated without a lock: a lost update costs one needless look, or one needless write.
         self._idle: set[tuple[str, str | None]] = set()
         self._closed = False
         conn = self._connect()
@@ -274,8 +280,9 @@ class SQLiteBackend(SQLBackend):
         self._check_file()
         key = (dispatch_point, user_id)
         if key in self._idle:
-            # The last claim here found nothing: look before taking the write lock, so idle
-            # workers (in this and other processes) polling an empty queue stay off it.
+            # The last claim here may have taken the last message: look before taking the
+            # write lock, so idle workers (in this and other processes) polling an empty
+            # queue, or woken for a message another thread took meanwhile, stay off it.
             with self._read() as conn:
                 now = self.clock.time()
                 if user_id is None:
@@ -293,10 +300,14 @@ class SQLiteBackend(SQLBackend):
             else:
                 params = (lease, until, dispatch_point, now, user_id, limit)
                 rows = conn.execute(_CLAIM_USER, params).fetchall()
-        if not rows:
+        if len(rows) < max(limit, 2):
+            # Short of a full batch: most likely nothing is left. (A waiter claims one at a
+            # time, just after queueing it; the worker woken by that queueing should look.)
             self._idle.add(key)
+        else:
+            self._idle.discard(key)
+        if not rows:
             return []
-        self._idle.discard(key)
         rows.sort()
         # Read after the lease is committed: nothing but the holder of an instance's lease
         # changes its state, so this is the state the message runs on. An instance deleted
@@ -314,12 +325,8 @@ class SQLiteBackend(SQLBackend):
     def _complete(self, delivery: Delivery, outcome: Outcome) -> tuple[bool, list[str]]:
         points: set[str] = set()
         with self._write() as conn:
-            acked = self._acknowledge(conn, delivery, outcome)
-            if acked is None:
+            if not self._ack(conn, delivery, outcome, points):
                 return False, []
-            if not acked[0]:
-                # The next message of a one-at-a-time instance becomes claimable.
-                points.update(r[0] for r in conn.execute(_NEXT_HEAD, (delivery.flow_id,)))
             unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
         self._notify(points, outcome.replies)
         return True, unknown
@@ -339,17 +346,30 @@ class SQLiteBackend(SQLBackend):
         results: list[tuple[bool, list[str]]] = []
         with self._write() as conn:
             for delivery, outcome in items:
-                acked = self._acknowledge(conn, delivery, outcome)
-                if acked is None:
+                if not self._ack(conn, delivery, outcome, points):
                     results.append((False, []))
                     continue
-                if not acked[0]:
-                    points.update(r[0] for r in conn.execute(_NEXT_HEAD, (delivery.flow_id,)))
                 unknown = _put(conn, outcome.envelopes, outcome.replies, points, outcome.now)
                 replies.extend(outcome.replies)
                 results.append((True, unknown))
         self._notify(points, replies)
         return results
+
+    def _ack(
+        self, conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome, points: set[str]
+    ) -> bool:
+        """Acknowledge ``delivery`` with its state, dead letter and log entry, inside the
+        caller's transaction, promoting the next message of a one-at-a-time instance (its
+        dispatch point joins ``points``); False if the lease was lost (nothing written)."""
+        params = (delivery.seq, delivery.lease, delivery.seq)
+        acked = conn.execute(_ACK, params).fetchone()
+        if acked is None:
+            return False
+        self._record(conn, delivery, outcome)
+        parallel, next_seq = acked
+        if not parallel and next_seq is not None:
+            points.update(r[0] for r in conn.execute(_PROMOTE, (next_seq,)))
+        return True
 
     def release(self, delivery: Delivery) -> None:
         """Give a leased message back at once, uncounting its delivery."""

@@ -52,6 +52,7 @@ def _served(store: Any) -> Iterator[Any]:
     import uvicorn
 
     from flowplex.artifacts import OpStoreClient
+    from flowplex.identity import generate_key_pair
 
     config = uvicorn.Config(store.app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
@@ -62,7 +63,8 @@ def _served(store: Any) -> Iterator[Any]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    client = OpStoreClient(f"http://127.0.0.1:{port}")
+    # Writes are signed, as every client's are (the cost of signing is part of what is measured).
+    client = OpStoreClient(f"http://127.0.0.1:{port}", key=generate_key_pair())
     try:
         yield client
     finally:

@@ -293,10 +293,16 @@ class SQLiteBackend(SQLBackend):
             else:
                 params = (lease, until, dispatch_point, now, user_id, limit)
                 rows = conn.execute(_CLAIM_USER, params).fetchall()
-        if not rows:
+        if len(rows) < limit:
+            # Drained: the next claim here looks first. A claim of one message that found it
+            # (a request running its own) says nothing about the rest, so it leaves the mark:
+            # the worker threads woken by that message then look, instead of taking the write
+            # lock for nothing while the next request queues its message.
             self._idle.add(key)
+        elif limit > 1:
+            self._idle.discard(key)
+        if not rows:
             return []
-        self._idle.discard(key)
         rows.sort()
         # Read after the lease is committed: nothing but the holder of an instance's lease
         # changes its state, so this is the state the message runs on. An instance deleted
@@ -402,9 +408,8 @@ class SQLiteBackend(SQLBackend):
         if points or replies:
             self._doorbell.ring()
         if points:
-            if self._idle:
-                # Known to have work now: the next claims there need not look first.
-                self._idle = {key for key in self._idle if key[0] not in points}
+            # The claims there still look first (a cheap read): the message may be taken by
+            # the request that queued it before a woken worker gets to it.
             self._signals.messages(points)
         if replies:
             self._signals.replies([r.future_id for r in replies])

@@ -17,6 +17,7 @@ ahead) and, through a :class:`NonceCache`, that it was never seen before.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
@@ -28,10 +29,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, KeyFileError, SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "KeyPair",
@@ -95,13 +99,19 @@ def is_user_id(value: object) -> TypeGuard[str]:
 
 def sign(private_key: bytes, payload: bytes) -> bytes:
     """The Ed25519 signature of ``payload`` by ``private_key`` (raw 32 bytes)."""
+    return _loaded_private_key(private_key).sign(payload)
+
+
+@functools.lru_cache(maxsize=32)
+def _loaded_private_key(private_key: bytes) -> Ed25519PrivateKey:
+    # Loading derives the public key: four times the cost of a signature, on every signed
+    # request. A process signs with a few keys, so the loaded ones are kept.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        key = Ed25519PrivateKey.from_private_bytes(private_key)
+        return Ed25519PrivateKey.from_private_bytes(private_key)
     except ValueError as exc:
         raise ConfigurationError(f"invalid Ed25519 private key: {exc}") from exc
-    return key.sign(payload)
 
 
 def verify(user_id: str, payload: bytes, signature: bytes) -> bool:

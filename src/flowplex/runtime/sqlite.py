@@ -301,8 +301,10 @@ class SQLiteBackend(SQLBackend):
                 params = (lease, until, dispatch_point, now, user_id, limit)
                 rows = conn.execute(_CLAIM_USER, params).fetchall()
         if len(rows) < max(limit, 2):
-            # Short of a full batch: most likely nothing is left. (A waiter claims one at a
-            # time, just after queueing it; the worker woken by that queueing should look.)
+            # Short of a full batch: most likely nothing is left, and the next claim here looks
+            # first. (A request running its own message claims one, just after queueing it; the
+            # worker threads woken by that message then look, instead of taking the write lock
+            # for nothing while the next request queues its message.)
             self._idle.add(key)
         else:
             self._idle.discard(key)
@@ -422,9 +424,8 @@ class SQLiteBackend(SQLBackend):
         if points or replies:
             self._doorbell.ring()
         if points:
-            if self._idle:
-                # Known to have work now: the next claims there need not look first.
-                self._idle = {key for key in self._idle if key[0] not in points}
+            # The claims there still look first (a cheap read): the message may be taken by
+            # the request that queued it before a woken worker gets to it.
             self._signals.messages(points)
         if replies:
             self._signals.replies([r.future_id for r in replies])

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .._asgi import SignedCaller
@@ -211,13 +211,17 @@ def network_router(node: Node) -> APIRouter:
         return MountOut(flow_id=flow_id, flow_endpoint=endpoint, user_id=serving)
 
     @router.post("/instances/{flow_id}/messages", response_model=SendOut)
-    async def send(flow_id: str, body: SendIn, caller: Caller, wait: Wait = 0.0) -> SendOut:
+    async def send(
+        flow_id: str, body: SendIn, caller: Caller, wait: Wait = 0.0
+    ) -> SendOut | Response:
         """Deliver a message to an instance (once per sender and message id)."""
         out = await _quick(node, _deliver, node, flow_id, body, caller, wait)
         if out.future_id is not None and wait > 0:
-            out.reply = await asyncio.to_thread(
+            reply = await asyncio.to_thread(
                 _help_and_wait, node, caller, out.future_id, wait, out.accepted
             )
+            if reply is not None:
+                return _with_reply(out, reply)
         return out
 
     _add_reply_routes(router, node)
@@ -291,15 +295,20 @@ def _deliver(node: Node, flow_id: str, body: SendIn, caller: str, wait: float) -
     return SendOut(message_id=message.message_id, accepted=unknown is not None, future_id=future_id)
 
 
-def _help_and_wait(
-    node: Node, caller: str, future_id: str, wait: float, run: bool
-) -> dict[str, Any] | None:
+def _help_and_wait(node: Node, caller: str, future_id: str, wait: float, run: bool) -> str | None:
     """Run a message (most likely the caller's own: a hand-off between threads costs more than
-    the run), then wait for the reply; None if it did not come within ``wait`` s."""
+    the run), then wait for the reply (its JSON); None if it did not come within ``wait`` s."""
     if run:
         with node.helping():
             _run_one(node)
-    return _wait_reply(node, caller, future_id, wait)
+    return _wait_reply_json(node, caller, future_id, wait)
+
+
+def _with_reply(out: SendOut, reply: str) -> Response:
+    """``out`` with ``reply`` (a stored FlowMessage JSON, written by this node) as the answer:
+    the reply goes out as stored, neither parsed nor validated again (it is most of the body)."""
+    head = out.model_dump_json(exclude={"reply"})
+    return Response(f'{head[:-1]},"reply":{reply}}}', media_type="application/json")
 
 
 def _run_one(node: Node) -> None:
@@ -419,12 +428,18 @@ def _is_singleton(node: Node, record: InstanceRecord) -> bool:
 
 def _wait_reply(node: Node, caller: str, future_id: str, wait: float) -> dict[str, Any] | None:
     """The reply for the caller's future, waiting up to ``wait`` seconds; None if none came."""
+    body = _wait_reply_json(node, caller, future_id, wait)
+    return None if body is None else dict(json.loads(body))
+
+
+def _wait_reply_json(node: Node, caller: str, future_id: str, wait: float) -> str | None:
+    """As :func:`_wait_reply`, the reply as stored (its JSON)."""
     key = _future_key(caller, future_id)
     deadline = time.monotonic() + wait
     while True:
         body = node.backend.take_reply(key)
         if body is not None:
-            return dict(json.loads(body))
+            return body
         left = deadline - time.monotonic()
         if left <= 0 or node.closed:
             return None

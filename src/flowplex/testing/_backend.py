@@ -857,6 +857,21 @@ def check_claim_with_no_room(open_backend: Opener) -> None:
         assert claim_one(b).deliveries == 1
 
 
+def check_claims_after_drained_queue(open_backend: Opener) -> None:
+    """A message queued after a claim found nothing, or after a claim of one message took
+    the only one, is claimed by the next claim (a store that skips looking when its last
+    claim came back short must still see what arrived since)."""
+    with opened(open_backend) as b:
+        b.add_instances([instance("p", parallel=True)])
+        assert b.claim(DP, None, 30.0, 8) == []
+        b.enqueue([Envelope("p", "a")])
+        assert [d.body for d in b.claim(DP, None, 30.0, 1)] == ["a"]
+        assert b.claim(DP, None, 30.0, 8) == []
+        b.enqueue([Envelope("p", "b"), Envelope("p", "c")])
+        assert [d.body for d in b.claim(DP, None, 30.0, 1)] == ["b"]
+        assert [d.body for d in b.claim(DP, None, 30.0, 8)] == ["c"]
+
+
 # -- wake-ups -----------------------------------------------------------------------------------
 
 
@@ -1184,6 +1199,7 @@ CHECKS: list[Check] = [
     check_deleted_instance_messages,
     check_deleted_instance_messages_keep_their_dispatch_point,
     check_claim_with_no_room,
+    check_claims_after_drained_queue,
     check_wait_for_messages_wakes,
     check_wait_for_reply_wakes,
     check_wait_times_out,

@@ -74,3 +74,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
         return f"sqlite:///{tmp_path}/node.db"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_db(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """A database that outlives the node object: a SQLite file or a fresh PostgreSQL schema
+    (memory:// is volatile by design)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/node.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url

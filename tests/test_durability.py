@@ -19,15 +19,6 @@ from waiting import wait_for
 TESTS_DIR = Path(__file__).parent
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def durable_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database that outlives the node object: a SQLite file or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/node.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def _worker_process(db: str, *args: str) -> subprocess.Popen[str]:
     env = {
         **os.environ,

@@ -13,14 +13,6 @@ import pytest
 import faultkit
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def durable_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/node.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def test_workers_killed_repeatedly_lose_nothing_and_do_nothing_twice(
     durable_db: str, tmp_path: Path
 ) -> None:

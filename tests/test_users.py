@@ -34,15 +34,6 @@ def users(tmp_path: Path, db_url: str) -> Iterator[list[Client]]:
     cls[0].node.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def durable_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database that outlives the node object (memory:// is volatile by design)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/node.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def ask(proxy: flowplex.FlowProxy, data: dict[str, object]) -> dict[str, object]:
     """Send ``data`` to ``proxy`` and wait (bounded) for the reply data."""
     return proxy.get_reply_future(proxy.package_input_message(data)).get_data(timeout=TIMEOUT)

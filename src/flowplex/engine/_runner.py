@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._clock import Clock
+from .._heartbeat import Heartbeat
 from ..errors import BackendError
 from ._engine import FlowEngine
 from ._errors import EngineError, LeaseLostError
@@ -77,7 +78,7 @@ class FlowRunner:
         self.max_flows_per_tick = max_flows_per_tick
         self.ctx = ctx
         self.clock = clock or store.clock
-        self._heartbeat = _Renewals(store, self.lease)
+        self._heartbeat = _claim_heartbeat(store, self.lease)
 
     def tick(self) -> dict[str, int]:
         """One round: claim, run and save up to ``max_flows_per_tick`` flows.
@@ -111,7 +112,7 @@ class FlowRunner:
         flow = claim.flow
         saved = progressed = False
         heartbeat = self._heartbeat
-        heartbeat.hold(claim)
+        heartbeat.hold(claim.token, claim)
         renew_after = self.lease / 2
         try:
             clock = self.clock
@@ -126,7 +127,7 @@ class FlowRunner:
                 if clock.monotonic() - since > renew_after:
                     self.store.renew_claim(claim, self.lease)
                     since = clock.monotonic()
-            heartbeat.drop(claim)
+            heartbeat.drop(claim.token)
             try:
                 self.store.save_flow(flow, claim=claim, release=True)
             except LeaseLostError:
@@ -138,7 +139,7 @@ class FlowRunner:
             saved = True
             self.engine.release_replies()
         finally:
-            heartbeat.drop(claim)
+            heartbeat.drop(claim.token)
             if not saved:
                 self.engine.release_replies(saved=False)
                 self.store.release_claim(claim)
@@ -210,51 +211,20 @@ class FlowRunner:
                 stop.wait(interval)
 
 
-class _Renewals:
-    """Renews the claims a runner holds every third of the lease, from a daemon thread
-    (started with the first claim held, ended once none is held for a few beats): a task may
-    run far longer than the lease without another runner taking its flow over."""
+def _claim_heartbeat(store: FlowStore, lease: float) -> Heartbeat[Claim]:
+    """Renews the claims a runner holds every third of the lease: a task may run far longer
+    than the lease without another runner taking its flow over."""
 
-    IDLE_BEATS = 3
+    def renew(claim: Claim) -> bool:
+        try:
+            store.renew_claim(claim, lease)
+        except LeaseLostError:
+            return False  # taken over, or saved and released: nothing to renew
+        return True
 
-    def __init__(self, store: FlowStore, lease: float) -> None:
-        self._store = store
-        self._lease = lease
-        self._held: dict[str, Claim] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def hold(self, claim: Claim) -> None:
-        with self._lock:
-            self._held[claim.token] = claim
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._beat, name="flowplex-claim-heartbeat", daemon=True
-                )
-                self._thread.start()
-
-    def drop(self, claim: Claim) -> None:
-        with self._lock:
-            self._held.pop(claim.token, None)
-
-    def _beat(self) -> None:
-        idle = 0
-        wait = threading.Event().wait
-        while True:
-            wait(self._lease / 3)
-            with self._lock:
-                held = list(self._held.values())
-                if not held:
-                    idle += 1
-                    if idle >= self.IDLE_BEATS:
-                        self._thread = None
-                        return
-                    continue
-            idle = 0
-            for claim in held:
-                try:
-                    self._store.renew_claim(claim, self._lease)
-                except LeaseLostError:
-                    self.drop(claim)  # taken over, or saved and released: nothing to renew
-                except Exception as exc:
-                    logger.warning("could not renew the claim on flow %s: %s", claim.key, exc)
+    return Heartbeat(
+        renew,
+        lease / 3,
+        describe=lambda claim: f"the claim on flow {claim.key}",
+        name="flowplex-claim-heartbeat",
+    )

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._clock import Clock
+from .._heartbeat import Heartbeat
 from .._json import dumps
 from ..errors import (
     ConfigurationError,
@@ -252,7 +253,7 @@ class Dispatcher:
         # ever ran (as are the run times below).
         self._flows: OrderedDict[str, tuple[int, Flow, str]] = OrderedDict()
         self.cache_size = cache_size
-        self._heartbeat = Heartbeat(node.backend, lease_seconds)
+        self._heartbeat = _lease_heartbeat(node.backend, lease_seconds)
         # How long each instance's runs took here lately (the longest recent run, decaying),
         # for waits with a deadline, which run only messages expected to fit (run_batch).
         self._run_seconds: OrderedDict[str, float] = OrderedDict()
@@ -281,7 +282,8 @@ class Dispatcher:
             return 0
         # Leases extended until the completions are committed (with the batch, at its flush).
         heartbeat = self._heartbeat
-        heartbeat.hold(deliveries)
+        for d in deliveries:
+            heartbeat.hold((d.seq, d.lease), d)
         try:
             kept = self._keep(deliveries, within)
             outer = getattr(self._local, "pending", None)
@@ -297,7 +299,8 @@ class Dispatcher:
                 self.flush()
                 self._local.pending = outer
         finally:
-            heartbeat.drop(*deliveries)
+            for d in deliveries:
+                heartbeat.drop((d.seq, d.lease))
         return len(kept)
 
     def _keep(self, deliveries: list[Delivery], within: float | None) -> list[Delivery]:
@@ -556,71 +559,21 @@ def _reply_text(
     return None
 
 
-class Heartbeat:
-    """Extends the leases of the messages a dispatcher holds, every third of the lease, from
-    a daemon thread of its own (started with the first message held, ended when none is held
-    for a while), so that a message is redelivered only when its worker is gone, however long
-    it runs."""
+#: The longest pause between a dispatcher's heartbeats, in seconds: the thread of one with a
+#: very long lease (a LocalRuntime's) still notices soon that it is idle and ends.
+MAX_BEAT = 2.0
 
-    #: Idle beats before the thread ends (a new message starts it again).
-    IDLE_BEATS = 3
-    #: The longest pause between beats, in seconds.
-    MAX_BEAT = 2.0
 
-    def __init__(self, backend: Backend, lease_seconds: float) -> None:
-        self.backend = backend
-        self.lease_seconds = lease_seconds
-        # At least every MAX_BEAT seconds, so that the thread of a dispatcher with a very long
-        # lease (a LocalRuntime's) still notices it is idle and ends.
-        self.interval = min(lease_seconds / 3, self.MAX_BEAT)
-        self._held: dict[tuple[int, str], Delivery] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def hold(self, deliveries: Sequence[Delivery]) -> None:
-        """Keep ``deliveries`` leased until dropped."""
-        with self._lock:
-            for d in deliveries:
-                self._held[(d.seq, d.lease)] = d
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._beat, name=f"flowplex-heartbeat-{new_id()[:8]}", daemon=True
-                )
-                self._thread.start()
-
-    def drop(self, *deliveries: Delivery) -> None:
-        """Stop extending ``deliveries`` (completed or released)."""
-        with self._lock:
-            for d in deliveries:
-                self._held.pop((d.seq, d.lease), None)
-
-    @property
-    def held(self) -> int:
-        """How many messages are held now."""
-        return len(self._held)
-
-    def _beat(self) -> None:
-        idle = 0
-        wait = threading.Event().wait
-        while True:
-            wait(self.interval)
-            with self._lock:
-                held = list(self._held.values())
-                if not held:
-                    idle += 1
-                    if idle >= self.IDLE_BEATS:
-                        self._thread = None
-                        return
-                    continue
-            idle = 0
-            for delivery in held:
-                try:
-                    if not self.backend.extend_lease(delivery, self.lease_seconds):
-                        self.drop(delivery)  # gone to another worker: its commit will fail
-                except Exception as exc:
-                    # The database is away for a moment (or closed): the next beat tries
-                    # again; the lease runs out only if it stays away.
-                    logger.warning("could not extend the lease of a message: %s", exc)
+def _lease_heartbeat(backend: Backend, lease_seconds: float) -> Heartbeat[Delivery]:
+    """Extends the leases of the messages a dispatcher holds, every third of the lease, so
+    that a message is redelivered only when its worker is gone, however long it runs. A lease
+    gone to another worker is dropped: its commit will fail."""
+    return Heartbeat(
+        lambda d: backend.extend_lease(d, lease_seconds),
+        min(lease_seconds / 3, MAX_BEAT),
+        describe=lambda d: f"the lease of message {d.seq} to {d.flow_id}",
+        name=f"flowplex-heartbeat-{new_id()[:8]}",
+    )
 
 
 class DispatchWorker(threading.Thread):

@@ -414,7 +414,7 @@ def comparisons(by_name: dict[str, Result]) -> list[dict[str, Any]]:
     for backend in ("memory", "sqlite", "sqlite 2 procs", "postgres"):
         seq = by_name.get(f"{backend}: sequential")
         thr = by_name.get(f"{backend}: {flight}")
-        if seq is None or thr is None:
+        if seq is None or thr is None or seq.skipped or thr.skipped:
             continue
         for peer in _peers.PEERS:
             pseq = by_name.get(peer_name(peer, "sequential"))

@@ -99,3 +99,25 @@ def test_a_missing_peer_is_reported_as_skipped(runner: ModuleType) -> None:
     reason = _peers._installed("json", "flowplex_no_such_module")
     assert reason is not None and "not installed: flowplex_no_such_module" in reason
     assert _peers._installed("json") is None
+
+
+def test_comparisons_leave_out_what_was_not_measured(runner: ModuleType) -> None:
+    import _peers
+
+    peer = next(iter(_peers.PEERS))
+    flight = f"{_peers.IN_FLIGHT} in flight"
+    by_name = {
+        "sqlite: sequential": _result(runner, "sqlite: sequential", p50_us=200.0),
+        f"sqlite: {flight}": _result(runner, f"sqlite: {flight}", per_sec=4000.0),
+        "postgres: sequential": runner.skipped("postgres: sequential", "skipped (no PostgreSQL)"),
+        f"postgres: {flight}": runner.skipped(f"postgres: {flight}", "skipped (no PostgreSQL)"),
+        runner.peer_name(peer, "sequential"): _result(
+            runner, runner.peer_name(peer, "sequential"), p50_us=100.0
+        ),
+        runner.peer_name(peer, flight): _result(
+            runner, runner.peer_name(peer, flight), per_sec=8000.0
+        ),
+    }
+    assert runner.comparisons(by_name) == [
+        {"flowplex": "sqlite", "peer": peer, "p50_ratio": 2.0, "per_sec_ratio": 0.5}
+    ]

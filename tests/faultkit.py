@@ -22,6 +22,7 @@ from typing import Any
 
 import flowplex
 from flowplex import FlowFuture, serving
+from waiting import wait_for
 
 TESTS_DIR = Path(__file__).parent
 
@@ -95,14 +96,8 @@ def processes(logs: Path) -> Iterator[Processes]:
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = PATIENCE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+    """:func:`waiting.wait_for` with the fault suite's patience."""
+    return wait_for(check, what, timeout)
 
 
 def output(proc: subprocess.Popen[bytes]) -> str:

@@ -23,6 +23,7 @@ from flowplex.identity import generate_key_pair, sign_request
 from flowplex.mesh import resolve
 from flowplex.runtime import LINK_CLASS, Client, local_key
 from netnodes import Service, node, registry
+from waiting import wait_for
 
 TESTS = Path(__file__).resolve().parent
 ATOMIC = "flowplex.examples.ReverseNumberAtomicFlow"
@@ -44,14 +45,14 @@ def _remote_subflows(where: dict[str, str], user_id: str) -> dict[str, Any]:
 
 
 def _wait_listed(registry_url: str, endpoint: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def listed() -> dict[str, Any] | None:
         items = httpx.get(f"{registry_url}/flows", params={"pp": 100}, trust_env=False).json()
-        for row in items["items"]:
-            if row["url"] == f"/endpoints/{endpoint}" and row["status"] == "online":
-                return dict(row)
-        time.sleep(0.2)
-    raise AssertionError(f"{endpoint} never listed at {registry_url}")
+        rows = items["items"]
+        url = f"/endpoints/{endpoint}"
+        return next((dict(r) for r in rows if r["url"] == url and r["status"] == "online"), None)
+
+    found: dict[str, Any] = wait_for(listed, f"{endpoint} listed at {registry_url}", 60)
+    return found
 
 
 def _ask(proxy: FlowProxy, number: int) -> int:
@@ -131,10 +132,11 @@ def test_a_listed_flow_mounts_by_name_at_registry(mesh: dict[str, Any]) -> None:
     send = proxy.package_input_message({"number": 6})
     proxy.send_message(send)  # fire and forget
     remote = flowplex.connect(mesh["y"].url, local_key(mesh["a"].node, mesh["a"].get_user_id()))
-    deadline = time.monotonic() + REPLY_TIMEOUT
-    while remote.get_instance(proxy.get_instance_id())["state"]["seen"] != [12, 345, 6]:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for(
+        lambda: remote.get_instance(proxy.get_instance_id())["state"]["seen"] == [12, 345, 6],
+        "the fire-and-forget message seen",
+        REPLY_TIMEOUT,
+    )
     with pytest.raises(FlowInstanceError, match="lists no flow"):
         serving.get_flow_instance(mesh["a"], f"nothing_here@{mesh['registry'].url}")
 

@@ -82,16 +82,17 @@ def test_a_pushed_reply_to_a_deleted_composite_answers_the_original_caller(
 
 
 def test_a_run_longer_than_its_lease_runs_once(client: flowplex.Client, tmp_path: Path) -> None:
-    """The worker's heartbeat keeps the lease while the run lasts four leases: a second worker
-    never gets the message, so every message runs exactly once."""
+    """The worker's heartbeat keeps the lease while the run lasts over three leases: a second
+    worker never gets the message, so every message runs exactly once."""
     serving.serve_flow(client, "faultflows.SlowFlow", "slow")
     proxy = serving.get_flow_instance(client, "slow")
     for _ in range(2):
-        run_dispatch_worker_thread(client, lease_seconds=0.3)
+        # Short enough to run out thrice per run, long enough for a loaded machine to beat in time.
+        run_dispatch_worker_thread(client, lease_seconds=0.5)
     log = tmp_path / "runs.log"
     futures = [
         proxy.get_reply_future(
-            proxy.package_input_message({"i": i, "seconds": 1.2, "log": str(log)})
+            proxy.package_input_message({"i": i, "seconds": 1.6, "log": str(log)})
         )
         for i in range(2)
     ]
@@ -220,16 +221,20 @@ def test_the_runner_saves_each_task_and_keeps_its_claim_past_the_lease(
         ]
     }
     key = store.create_flow(TaskFlow.from_flow_spec(spec))
-    runner = FlowRunner(store, lease=0.3)
-    (claim,) = store.claim_flows(lease=0.3)
+    # The lease is short enough that a run outlives it three times, long enough that a loaded
+    # machine still beats in time (a third of it between beats).
+    runner = FlowRunner(store, lease=0.6)
+    (claim,) = store.claim_flows(lease=0.6)
     thread = threading.Thread(target=runner.run_claim, args=(claim,))
     thread.start()
     try:
         wait_for(started.exists, "the blocking task to start")
         assert store.get_flow(key).tasks["first"]["status"] == "COMPLETED"
-        until = time.monotonic() + 1.0  # over three leases
+        until = time.monotonic() + 2.0  # over three leases
         while time.monotonic() < until:
             assert competitor.claim_flow(key, lease=30) is None
+            # A competing runner polls; a loop without pause would starve SQLite's other writer.
+            time.sleep(0.02)
     finally:
         release.write_text("go")
         thread.join(30)

@@ -35,7 +35,10 @@ from urllib.parse import urlsplit
 from .errors import ConfigurationError, KeyFileError, SignatureError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "KeyPair",
@@ -117,15 +120,22 @@ def _loaded_private_key(private_key: bytes) -> Ed25519PrivateKey:
 def verify(user_id: str, payload: bytes, signature: bytes) -> bool:
     """True if ``signature`` over ``payload`` was made by the key of ``user_id``."""
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     if not is_user_id(user_id):
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(user_id)).verify(signature, payload)
+        _loaded_public_key(user_id).verify(signature, payload)
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _loaded_public_key(user_id: str) -> Ed25519PublicKey:
+    # A node verifies every signed request: the keys of the users who call it are kept loaded.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(user_id))
 
 
 def _key_from_private(private_key: bytes) -> KeyPair:

@@ -304,10 +304,19 @@ class Backend(ABC):
 
     @abstractmethod
     def enqueue_once(
-        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+        self,
+        key: str,
+        envelopes: Sequence[Envelope],
+        replies: Sequence[ReplyRecord] = (),
+        *,
+        wake: bool = True,
     ) -> list[str] | None:
         """As :meth:`enqueue`, unless a batch with this ``key`` was stored before: then nothing
         is stored and it returns None.
+
+        ``wake=False`` may leave this process's workers asleep for the queued messages: for a
+        caller that runs them itself right away, and calls :meth:`wake` if it does not (other
+        processes are told as always).
 
         For deliveries from other nodes, which retry until they hear back: the key (the sender
         and its message id) is stored in the same transaction as what it queued, so a delivery

@@ -348,6 +348,10 @@ class Dispatcher:
         )
         done(ok, unknown)
 
+    def recent_run(self, flow_id: str) -> float | None:
+        """How long ``flow_id``'s runs here took lately, in seconds (None: none seen yet)."""
+        return self._run_seconds.get(flow_id)
+
     def _ran(self, flow_id: str, took: float) -> None:
         times = self._run_seconds
         last = times.pop(flow_id, None)

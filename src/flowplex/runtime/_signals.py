@@ -1,4 +1,4 @@
-"""In-process wake-ups shared by every backend: counters bumped on commit, and a condition."""
+"""In-process wake-ups shared by every backend: counters bumped on commit, and conditions."""
 
 from __future__ import annotations
 
@@ -13,24 +13,44 @@ __all__ = ["Signals"]
 _RECENT_REPLIES = 4096
 
 
+class _Waiters:
+    """A condition and how many wait on it (read without the lock by notifiers)."""
+
+    __slots__ = ("cond", "count")
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.count = 0
+
+    def wake(self) -> None:
+        # The change is made before count is read, and a waiter counts itself in before it
+        # reads the counters: either it sees the change, or this sees it waiting.
+        if self.count:
+            with self.cond:
+                self.cond.notify_all()
+
+
 class Signals:
-    """Wake-ups within one process: a condition and counters bumped after each commit.
+    """Wake-ups within one process: conditions and counters bumped after each commit.
 
     ``messages`` is told the dispatch points that got claimable messages, ``replies`` the
     futures that got replies, ``everything`` that anything may have changed (another process
     committed, the change feed reconnected). A claim remembers, per thread, the counters it
     started from, so a wait that follows it returns at once if a commit slipped in between:
     no wake-up is lost inside the process.
+
+    Workers wait for messages and callers for replies on conditions of their own, so that a
+    reply wakes no worker and a message no caller.
     """
 
     def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
         self.closed = False
         # Counters only grow, under _bump (never held while waiting); they are read without a
-        # lock. The condition is taken only when somebody waits on it (_waiting, changed under
-        # it): a busy worker is then never made to fight a notifier for a lock.
+        # lock. A condition is taken only when somebody waits on it: a busy worker is then
+        # never made to fight a notifier for a lock.
         self._bump = threading.Lock()
-        self._waiting = 0
+        self._for_messages = _Waiters()
+        self._for_replies = _Waiters()
         self._everything = 0
         self._points: dict[str, int] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -43,7 +63,7 @@ class Signals:
         with self._bump:
             for point in points:
                 self._points[point] = self._points.get(point, 0) + 1
-        self._wake()
+        self._for_messages.wake()
 
     def replies(self, future_ids: Iterable[str]) -> None:
         """Replies for ``future_ids`` were committed."""
@@ -53,7 +73,7 @@ class Signals:
                 recent[future_id] = None
             while len(recent) > _RECENT_REPLIES:
                 recent.popitem(last=False)
-        self._wake()
+        self._for_replies.wake()
 
     def everything(self) -> None:
         """Anything may have changed: every waiter returns and re-checks."""
@@ -67,11 +87,8 @@ class Signals:
         self._wake()
 
     def _wake(self) -> None:
-        # The change above is made before _waiting is read, and a waiter counts itself in
-        # before it reads the counters: either it sees the change, or this sees it waiting.
-        if self._waiting:
-            with self.cond:
-                self.cond.notify_all()
+        self._for_messages.wake()
+        self._for_replies.wake()
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -99,17 +116,25 @@ class Signals:
     def wait_messages(self, point: str, token: tuple[int, int], until: float) -> bool:
         """Wait until ``point``'s counters move past ``token``, the close, or ``until``
         (monotonic). True if woken, False on time-out."""
-        return self._wait(lambda: (self._everything, self._points.get(point, 0)) != token, until)
+        return self._wait(
+            self._for_messages,
+            lambda: (self._everything, self._points.get(point, 0)) != token,
+            until,
+        )
 
     def wait_reply(self, future_id: str, token: int, until: float) -> bool:
         """Wait until a reply for ``future_id`` is committed in this process, anything changes
         (past ``token``), the close, or ``until`` (monotonic). True if woken, False on
         time-out."""
-        return self._wait(lambda: future_id in self._recent or self._everything != token, until)
+        return self._wait(
+            self._for_replies,
+            lambda: future_id in self._recent or self._everything != token,
+            until,
+        )
 
-    def _wait(self, changed: Callable[[], bool], until: float) -> bool:
-        with self.cond:
-            self._waiting += 1
+    def _wait(self, waiters: _Waiters, changed: Callable[[], bool], until: float) -> bool:
+        with waiters.cond:
+            waiters.count += 1
             try:
                 while True:
                     if self.closed or changed():
@@ -117,6 +142,6 @@ class Signals:
                     remaining = until - time.monotonic()
                     if remaining <= 0:
                         return False
-                    self.cond.wait(remaining)
+                    waiters.cond.wait(remaining)
             finally:
-                self._waiting -= 1
+                waiters.count -= 1

@@ -194,7 +194,12 @@ class MemoryBackend(Backend):
         return unknown
 
     def enqueue_once(
-        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+        self,
+        key: str,
+        envelopes: Sequence[Envelope],
+        replies: Sequence[ReplyRecord] = (),
+        *,
+        wake: bool = True,
     ) -> list[str] | None:
         points: set[str] = set()
         with self._lock:
@@ -206,7 +211,7 @@ class MemoryBackend(Backend):
                 while next(iter(self._received.values())) < now - RECEIVED_KEEP:
                     del self._received[next(iter(self._received))]
             unknown = self._enqueue_locked(envelopes, replies, points)
-        self._notify(points, replies)
+        self._notify(points if wake else set(), replies)
         return unknown
 
     def _enqueue_locked(

@@ -365,7 +365,12 @@ class PostgresBackend(SQLBackend):
         return self._after_put(put, ())
 
     def enqueue_once(
-        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+        self,
+        key: str,
+        envelopes: Sequence[Envelope],
+        replies: Sequence[ReplyRecord] = (),
+        *,
+        wake: bool = True,
     ) -> list[str] | None:
         """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
         now = self.clock.time()
@@ -376,7 +381,8 @@ class PostgresBackend(SQLBackend):
             if self._received % RECEIVED_PRUNE_EVERY == 0:
                 conn.execute(_PRUNE_RECEIVED, (now - RECEIVED_KEEP,))
             put = _Put(conn, envelopes, replies, now)
-        return self._after_put(put, ())
+        # Without ``wake``, only the NOTIFY wakes this process's workers (a moment later).
+        return self._after_put(put, (), wake=wake)
 
     def _claim(
         self, dispatch_point: str, user_id: str | None, lease_seconds: float, limit: int, lease: str
@@ -452,11 +458,12 @@ class PostgresBackend(SQLBackend):
             for _, outcome in items
         ]
 
-    def _after_put(self, put: _Put, points: Sequence[str]) -> list[str]:
-        """Wake this process's waiters for what ``put`` committed; the unknown flow ids."""
+    def _after_put(self, put: _Put, points: Sequence[str], *, wake: bool = True) -> list[str]:
+        """Wake this process's waiters for what ``put`` committed (those of its messages only
+        with ``wake``); the unknown flow ids."""
         unknown, queued_points = put.outcome()
         all_points = {*points, *queued_points}
-        if all_points:
+        if all_points and wake:
             self._signals.messages(all_points)
         if put.replies:
             self._signals.replies([r.future_id for r in put.replies])

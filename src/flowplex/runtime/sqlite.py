@@ -257,7 +257,12 @@ class SQLiteBackend(SQLBackend):
         return unknown
 
     def enqueue_once(
-        self, key: str, envelopes: Sequence[Envelope], replies: Sequence[ReplyRecord] = ()
+        self,
+        key: str,
+        envelopes: Sequence[Envelope],
+        replies: Sequence[ReplyRecord] = (),
+        *,
+        wake: bool = True,
     ) -> list[str] | None:
         """As :meth:`enqueue`, unless ``key`` was stored before (then None, nothing stored)."""
         points: set[str] = set()
@@ -269,7 +274,7 @@ class SQLiteBackend(SQLBackend):
             if self._received % RECEIVED_PRUNE_EVERY == 0:
                 conn.execute(_PRUNE_RECEIVED, (now - RECEIVED_KEEP,))
             unknown = _put(conn, envelopes, replies, points, now)
-        self._notify(points, replies)
+        self._notify(points, replies, here=wake)
         return unknown
 
     def _claim(
@@ -420,10 +425,14 @@ class SQLiteBackend(SQLBackend):
         if changed:
             self._signals.everything()
 
-    def _notify(self, points: set[str], replies: Sequence[ReplyRecord]) -> None:
+    def _notify(
+        self, points: set[str], replies: Sequence[ReplyRecord], *, here: bool = True
+    ) -> None:
+        """Wake the waiters of other processes, and this one's unless ``here`` is False (then
+        only those of ``replies``)."""
         if points or replies:
             self._doorbell.ring()
-        if points:
+        if points and here:
             # The claims there still look first (a cheap read): the message may be taken by
             # the request that queued it before a woken worker gets to it.
             self._signals.messages(points)

@@ -27,8 +27,9 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``mesh`` (its routes at the root), ``routers`` and ``mounts``.
 
-    ``pages`` are routers matched before the mesh's (the dashboard answers a browser's ``GET
-    /``, the mesh every other client's). ``mounts`` maps a path prefix to any ASGI app (e.g.
+    ``routers`` are matched first (the node API's message route is the hot path), then
+    ``pages``, before the mesh's (the dashboard answers a browser's ``GET /``, the mesh every
+    other client's). ``mounts`` maps a path prefix to any ASGI app (e.g.
     ``{"/opstore": OpStore(...).app}``). Starlette does not run a mounted app's lifespan, so
     pass it in ``lifespans`` if it has one; lifespans are entered in order (the mesh's first)
     and exited in reverse. A :class:`~flowplex.errors.FlowplexError` escaping a route answers
@@ -39,14 +40,13 @@ def create_app(
 
     from ._dashboard import STATIC_DIR, STATIC_PREFIX, docs_router
 
-    all_routers = [*pages, docs_router(title)]
+    all_routers = [*routers, *pages, docs_router(title)]
     all_lifespans = list(lifespans)
     if mesh is not None:
         from ..mesh import mesh_router
 
         all_routers.append(mesh_router(mesh))
         all_lifespans.insert(0, mesh.lifespan)
-    all_routers.extend(routers)
     static: ASGIApp = StaticFiles(directory=STATIC_DIR)
     all_mounts = {STATIC_PREFIX: static, **(mounts or {})}
     return compose_app(

@@ -47,17 +47,26 @@ __all__ = ["network_router"]
 MAX_WAIT = 60.0
 #: How long worker threads leave a new message to the request that queued it and waits.
 HELP_EXPECTED = 0.002
+#: The longest recent run (seconds) of an instance whose message the request that queued it
+#: runs on the event loop itself, as :func:`_quick` runs statements: handing so short a run to a
+#: thread and back costs more than the run.
+INLINE_RUN = 0.001
 
 T = TypeVar("T")
+
+
+def _inline(node: Node) -> bool:
+    """Whether the node's statements run on the event loop (see :func:`_quick`)."""
+    return not node.backend.url.startswith("postgresql")
 
 
 async def _quick(node: Node, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``: a few quick statements. On SQLite and memory they take microseconds, less
     than handing them to a thread (up to a millisecond on a busy machine), so they run here;
     PostgreSQL's round trips run in a thread, off the event loop."""
-    if node.backend.url.startswith("postgresql"):
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
+    if _inline(node):
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 async def _signed_user(caller: SignedCaller) -> str:
@@ -215,14 +224,21 @@ def network_router(node: Node) -> APIRouter:
         flow_id: str, body: SendIn, caller: Caller, wait: Wait = 0.0
     ) -> SendOut | Response:
         """Deliver a message to an instance (once per sender and message id)."""
-        out = await _quick(node, _deliver, node, flow_id, body, caller, wait)
-        if out.future_id is not None and wait > 0:
-            reply = await asyncio.to_thread(
-                _help_and_wait, node, caller, out.future_id, wait, out.accepted
-            )
-            if reply is not None:
-                return _with_reply(out, reply)
-        return out
+        # A request that waits for its reply runs its message itself, here on the event loop
+        # when the instance's runs are short, so this process's workers are not woken for it.
+        runs = wait > 0 and node.has_workers
+        out = await _quick(node, _deliver, node, flow_id, body, caller, runs)
+        if out.future_id is None or wait <= 0:
+            return out
+        reply = None
+        if runs and out.accepted:
+            if _inline(node) and _quick_here(node, flow_id):
+                reply = _run_own(node, caller, out.future_id, 2 * INLINE_RUN)
+            else:
+                reply = await asyncio.to_thread(_run_own, node, caller, out.future_id, None)
+        if reply is None:
+            reply = await asyncio.to_thread(_wait_reply_json, node, caller, out.future_id, wait)
+        return out if reply is None else _with_reply(out, reply)
 
     _add_reply_routes(router, node)
 
@@ -249,9 +265,9 @@ def network_router(node: Node) -> APIRouter:
     return router
 
 
-def _deliver(node: Node, flow_id: str, body: SendIn, caller: str, wait: float) -> SendOut:
+def _deliver(node: Node, flow_id: str, body: SendIn, caller: str, runs: bool) -> SendOut:
     """Queue a message for an instance, rewriting where its reply goes (see the module doc);
-    ``wait`` > 0 says the request will wait for the reply."""
+    ``runs`` says the request runs a future's message itself (see :func:`_run_own`)."""
     backend = node.backend
     record = _instance(node, flow_id)
     if not _owns(record, caller) and not _is_singleton(node, record):
@@ -285,23 +301,42 @@ def _deliver(node: Node, flow_id: str, body: SendIn, caller: str, wait: float) -
     # The sender is who signed, whatever the message says.
     message = message.replace(user_id=caller)
     key = f"message/{caller}/{message.message_id}"
-    if future_id is not None and wait > 0:
-        # The request waiting for its reply runs a message itself first (see _help_and_wait):
-        # the worker threads woken by this one leave it that moment.
+    runs = runs and future_id is not None
+    if runs:
+        # Worker threads woken meanwhile (by other messages) leave this one to the request.
         node.help_expected_until = time.monotonic() + HELP_EXPECTED
-    unknown = backend.enqueue_once(key, [Envelope(flow_id, message.to_json())])
+    unknown = backend.enqueue_once(key, [Envelope(flow_id, message.to_json())], wake=not runs)
     if unknown:
         raise HTTPException(404, f"no flow instance {flow_id} on this node.")
     return SendOut(message_id=message.message_id, accepted=unknown is not None, future_id=future_id)
 
 
-def _help_and_wait(node: Node, caller: str, future_id: str, wait: float, run: bool) -> str | None:
-    """Run a message (most likely the caller's own: a hand-off between threads costs more than
-    the run), then wait for the reply (its JSON); None if it did not come within ``wait`` s."""
-    if run:
+def _quick_here(node: Node, flow_id: str) -> bool:
+    """Whether ``flow_id``'s runs here lately took at most :data:`INLINE_RUN`."""
+    for worker in node.workers:
+        took = worker.dispatcher.recent_run(flow_id)
+        if took is not None and took <= INLINE_RUN:
+            return True
+    return False
+
+
+def _run_own(node: Node, caller: str, future_id: str, within: float | None) -> str | None:
+    """Run a message of this process's workers (most likely the caller's own, queued without
+    waking them: a hand-off between threads costs more than the run), expected to take
+    ``within`` seconds if given; the reply (its JSON) if it is in then.
+
+    If it is not (another message ran, or none fitted), the workers are woken for the
+    caller's message, which was queued without waking them.
+    """
+    reply = None
+    try:
         with node.helping():
-            _run_one(node)
-    return _wait_reply_json(node, caller, future_id, wait)
+            _run_one(node, within)
+        reply = node.backend.take_reply(_future_key(caller, future_id))
+    finally:
+        if reply is None:
+            node.backend.wake()
+    return reply
 
 
 def _with_reply(out: SendOut, reply: str) -> Response:
@@ -311,11 +346,12 @@ def _with_reply(out: SendOut, reply: str) -> Response:
     return Response(f'{head[:-1]},"reply":{reply}}}', media_type="application/json")
 
 
-def _run_one(node: Node) -> None:
-    """Run one claimable message of this process's dispatch workers, if there is one."""
+def _run_one(node: Node, within: float | None) -> None:
+    """Run one claimable message of this process's dispatch workers, if there is one (expected
+    to take ``within`` seconds, if given)."""
     for worker in node.workers:
         dispatcher = worker.dispatcher
-        if not dispatcher.stopping and dispatcher.run_batch(limit=1):
+        if not dispatcher.stopping and dispatcher.run_batch(limit=1, within=within):
             return
 
 

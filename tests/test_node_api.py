@@ -133,6 +133,27 @@ def test_client_mistakes_answer_4xx_with_detail(node: Client) -> None:
         assert "detail" in answer.json()
 
 
+def test_the_message_route_checks_its_query_and_body_as_documented(node: Client) -> None:
+    """The message route reads its query and body itself: mistakes are answered as FastAPI
+    answers them elsewhere (422, each problem located), and the signature is checked first."""
+    http = client(node, generate_key_pair())
+    post = f"/instances/{mount(http)}/messages"
+    body = {"message": message({})}
+    where = {
+        "query wait": http.post(post, params={"wait": "soon"}, json=body),
+        "query wait (negative)": http.post(post, params={"wait": -1}, json=body),
+        "body": http.post(post, content=b"{not json", headers={"content-type": "application/json"}),
+        "body message": http.post(post, json={"reply_to": None}),
+        "body reply_to": http.post(post, json={"message": message({}), "reply_to": 3}),
+    }
+    for expected, answer in where.items():
+        assert answer.status_code == 422, (expected, answer.text)
+        located = [" ".join(str(part) for part in e["loc"][:2]) for e in answer.json()["detail"]]
+        assert expected.split(" (")[0] in located, (expected, located)
+    unsigned = client(node).post(post, params={"wait": "soon"}, json={})
+    assert unsigned.status_code == 401 and "sign" in unsigned.json()["detail"]
+
+
 def test_two_servers_of_an_endpoint_are_told_apart(node: Client) -> None:
     other = node.node.add_user()
     serving.serve_flow(other, ATOMIC, "reverse")

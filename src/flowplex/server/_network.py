@@ -23,11 +23,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from .._asgi import SignedCaller
+from .._asgi import SignedCaller, signed_caller
 from ..errors import ConfigurationError, FlowInstanceError, MessagingError
 from ..messages import FUTURE_SEP, FlowMessage, ReplyMode
 from ..runtime import (
@@ -111,6 +112,45 @@ class SendIn(BaseModel):
 
     message: dict[str, Any]
     reply_to: str | None = Field(None, description="the sender's node URL, for its reply")
+
+
+class SendQuery(BaseModel):
+    """The query of the message route."""
+
+    wait: float = Field(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the reply")
+
+
+#: The message route is the hot path: it reads its query and body itself (FastAPI's handling
+#: of parameters costs more than the rest of the route), and they are documented here as
+#: FastAPI would document them.
+_SEND_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {"name": "flow_id", "in": "path", "required": True, "schema": {"type": "string"}},
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "schema": SendQuery.model_json_schema()["properties"]["wait"],
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SendIn.model_json_schema()}},
+    },
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parsed(model: type[M], raw: bytes | dict[str, str], where: str) -> M:
+    """``raw`` (a JSON body, or the query) as ``model``; 422 as FastAPI answers otherwise."""
+    try:
+        if isinstance(raw, bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": (where, *e["loc"])} for e in errors]) from None
 
 
 class SendOut(BaseModel):
@@ -219,17 +259,21 @@ def network_router(node: Node) -> APIRouter:
             raise HTTPException(status, str(exc)) from None
         return MountOut(flow_id=flow_id, flow_endpoint=endpoint, user_id=serving)
 
-    @router.post("/instances/{flow_id}/messages", response_model=SendOut)
-    async def send(
-        flow_id: str, body: SendIn, caller: Caller, wait: Wait = 0.0
-    ) -> SendOut | Response:
+    @router.post(
+        "/instances/{flow_id}/messages", response_model=SendOut, openapi_extra=_SEND_OPENAPI
+    )
+    async def send(request: Request) -> Response:
         """Deliver a message to an instance (once per sender and message id)."""
+        caller = await _signed_user(await signed_caller(request))
+        flow_id: str = request.path_params["flow_id"]
+        wait = _parsed(SendQuery, dict(request.query_params), "query").wait
+        body = _parsed(SendIn, await request.body(), "body")
         # A request that waits for its reply runs its message itself, here on the event loop
         # when the instance's runs are short, so this process's workers are not woken for it.
         runs = wait > 0 and node.has_workers
         out = await _quick(node, _deliver, node, flow_id, body, caller, runs)
         if out.future_id is None or wait <= 0:
-            return out
+            return Response(out.model_dump_json(), media_type="application/json")
         reply = None
         if runs and out.accepted:
             if _inline(node) and _quick_here(node, flow_id):
@@ -238,7 +282,9 @@ def network_router(node: Node) -> APIRouter:
                 reply = await asyncio.to_thread(_run_own, node, caller, out.future_id, None)
         if reply is None:
             reply = await asyncio.to_thread(_wait_reply_json, node, caller, out.future_id, wait)
-        return out if reply is None else _with_reply(out, reply)
+        if reply is None:
+            return Response(out.model_dump_json(), media_type="application/json")
+        return _with_reply(out, reply)
 
     _add_reply_routes(router, node)
 

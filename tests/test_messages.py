@@ -82,6 +82,12 @@ def test_naive_created_at_is_rejected() -> None:
         FlowMessage(data={}, created_at=datetime(2024, 1, 1))
 
 
+@pytest.mark.parametrize("created_at", [None, 5, "yesterday", ["2024-01-01"]])
+def test_a_wire_created_at_that_is_no_timestamp_is_named(created_at: object) -> None:
+    with pytest.raises(MessagingError, match="created_at is not an ISO-8601 timestamp"):
+        FlowMessage.from_dict({"data": {}, "created_at": created_at})
+
+
 # --- reply modes ------------------------------------------------------------------------------
 
 

@@ -93,11 +93,7 @@ def generate_key_pair() -> KeyPair:
 
 def is_user_id(value: object) -> TypeGuard[str]:
     """True if ``value`` looks like a user id: 64 lowercase hex characters."""
-    return (
-        isinstance(value, str)
-        and len(value) == _USER_ID_LEN
-        and all(c in "0123456789abcdef" for c in value)
-    )
+    return isinstance(value, str) and _USER_ID_RE.fullmatch(value) is not None
 
 
 def sign(private_key: bytes, payload: bytes) -> bytes:
@@ -248,6 +244,7 @@ COVERED = ("@method", "@path", "@query", "content-digest")
 #: How far in the future a ``created`` may lie (clocks of two machines disagree a little).
 MAX_CLOCK_SKEW = 30.0
 _LABEL = "sig1"
+_USER_ID_RE = re.compile(f"[0-9a-f]{{{_USER_ID_LEN}}}")
 _NONCE_RE = re.compile(r"[A-Za-z0-9_\-]{16,128}")
 _MEMBER_RE = re.compile(r'\s*([a-z*][a-z0-9_\-.*]*)=\(((?:\s*"[^"\\]*")*)\s*\)((?:;[^,]*)?)\s*$')
 _PARAM_RE = re.compile(r';([a-z*][a-z0-9_\-.*]*)=("[^"\\]*"|-?[0-9]{1,15})')

@@ -216,7 +216,7 @@ class FlowMessage:
             raise MessagingError("a FlowMessage needs a 'data' field.")
         values = {k: raw[k] for k in _FIELDS if k in raw}
         created_at = values.get("created_at")
-        if created_at is not None and not isinstance(created_at, datetime):
+        if "created_at" in values and not isinstance(created_at, datetime):
             try:
                 parsed = datetime.fromisoformat(str(created_at))
             except ValueError:

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -204,7 +207,43 @@ def _instance(node: Node, flow_id: str) -> InstanceRecord:
     return record
 
 
-def _owns(record: InstanceRecord, caller: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Mounted:
+    """What never changes of an instance: who serves it, who mounted it, its endpoint."""
+
+    user_id: str
+    client_id: str
+    endpoint: str
+
+
+class _MountedCache:
+    """The unchanging facts of the instances messaged lately (bounded), so that the message
+    route checks who may send without reading the instance (its state) every time. An
+    instance deleted meanwhile is still found out: queueing to it answers 404."""
+
+    def __init__(self, node: Node, size: int = 4096) -> None:
+        self._node = node
+        self._size = size
+        self._known: OrderedDict[str, _Mounted] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, flow_id: str) -> _Mounted:
+        """The instance's facts; 404 if there is no such instance (links are not ones)."""
+        with self._lock:
+            known = self._known.get(flow_id)
+            if known is not None:
+                self._known.move_to_end(flow_id)
+                return known
+        record = _instance(self._node, flow_id)
+        known = _Mounted(record.user_id, record.client_id, record.endpoint)
+        with self._lock:
+            self._known[flow_id] = known
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
+        return known
+
+
+def _owns(record: InstanceRecord | _Mounted, caller: str) -> bool:
     mounter = record.user_id if record.client_id == "local" else record.client_id
     return caller in (record.user_id, mounter)
 
@@ -225,6 +264,7 @@ def network_router(node: Node) -> APIRouter:
     """The node HTTP API of ``node`` (see the module doc)."""
     router = APIRouter(tags=["node"])
     backend = node.backend
+    mounted = _MountedCache(node)
 
     @router.get("/endpoints/{endpoint}", response_model=EndpointOut)
     async def describe(endpoint: str, caller: Caller) -> EndpointOut:
@@ -271,7 +311,7 @@ def network_router(node: Node) -> APIRouter:
         # A request that waits for its reply runs its message itself, here on the event loop
         # when the instance's runs are short, so this process's workers are not woken for it.
         runs = wait > 0 and node.has_workers
-        out = await _quick(node, _deliver, node, flow_id, body, caller, runs)
+        out = await _quick(node, _deliver, node, mounted, flow_id, body, caller, runs)
         if out.future_id is None or wait <= 0:
             return Response(out.model_dump_json(), media_type="application/json")
         reply = None
@@ -311,11 +351,13 @@ def network_router(node: Node) -> APIRouter:
     return router
 
 
-def _deliver(node: Node, flow_id: str, body: SendIn, caller: str, runs: bool) -> SendOut:
+def _deliver(
+    node: Node, mounted: _MountedCache, flow_id: str, body: SendIn, caller: str, runs: bool
+) -> SendOut:
     """Queue a message for an instance, rewriting where its reply goes (see the module doc);
     ``runs`` says the request runs a future's message itself (see :func:`_run_own`)."""
     backend = node.backend
-    record = _instance(node, flow_id)
+    record = mounted.get(flow_id)
     if not _owns(record, caller) and not _is_singleton(node, record):
         raise HTTPException(403, f"user {caller} did not mount flow instance {flow_id}.")
     message = _message(body.message)
@@ -503,7 +545,7 @@ def _owned(node: Node, flow_id: str, caller: str) -> InstanceRecord:
     return record
 
 
-def _is_singleton(node: Node, record: InstanceRecord) -> bool:
+def _is_singleton(node: Node, record: InstanceRecord | _Mounted) -> bool:
     endpoint = node.backend.get_endpoint(record.user_id, record.endpoint)
     return endpoint is not None and endpoint.singleton and endpoint.served
 

@@ -11,7 +11,9 @@ HTTP keep-alive round trip measured in the same run.
 - "network: composite over 2 nodes": a blocking composite on node X whose two subflows are
   on node Y (two hops through X's links and Y's reply link, each message durable on both).
 
-The runner holds the target: the hop's p50 at most 3x the floor's.
+The floor and the hop are measured in turns of 50 calls (``measure_interleaved``), so that
+what changes on the machine meanwhile weighs on both alike. The runner holds the target: the
+hop's p50 at most 3x the floor's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import Result, measure, pipelined
+from _common import Result, measure, measure_interleaved, pipelined
 
 TARGETS: dict[str, tuple[str, float]] = {}  # the runner lists the cross-node hop target
 NAMES = (
@@ -106,18 +108,17 @@ def run(quick: bool, only: str) -> list[Result]:
     port = _free_port()
     floor_url = f"http://127.0.0.1:{port}"
     echo = [sys.executable, "-c", _ECHO, str(port)]
+    body = {"data": {"number": 1234}, "message_id": "x" * 36}
+
     with (
+        tempfile.TemporaryDirectory(prefix="flowplex-bench-net-") as tmp,
         _process(echo, floor_url, "/echo", dict(os.environ)),
         httpx.Client(base_url=floor_url, trust_env=False) as http,
     ):
-        body = {"data": {"number": 1234}, "message_id": "x" * 36}
 
         def floor() -> Any:
             return http.post("/echo", json=body).json()
 
-        results.append(measure("network floor: HTTP keep-alive", floor, n, warmup))
-
-    with tempfile.TemporaryDirectory(prefix="flowplex-bench-net-") as tmp:
         y_home, x_home = Path(tmp) / "y", Path(tmp) / "x"
         y_db, x_db = f"sqlite:///{y_home / 'flowplex.db'}", f"sqlite:///{x_home / 'flowplex.db'}"
         user_b = flowplex.start_node(path=y_home, db=y_db)
@@ -138,7 +139,14 @@ def run(quick: bool, only: str) -> list[Result]:
                 message = proxy.package_input_message({"number": 1234})
                 return proxy.get_reply_future(message).get_data(timeout=30)
 
-            results.append(measure("network: cross-node hop", hop, n, warmup))
+            results.extend(
+                measure_interleaved(
+                    [("network floor: HTTP keep-alive", floor), ("network: cross-node hop", hop)],
+                    n,
+                    warmup,
+                    block=50,
+                )
+            )
             proxies = [remote.get_flow_instance("reverse") for _ in range(8)]
 
             def send(i: int) -> Callable[[], Any]:

@@ -84,6 +84,8 @@ def test_a_message_waits_for_its_reply_or_is_polled(node: Client) -> None:
     assert set(sent) == {"message_id", "accepted", "future_id", "reply"}
     assert sent["accepted"] is True and sent["future_id"] == "one"
     assert sent["reply"]["data"] == {"output_number": 21}
+    # Answered, the reply is not kept for anyone to read again.
+    assert http.get("/replies/one").json() == {"status": "pending", "reply": None}
     http.post(
         f"/instances/{flow_id}/messages",
         json={"message": message({"number": 345}, mode="future", future_id="two")},

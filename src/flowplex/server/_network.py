@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
 
 from .._asgi import SignedCaller, signed_caller
 from ..errors import ConfigurationError, FlowInstanceError, MessagingError
@@ -314,17 +315,7 @@ def network_router(node: Node) -> APIRouter:
         out = await _quick(node, _deliver, node, mounted, flow_id, body, caller, runs)
         if out.future_id is None or wait <= 0:
             return Response(out.model_dump_json(), media_type="application/json")
-        reply = None
-        if runs and out.accepted:
-            if _inline(node) and _quick_here(node, flow_id):
-                reply = _run_own(node, caller, out.future_id, 2 * INLINE_RUN)
-            else:
-                reply = await asyncio.to_thread(_run_own, node, caller, out.future_id, None)
-        if reply is None:
-            reply = await asyncio.to_thread(_wait_reply_json, node, caller, out.future_id, wait)
-        if reply is None:
-            return Response(out.model_dump_json(), media_type="application/json")
-        return _with_reply(out, reply)
+        return await _answer(node, out, out.future_id, caller, flow_id, wait, runs)
 
     _add_reply_routes(router, node)
 
@@ -399,6 +390,27 @@ def _deliver(
     return SendOut(message_id=message.message_id, accepted=unknown is not None, future_id=future_id)
 
 
+async def _answer(
+    node: Node, out: SendOut, future_id: str, caller: str, flow_id: str, wait: float, runs: bool
+) -> Response:
+    """The answer to a delivered request that waits ``wait`` s for its reply (and runs its
+    message itself if ``runs``)."""
+    reply = None
+    if runs and out.accepted:
+        if _inline(node) and _quick_here(node, flow_id):
+            reply = _run_own(node, caller, future_id, 2 * INLINE_RUN)
+        else:
+            reply = await asyncio.to_thread(_run_own, node, caller, future_id, None)
+    if reply is not None:
+        # Read, not taken: it is taken once the answer is out (and kept if it never is).
+        key = _future_key(caller, future_id)
+        return _with_reply(out, reply, BackgroundTask(_take, node, key))
+    reply = await asyncio.to_thread(_wait_reply_json, node, caller, future_id, wait)
+    if reply is None:
+        return Response(out.model_dump_json(), media_type="application/json")
+    return _with_reply(out, reply)
+
+
 def _quick_here(node: Node, flow_id: str) -> bool:
     """Whether ``flow_id``'s runs here lately took at most :data:`INLINE_RUN`."""
     for worker in node.workers:
@@ -411,7 +423,7 @@ def _quick_here(node: Node, flow_id: str) -> bool:
 def _run_own(node: Node, caller: str, future_id: str, within: float | None) -> str | None:
     """Run a message of this process's workers (most likely the caller's own, queued without
     waking them: a hand-off between threads costs more than the run), expected to take
-    ``within`` seconds if given; the reply (its JSON) if it is in then.
+    ``within`` seconds if given; the reply (its JSON, left in place) if it is in then.
 
     If it is not (another message ran, or none fitted), the workers are woken for the
     caller's message, which was queued without waking them.
@@ -420,18 +432,26 @@ def _run_own(node: Node, caller: str, future_id: str, within: float | None) -> s
     try:
         with node.helping():
             _run_one(node, within)
-        reply = node.backend.take_reply(_future_key(caller, future_id))
+        reply = node.backend.peek_reply(_future_key(caller, future_id))
     finally:
         if reply is None:
             node.backend.wake()
     return reply
 
 
-def _with_reply(out: SendOut, reply: str) -> Response:
+async def _take(node: Node, key: str) -> None:
+    """Drop the reply stored under ``key`` (sent already)."""
+    await _quick(node, node.backend.take_reply, key)
+
+
+def _with_reply(out: SendOut, reply: str, background: BackgroundTask | None = None) -> Response:
     """``out`` with ``reply`` (a stored FlowMessage JSON, written by this node) as the answer:
-    the reply goes out as stored, neither parsed nor validated again (it is most of the body)."""
+    the reply goes out as stored, neither parsed nor validated again (it is most of the body).
+    ``background`` runs once the answer is sent."""
     head = out.model_dump_json(exclude={"reply"})
-    return Response(f'{head[:-1]},"reply":{reply}}}', media_type="application/json")
+    return Response(
+        f'{head[:-1]},"reply":{reply}}}', media_type="application/json", background=background
+    )
 
 
 def _run_one(node: Node, within: float | None) -> None:

@@ -242,6 +242,24 @@ def test_node_y_killed_mid_stream_every_message_gets_one_reply(tmp_path: Path) -
         user_b.node.close()
 
 
+def test_a_failed_mount_deletes_what_it_mounted_on_another_node(mesh: dict[str, Any]) -> None:
+    """The first subflow mounts on node Y, the second cannot: the composite is not mounted,
+    and the instance mounted for it on Y is deleted again."""
+    user_b = mesh["b"]
+    y_url = mesh["y"].url
+    before = len(user_b.node.backend.list_instances(user_b.get_user_id(), "counting"))
+    overrides = {
+        "subflows_config": {
+            "first_reverse_flow": {"node_url": y_url, "flow_endpoint": "counting"},
+            "second_reverse_flow": {"node_url": y_url, "flow_endpoint": "served_nowhere"},
+        }
+    }
+    with pytest.raises(FlowInstanceError, match="served_nowhere"):
+        serving.get_flow_instance(mesh["a"], "twice_blocking", config_overrides=overrides)
+    after = user_b.node.backend.list_instances(user_b.get_user_id(), "counting")
+    assert len(after) == before
+
+
 def test_a_retried_delivery_is_taken_once(mesh: dict[str, Any]) -> None:
     key = local_key(mesh["a"].node, mesh["a"].get_user_id())
     from flowplex.runtime import node_api

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..config import ensure_json_serializable
 from ..errors import (
@@ -79,28 +80,33 @@ def mount(node: Node, request: MountRequest) -> str:
     A singleton's id is derived from its endpoint, so when two mounts (threads or processes)
     race to create it, the database's primary key lets one win; the loser plans again and finds
     the winner's instance. Only that race is retried: every other failure, a flow's own
-    exception included, is reported at once.
+    exception included, is reported at once. Subflows on other nodes are mounted there while
+    planning; a plan that is not committed here deletes them again.
     """
     for _attempt in range(_MOUNT_ATTEMPTS):
         plan = _Plan()
-        flow_id = _plan_mount(
-            node,
-            plan,
-            requester=request.requester,
-            serving_user=request.serving_user,
-            endpoint=request.endpoint,
-            overrides=dict(request.config_overrides or {}),
-            initial_state=request.initial_state,
-            dispatch_point_override=request.dispatch_point_override,
-            compose_locally=request.compose_locally,
-        )
         try:
+            flow_id = _plan_mount(
+                node,
+                plan,
+                requester=request.requester,
+                serving_user=request.serving_user,
+                endpoint=request.endpoint,
+                overrides=dict(request.config_overrides or {}),
+                initial_state=request.initial_state,
+                dispatch_point_override=request.dispatch_point_override,
+                compose_locally=request.compose_locally,
+            )
             if plan.records:  # none when the asked-for singleton exists already
                 node.backend.add_instances(plan.records)
         except DuplicateKeyError:
+            _unmount_remote(node, plan.records)
             if not plan.singletons:
                 raise
             continue
+        except BaseException:
+            _unmount_remote(node, plan.records)
+            raise
         for record in plan.records:
             logger.info(
                 "mounted %s at %s:mounts:%s:%s",
@@ -115,6 +121,28 @@ def mount(node: Node, request: MountRequest) -> str:
         request.serving_user,
         "Lost the race to mount a singleton subflow too often.",
     )
+
+
+def _unmount_remote(node: Node, records: list[InstanceRecord]) -> None:
+    """Delete the instances the links among ``records`` stand for on their nodes (a mount
+    that failed here); one that cannot be deleted now is logged, for its owner to delete."""
+    from ._remote import LINK_CLASS, local_key, node_api
+
+    for record in records:
+        if record.flow_class_name != LINK_CLASS:
+            continue
+        remote = record.config["remote_flow_id"]
+        where = record.config["node_url"]
+        try:
+            api = node_api(where, local_key(node, record.user_id))
+            api.request("DELETE", f"/instances/{quote(remote, safe='')}")
+        except Exception as exc:
+            logger.warning(
+                "could not delete instance %s on %s, mounted for a mount that failed: %s",
+                remote,
+                where,
+                exc,
+            )
 
 
 def singleton_id(user_id: str, endpoint: str, served_at: float) -> str:

@@ -22,6 +22,7 @@ from flowplex.runtime import Backend, Envelope, open_backend
 from flowplex.runtime.memory import MemoryBackend
 from flowplex.testing import CHECKS, SHARED_STORE_CHECKS, Check, Opener
 from flowplex.testing._backend import instance
+from waiting import wait_for
 
 
 def _sql_opener(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Opener:
@@ -122,6 +123,57 @@ def test_postgres_queue_tables_keep_free_space_and_vacuum_often(pg_url: str) -> 
         config.attributes["connection"] = connection
         command.downgrade(config, "0005_security")
     assert all(opts == [] for opts in options().values())
+
+
+def test_postgres_vacuums_its_queue_as_it_drains(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every VACUUM_EVERY acknowledgements the backend vacuums the queue table itself (the dead
+    entries of acknowledged heads would otherwise slow the claims until autovacuum comes)."""
+    import psycopg
+
+    from flowplex.runtime import Envelope, InstanceRecord, postgres
+
+    monkeypatch.setattr(postgres, "VACUUM_EVERY", 5)
+
+    def vacuums() -> int:
+        query = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'messages'::regclass"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(query).fetchone()
+            return int(row[0]) if row else 0
+
+    backend = postgres.PostgresBackend(pg_url)
+    try:
+        backend.add_instances(
+            [
+                InstanceRecord(
+                    flow_id="f1",
+                    user_id="u",
+                    endpoint="e",
+                    client_id="local",
+                    flow_class_name="C",
+                    config={},
+                    state={},
+                    dispatch_point="p",
+                    dispatch_point_override=None,
+                    parallel_dispatch=False,
+                    created_at=0.0,
+                )
+            ]
+        )
+        before = vacuums()
+        for i in range(4):
+            backend.enqueue([Envelope("f1", str(i))])
+            (delivery,) = backend.claim("p", None, 30, 1)
+            assert backend.complete(delivery, state=None)[0]
+        assert vacuums() == before  # four acknowledgements: not yet
+        backend.enqueue([Envelope("f1", "4")])
+        (delivery,) = backend.claim("p", None, 30, 1)
+        backend.complete(delivery, state=None)
+        wait_for(lambda: vacuums() > before, "the queue to be vacuumed", 30)
+    finally:
+        backend.close()
 
 
 _TABLES = {

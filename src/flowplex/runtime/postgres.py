@@ -21,11 +21,18 @@ the future id), delivered when it commits. A listener thread with its own connec
 into in-process wake-ups; commits made by this process wake its waiters directly. If the
 listener's connection fails, waits fall back to returning every 50 ms (callers re-check) until
 it reconnects.
+
+Vacuum. Each acknowledged message leaves a dead entry where claims look first (the index of
+heads: the next head is a new row version), and autovacuum comes at most once a minute: a
+long backlog would drain slower and slower. So every :data:`VACUUM_EVERY` acknowledgements a
+process vacuums the queue table itself, in a thread of its own, skipping it if another
+process is at it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import threading
@@ -67,6 +74,14 @@ MESSAGES_CHANNEL = "flowplex_messages"
 REPLIES_CHANNEL = "flowplex_replies"
 
 _IDLE_CONNECTIONS = 8
+
+#: Messages acknowledged by one process between two vacuums of the queue (see the module doc).
+VACUUM_EVERY = 500
+# Index cleanup explicitly: left to "auto", a vacuum skips the index when few pages hold dead
+# rows, and the index is what the claims walk.
+_VACUUM = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) messages"
+
+logger = logging.getLogger("flowplex")
 
 # Claim, release and take_reply run on connections that commit without waiting for the WAL
 # flush (a fsync: the largest cost of a small commit). Safe, because losing such a commit in a
@@ -251,6 +266,9 @@ class PostgresBackend(SQLBackend):
         self._listener_lock = threading.Lock()
         self._listening = False
         self._listener_ready = threading.Event()
+        self._acks = 0
+        self._vacuuming = False
+        self._vacuum_lock = threading.Lock()
         conn = self._connect()
         try:
             self._migrate_unless_current(conn, db)
@@ -421,6 +439,7 @@ class PostgresBackend(SQLBackend):
                 put = _Put(conn, outcome.envelopes, outcome.replies, outcome.now, locked)
         except _LostLease:
             return False, []
+        self._acked(1)
         return True, self._after_put(put, [row[0] for row in promoted.fetchall()])
 
     def _complete_many(
@@ -452,11 +471,33 @@ class PostgresBackend(SQLBackend):
                 replies.extend(outcome.replies)
             put = _Put(conn, envelopes, replies, items[-1][1].now, locked)
         points = [row[0] for cursor in promoted for row in cursor.fetchall()]
+        self._acked(len(items))
         unknown = set(self._after_put(put, points))
         return [
             (True, [env.flow_id for env in outcome.envelopes if env.flow_id in unknown])
             for _, outcome in items
         ]
+
+    def _acked(self, count: int) -> None:
+        """Count acknowledged messages: every :data:`VACUUM_EVERY`, vacuum the queue (in a
+        thread, one at a time)."""
+        with self._vacuum_lock:
+            self._acks += count
+            if self._acks < VACUUM_EVERY or self._vacuuming or self._closed:
+                return
+            self._acks = 0
+            self._vacuuming = True
+        threading.Thread(target=self._vacuum, name="flowplex-vacuum", daemon=True).start()
+
+    def _vacuum(self) -> None:
+        try:
+            with self._use() as conn:
+                conn.execute(_VACUUM, prepare=False)
+        except Exception as exc:
+            # Not the table's owner, or the database away: autovacuum still comes.
+            logger.debug("could not vacuum the queue of %s: %s", self._where, exc)
+        finally:
+            self._vacuuming = False
 
     def _after_put(self, put: _Put, points: Sequence[str], *, wake: bool = True) -> list[str]:
         """Wake this process's waiters for what ``put`` committed (those of its messages only

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from flowplex.errors import BackendError
-from flowplex.runtime import Backend, Envelope, open_backend
+from flowplex.runtime import Backend, Envelope, InstanceRecord, open_backend
 from flowplex.runtime.memory import MemoryBackend
 from flowplex.testing import CHECKS, SHARED_STORE_CHECKS, Check, Opener
 from flowplex.testing._backend import instance
@@ -125,6 +125,23 @@ def test_postgres_queue_tables_keep_free_space_and_vacuum_often(pg_url: str) -> 
     assert all(opts == [] for opts in options().values())
 
 
+def _instance(flow_id: str) -> InstanceRecord:
+    """An instance record to queue messages to (nothing runs them)."""
+    return InstanceRecord(
+        flow_id=flow_id,
+        user_id="u",
+        endpoint="e",
+        client_id="local",
+        flow_class_name="C",
+        config={},
+        state={},
+        dispatch_point="p",
+        dispatch_point_override=None,
+        parallel_dispatch=False,
+        created_at=0.0,
+    )
+
+
 def test_postgres_vacuums_its_queue_as_it_drains(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,7 +149,7 @@ def test_postgres_vacuums_its_queue_as_it_drains(
     entries of acknowledged heads would otherwise slow the claims until autovacuum comes)."""
     import psycopg
 
-    from flowplex.runtime import Envelope, InstanceRecord, postgres
+    from flowplex.runtime import postgres
 
     monkeypatch.setattr(postgres, "VACUUM_EVERY", 5)
 
@@ -145,23 +162,7 @@ def test_postgres_vacuums_its_queue_as_it_drains(
 
     backend = postgres.PostgresBackend(pg_url)
     try:
-        backend.add_instances(
-            [
-                InstanceRecord(
-                    flow_id="f1",
-                    user_id="u",
-                    endpoint="e",
-                    client_id="local",
-                    flow_class_name="C",
-                    config={},
-                    state={},
-                    dispatch_point="p",
-                    dispatch_point_override=None,
-                    parallel_dispatch=False,
-                    created_at=0.0,
-                )
-            ]
-        )
+        backend.add_instances([_instance("f1")])
         before = vacuums()
         for i in range(4):
             backend.enqueue([Envelope("f1", str(i))])
@@ -172,6 +173,28 @@ def test_postgres_vacuums_its_queue_as_it_drains(
         (delivery,) = backend.claim("p", None, 30, 1)
         backend.complete(delivery, state=None)
         wait_for(lambda: vacuums() > before, "the queue to be vacuumed", 30)
+    finally:
+        backend.close()
+
+
+def test_sqlite_checkpoints_in_a_thread_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL is copied back into the database file by the backend's checkpoint thread every
+    CHECKPOINT_EVERY write transactions, not by whichever commit finds it long."""
+    import os
+
+    from flowplex.runtime import sqlite
+
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 5)
+    path = tmp_path / "queue.db"
+    backend = sqlite.SQLiteBackend(f"sqlite:///{path}")
+    try:
+        backend.add_instances([_instance("f1")])
+        size = os.path.getsize(path)
+        for _ in range(10):  # far fewer pages than a commit's own threshold
+            backend.enqueue([Envelope("f1", "x" * 20_000)])
+        wait_for(lambda: os.path.getsize(path) > size, "the WAL to be checkpointed", 30)
     finally:
         backend.close()
 

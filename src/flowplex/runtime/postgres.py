@@ -81,7 +81,7 @@ VACUUM_EVERY = 500
 # rows, and the index is what the claims walk.
 _VACUUM = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) messages"
 
-logger = logging.getLogger("flowplex")
+logger = logging.getLogger("flowplex.node")
 
 # Claim, release and take_reply run on connections that commit without waiting for the WAL
 # flush (a fsync: the largest cost of a small commit). Safe, because losing such a commit in a

@@ -76,7 +76,7 @@ REPLIES_CHANNEL = "flowplex_replies"
 _IDLE_CONNECTIONS = 8
 
 #: Messages acknowledged by one process between two vacuums of the queue (see the module doc).
-VACUUM_EVERY = 500
+VACUUM_EVERY = 250
 # Index cleanup explicitly: left to "auto", a vacuum skips the index when few pages hold dead
 # rows, and the index is what the claims walk.
 _VACUUM = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) messages"

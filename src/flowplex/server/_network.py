@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -217,31 +216,18 @@ class _Mounted:
     endpoint: str
 
 
-class _MountedCache:
-    """The unchanging facts of the instances messaged lately (bounded), so that the message
-    route checks who may send without reading the instance (its state) every time. An
-    instance deleted meanwhile is still found out: queueing to it answers 404."""
+def _mounted_facts(node: Node) -> Callable[[str], _Mounted]:
+    """``flow_id`` -> the unchanging facts of that instance, kept for the instances messaged
+    lately (bounded), so that the message route checks who may send without reading the
+    instance (its state) every time. 404 if there is no such instance (a 404 is not kept); one
+    deleted meanwhile is still found out: queueing to it answers 404."""
 
-    def __init__(self, node: Node, size: int = 4096) -> None:
-        self._node = node
-        self._size = size
-        self._known: OrderedDict[str, _Mounted] = OrderedDict()
-        self._lock = threading.Lock()
+    @functools.lru_cache(maxsize=4096)
+    def facts(flow_id: str) -> _Mounted:
+        record = _instance(node, flow_id)
+        return _Mounted(record.user_id, record.client_id, record.endpoint)
 
-    def get(self, flow_id: str) -> _Mounted:
-        """The instance's facts; 404 if there is no such instance (links are not ones)."""
-        with self._lock:
-            known = self._known.get(flow_id)
-            if known is not None:
-                self._known.move_to_end(flow_id)
-                return known
-        record = _instance(self._node, flow_id)
-        known = _Mounted(record.user_id, record.client_id, record.endpoint)
-        with self._lock:
-            self._known[flow_id] = known
-            if len(self._known) > self._size:
-                self._known.popitem(last=False)
-        return known
+    return facts
 
 
 def _owns(record: InstanceRecord | _Mounted, caller: str) -> bool:
@@ -265,7 +251,7 @@ def network_router(node: Node) -> APIRouter:
     """The node HTTP API of ``node`` (see the module doc)."""
     router = APIRouter(tags=["node"])
     backend = node.backend
-    mounted = _MountedCache(node)
+    mounted = _mounted_facts(node)
 
     @router.get("/endpoints/{endpoint}", response_model=EndpointOut)
     async def describe(endpoint: str, caller: Caller) -> EndpointOut:
@@ -343,12 +329,17 @@ def network_router(node: Node) -> APIRouter:
 
 
 def _deliver(
-    node: Node, mounted: _MountedCache, flow_id: str, body: SendIn, caller: str, runs: bool
+    node: Node,
+    mounted: Callable[[str], _Mounted],
+    flow_id: str,
+    body: SendIn,
+    caller: str,
+    runs: bool,
 ) -> SendOut:
     """Queue a message for an instance, rewriting where its reply goes (see the module doc);
     ``runs`` says the request runs a future's message itself (see :func:`_run_own`)."""
     backend = node.backend
-    record = mounted.get(flow_id)
+    record = mounted(flow_id)
     if not _owns(record, caller) and not _is_singleton(node, record):
         raise HTTPException(403, f"user {caller} did not mount flow instance {flow_id}.")
     message = _message(body.message)
